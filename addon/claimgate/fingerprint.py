@@ -1,0 +1,17 @@
+"""Name secrets without revealing them.
+
+Claims, API tokens, provider secrets and signatures never appear in logs, metrics or admin
+output (DESIGN 2.9). Wherever one must be referred to, its fingerprint stands in: the first
+12 hex digits of its SHA-256, enough to tell values apart and to match them against a value
+an operator holds, useless for recovering the value.
+"""
+
+import hashlib
+
+FINGERPRINT_LENGTH = 12
+
+
+def fingerprint(secret: str | bytes) -> str:
+    """Return the short public name of ``secret``."""
+    data = secret.encode() if isinstance(secret, str) else secret
+    return hashlib.sha256(data).hexdigest()[:FINGERPRINT_LENGTH]

@@ -1,0 +1,71 @@
+"""Where claims live: the ``Claim`` record and the ``ClaimStore`` protocol.
+
+Every store keeps, per customer, only the freshest claim (DESIGN 2.4): the one from the
+newest verified service call by the call's own timestamp, so a late, older call never wins.
+It also keeps which customer an API token belongs to (learned from activation links, keyed
+by the token's SHA-256 so the store never holds a token in clear) and which customer a claim
+was issued to (to tell a stale claim from a foreign one).
+"""
+
+import hashlib
+from dataclasses import dataclass
+from typing import Protocol
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """A verified ``apiClaim`` and the service call that carried it."""
+
+    customer_web_id: str
+    user_id: str
+    claim: str
+    timestamp: int
+    """The service call's own ``timestamp`` (Unix seconds): what "freshest" compares."""
+    source: str = "link"
+    """``link`` for a signed service call or webhook, ``admin`` for ``POST /claims``."""
+
+    def __repr__(self) -> str:
+        from claimgate.fingerprint import fingerprint
+
+        return (
+            f"Claim(customer_web_id={self.customer_web_id!r}, user_id={self.user_id!r}, "
+            f"claim=<fp {fingerprint(self.claim)}>, timestamp={self.timestamp}, "
+            f"source={self.source!r})"
+        )
+
+
+def secret_key(secret: str) -> str:
+    """The full SHA-256 of a token or claim: how stores index them without holding them."""
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+class ClaimStore(Protocol):
+    """What the addon needs from a store. Methods are async so a networked store fits."""
+
+    async def put(self, claim: Claim) -> bool:
+        """Keep ``claim`` if it is newer than the customer's current one; True if kept."""
+        ...
+
+    async def freshest(self, customer_web_id: str) -> Claim | None:
+        """The customer's freshest claim, expired or not (the caller judges expiry)."""
+        ...
+
+    async def owner_of_claim(self, claim: str) -> str | None:
+        """The customer a claim was captured for, if the store has seen it."""
+        ...
+
+    async def learn_token(self, token: str, customer_web_id: str) -> None:
+        """Remember that API ``token`` belongs to ``customer_web_id``."""
+        ...
+
+    async def customer_of_token(self, token: str) -> str | None:
+        """The customer an API token belongs to, if known."""
+        ...
+
+    async def forget(self, customer_web_id: str) -> bool:
+        """Drop a customer's claim; True if there was one."""
+        ...
+
+    def __len__(self) -> int:
+        """Number of customers with a claim (for the ``claimgate_claims_cached`` gauge)."""
+        ...
