@@ -1,0 +1,397 @@
+"""The mitmproxy addon: routes each flow to capture or injection, and nothing else.
+
+Listeners are told apart by the proxy mode a connection arrived on (``Role``):
+
+- ``forward`` (HTTPS_PROXY): TLS is intercepted only for ``proxy.api_hosts``; every other
+  host is tunnelled untouched, decided per connection in ``tls_clienthello`` (never with
+  mitmproxy's process-wide ``allow_hosts``, which would blind the capture listener).
+- ``capture``: a reverse proxy in front of the provider's app; Marketplace links are verified
+  and their claims stored, and the request always reaches the app unchanged.
+
+mitmproxy forwards a flow whose hook raised, with whatever edits were made, so every hook
+catches its own errors and decides explicitly (DESIGN 2.7). The only edits to a request are
+one assignment of a fully built body, or one answer set in its place.
+"""
+
+import time
+from dataclasses import dataclass, field
+from enum import StrEnum
+from ipaddress import ip_address
+from typing import Any
+
+from mitmproxy import ctx, http, tls
+from mitmproxy.proxy import mode_specs
+
+from claimgate import capture, onoffice, policy, rewrite
+from claimgate.fingerprint import fingerprint
+from claimgate.policy import Decision, Kind, Verdict, Violation
+from claimgate.scope import ApiHosts
+from claimgate.settings import ListenAddress, Mode, Settings
+from claimgate.store import Claim, ClaimStore
+from claimgate.telemetry import get_logger, redact
+
+VIOLATION_HEADER = "X-Claimgate-Violation"
+METADATA_KEY = "claimgate"
+
+log = get_logger()
+
+
+class Role(StrEnum):
+    FORWARD = "forward"
+    CAPTURE = "capture"
+
+
+def listener_modes(settings: Settings) -> dict[str, Role]:
+    """mitmproxy ``mode`` specs for the configured listeners, and the role of each."""
+    modes = {f"regular@{_at(settings.proxy.listen)}": Role.FORWARD}
+    if settings.capture.upstream and settings.capture.listen:
+        modes[f"reverse:{settings.capture.upstream}@{_at(settings.capture.listen)}"] = Role.CAPTURE
+    return modes
+
+
+def _at(address: ListenAddress) -> str:
+    """mitmproxy splits ``host:port`` at the last colon and keeps brackets: none for IPv6."""
+    return f"{address.host}:{address.port}"
+
+
+@dataclass(slots=True)
+class RequestContext:
+    """What the request hook decided, kept in ``flow.metadata`` for the response hook."""
+
+    token_fp: str
+    customer: str | None
+    actions: int
+    verdict: Verdict
+    claim: Claim | None
+    own_seconds: float
+    answered_locally: bool = False
+    logged: bool = field(default=False)
+
+
+class Claimgate:
+    """Capture claims on the capture listener; inject them on the forward listener."""
+
+    def __init__(self, settings: Settings, store: ClaimStore) -> None:
+        self.settings = settings
+        self.store = store
+        self.roles = {spec: role for spec, role in listener_modes(settings).items()}
+        self.api_hosts = ApiHosts(settings.proxy.api_hosts)
+        self.mode = settings.policy.mode
+        self.provider_tokens = frozenset(settings.policy.provider_tokens)
+        self.static_customers = {c.token.reveal(): c.customer_web_id for c in settings.customers}
+        self.token_secrets = {
+            c.token.reveal(): c.secret.reveal() for c in settings.customers if c.secret
+        }
+        secret = settings.capture.provider_secret
+        self.provider_secret = secret.reveal() if secret else None
+
+    def role_of(self, proxy_mode: mode_specs.ProxyMode) -> Role | None:
+        return self.roles.get(proxy_mode.full_spec)
+
+    # --- hooks ----------------------------------------------------------------------
+
+    async def running(self) -> None:
+        proxyserver = ctx.master.addons.get("proxyserver")
+        listeners = {}
+        for server in proxyserver.servers:
+            role = self.role_of(server.mode)
+            if role is not None and server.listen_addrs:
+                host, port = server.listen_addrs[0][:2]
+                listeners[role.value] = f"{host}:{port}"
+        log.info("claimgate_ready", listeners=listeners, mode=self.mode.value)
+
+    def tls_clienthello(self, data: tls.ClientHelloData) -> None:
+        """Pass every non-API host through untouched: its own certificate reaches the client."""
+        try:
+            if self.role_of(data.context.client.proxy_mode) is not Role.FORWARD:
+                return
+            server = data.context.server.address
+            host = data.client_hello.sni or (server[0] if server else "")
+            port = server[1] if server else 443
+            if (host, port) not in self.api_hosts:
+                data.ignore_connection = True
+        except Exception:
+            log.exception("internal_error", hook="tls_clienthello")
+
+    async def request(self, flow: http.HTTPFlow) -> None:
+        role = self.role_of(flow.client_conn.proxy_mode)
+        if role is Role.CAPTURE:
+            await self._capture(flow)
+        elif role is Role.FORWARD and (flow.request.host, flow.request.port) in self.api_hosts:
+            await self._inject(flow)
+
+    def response(self, flow: http.HTTPFlow) -> None:
+        context = flow.metadata.get(METADATA_KEY)
+        if context is None:
+            return
+        try:
+            if not context.answered_locally and flow.response is not None:
+                _report_rejections(flow.response, context)
+            _log_decision(context, flow.response.status_code if flow.response else None)
+        except Exception:
+            log.exception("internal_error", hook="response")
+
+    def error(self, flow: http.HTTPFlow) -> None:
+        context = flow.metadata.get(METADATA_KEY)
+        if context is not None and not context.logged:
+            error = redact(str(flow.error)) if flow.error else None
+            _log_decision(context, None, upstream_error=error)
+
+    # --- capture --------------------------------------------------------------------
+
+    async def _capture(self, flow: http.HTTPFlow) -> None:
+        """Learn from a Marketplace link; the request itself goes on unchanged, always."""
+        try:
+            link = _link_request(flow, self.settings)
+            result = capture.examine(
+                link, self.provider_secret, self.settings.capture.max_age, time.time()
+            )
+            if result is None:
+                return
+            if isinstance(result, capture.Refused):
+                _log_violation(
+                    Violation(
+                        Kind(result.violation),
+                        {
+                            "reason": result.reason,
+                            "link": result.kind.value,
+                            "customer": result.customer_web_id,
+                            "user": result.user_id,
+                            "claim_fp": result.claim_fingerprint,
+                            "path": link.path,
+                        },
+                    )
+                )
+                return
+            await self._store_capture(result)
+        except Exception:
+            log.exception("internal_error", hook="request", listener=Role.CAPTURE.value)
+
+    async def _store_capture(self, result: capture.Captured) -> None:
+        claim = result.claim
+        if result.kind is capture.LinkKind.ACTIVATION:
+            assert result.api_token is not None
+            await self.store.learn_token(result.api_token, claim.customer_web_id)
+            log.info(
+                "token_learned",
+                customer=claim.customer_web_id,
+                user=claim.user_id,
+                token_fp=fingerprint(result.api_token),
+            )
+            return
+        stored = await self.store.put(claim)
+        log.info(
+            "claim_captured",
+            link=result.kind.value,
+            customer=claim.customer_web_id,
+            user=claim.user_id,
+            claim_fp=fingerprint(claim.claim),
+            timestamp=claim.timestamp,
+            stored=stored,
+            **({} if stored else {"reason": "the store holds a newer claim"}),
+        )
+
+    # --- injection ------------------------------------------------------------------
+
+    async def _inject(self, flow: http.HTTPFlow) -> None:
+        started = time.perf_counter()
+        try:
+            await self._decide_and_apply(flow, started)
+        except Exception:
+            log.exception("internal_error", hook="request", listener=Role.FORWARD.value)
+            flow.metadata.pop(METADATA_KEY, None)
+            if self.mode is Mode.ENFORCE:
+                flow.response = _answer(
+                    502, onoffice.request_error_body(onoffice.UNKNOWN_ERROR, 500), "internal_error"
+                )
+
+    async def _decide_and_apply(self, flow: http.HTTPFlow, started: float) -> None:
+        try:
+            request = rewrite.parse(flow.request.get_content(strict=True) or b"")
+        except (rewrite.MalformedRequest, ValueError) as error:
+            verdict = policy.malformed(str(error), self.mode)
+            self._finish(flow, started, verdict, None, None, token_fp="")
+            return
+
+        token = request.token
+        customer = self.static_customers.get(token) or await self.store.customer_of_token(token)
+        claim = await self.store.freshest(customer) if customer else None
+        carried = {c for a in request.actions for c in a.claims}
+        if claim is not None:
+            carried.discard(claim.claim)
+        facts = policy.Facts(
+            mode=self.mode,
+            customer_web_id=customer,
+            provider_token=fingerprint(token) in self.provider_tokens,
+            claim=claim,
+            now=time.time(),
+            ttl=self.settings.claims.ttl,
+            claim_owners={c: await self.store.owner_of_claim(c) for c in carried},
+            resignable=self._resignable(request),
+        )
+        verdict = policy.decide(request, facts)
+        new_body = None
+        if verdict.decision is not Decision.BLOCKED and verdict.changes_body:
+            assert claim is not None
+            secrets = {i: self.token_secrets[token] for i in verdict.resign}
+            new_body = rewrite.rewrite(request, claim.claim, verdict.inject_into, secrets)
+        self._finish(flow, started, verdict, request, claim, fingerprint(token), customer, new_body)
+
+    def _resignable(self, request: rewrite.ApiRequest) -> frozenset[int]:
+        """Version-1 actions that may become version 2: secret known and their HMAC genuine.
+
+        Checking the old HMAC first keeps claimgate from signing requests nobody signed.
+        """
+        secret = self.token_secrets.get(request.token)
+        if secret is None:
+            return frozenset()
+        return frozenset(
+            a.index
+            for a in request.actions
+            if not a.hmac_v2 and onoffice.hmac_v1(secret, request.token, a.decoded()) == a.hmac
+        )
+
+    def _finish(
+        self,
+        flow: http.HTTPFlow,
+        started: float,
+        verdict: Verdict,
+        request: rewrite.ApiRequest | None,
+        claim: Claim | None,
+        token_fp: str,
+        customer: str | None = None,
+        new_body: bytes | None = None,
+    ) -> None:
+        """Carry the verdict out with a single edit, then record it for the response hook."""
+        if verdict.decision is Decision.BLOCKED:
+            kinds = ",".join(sorted({v.kind.value for v in verdict.violations}))
+            if request is None:
+                flow.response = _answer(400, policy.block_response(None), kinds)
+            else:
+                flow.response = _answer(200, policy.block_response(request), kinds)
+        elif new_body is not None:
+            flow.request.content = new_body
+        for violation in verdict.violations:
+            _log_violation(violation)
+        flow.metadata[METADATA_KEY] = RequestContext(
+            token_fp=token_fp,
+            customer=customer,
+            actions=len(request.actions) if request else 0,
+            verdict=verdict,
+            claim=claim,
+            own_seconds=time.perf_counter() - started,
+            answered_locally=verdict.decision is Decision.BLOCKED,
+        )
+
+
+# --- helpers outside the class: no state, testable alone -------------------------------
+
+
+def _answer(status: int, body: bytes, violation: str) -> http.Response:
+    return http.Response.make(
+        status,
+        body,
+        {"Content-Type": "application/json", VIOLATION_HEADER: violation},
+    )
+
+
+def _link_request(flow: http.HTTPFlow, settings: Settings) -> capture.LinkRequest:
+    path, _, query = flow.request.path.partition("?")
+    form = None
+    if flow.request.method == "POST" and "x-www-form-urlencoded" in flow.request.headers.get(
+        "content-type", ""
+    ):
+        form = (flow.request.get_content(strict=False) or b"").decode("utf-8", "replace")
+    return capture.LinkRequest(
+        method=flow.request.method,
+        base=_signed_base(flow, settings),
+        path=path,
+        query=query,
+        form=form,
+    )
+
+
+def _signed_base(flow: http.HTTPFlow, settings: Settings) -> str:
+    """The ``scheme://host[:port]`` onOffice signed, as the caller reached us.
+
+    ``capture.public_base_url`` wins; forwarded headers count only from a trusted proxy;
+    otherwise the Host header as sent (its explicit port included) and our own TLS state.
+    """
+    if settings.capture.public_base_url:
+        return settings.capture.public_base_url
+    scheme = "https" if flow.client_conn.tls_established else "http"
+    host = flow.request.host_header or ""
+    if _from_trusted_proxy(flow, settings):
+        scheme = flow.request.headers.get("x-forwarded-proto", scheme).split(",")[0].strip()
+        host = flow.request.headers.get("x-forwarded-host", host).split(",")[0].strip()
+    return f"{scheme}://{host}"
+
+
+def _from_trusted_proxy(flow: http.HTTPFlow, settings: Settings) -> bool:
+    if not settings.capture.trusted_proxies or not flow.client_conn.peername:
+        return False
+    peer = ip_address(flow.client_conn.peername[0])
+    return any(peer in network for network in settings.capture.trusted_proxies)
+
+
+def _report_rejections(response: http.Response, context: RequestContext) -> None:
+    """Per-action errors 193/201/248 mean the API refused the claim (DESIGN 2.8)."""
+    content = response.get_content(strict=False) or b""
+    if not any(code in content for code in (b"193", b"201", b"248")):
+        return
+    try:
+        rejected = onoffice.rejected_claim_codes(response.json())
+    except ValueError:
+        return
+    for index, code in rejected:
+        violation = Violation(
+            Kind.API_REJECTED_CLAIM,
+            {
+                "action": index,
+                "errorcode": code,
+                "customer": context.customer,
+                "token_fp": context.token_fp,
+                "claim_fp": fingerprint(context.claim.claim) if context.claim else None,
+            },
+        )
+        _log_violation(violation)
+        context.verdict = _with_violation(context.verdict, violation)
+
+
+def _with_violation(verdict: Verdict, violation: Violation) -> Verdict:
+    return Verdict(
+        verdict.decision,
+        (*verdict.violations, violation),
+        verdict.inject_into,
+        verdict.resign,
+        verdict.would,
+    )
+
+
+def _log_violation(violation: Violation) -> None:
+    log.warning("violation", kind=violation.kind.value, **violation.context)
+
+
+def _log_decision(
+    context: RequestContext, upstream_status: int | None, upstream_error: str | None = None
+) -> None:
+    verdict = context.verdict
+    fields: dict[str, Any] = {
+        "customer": context.customer,
+        "token_fp": context.token_fp,
+        "actions": context.actions,
+        "decision": verdict.decision.value,
+        "violations": [v.kind.value for v in verdict.violations],
+        "upstream_status": None if context.answered_locally else upstream_status,
+        "duration_ms": round(context.own_seconds * 1000, 3),
+    }
+    if verdict.would is not None:
+        fields["would"] = verdict.would.value
+    if context.claim is not None:
+        fields["claim_fp"] = fingerprint(context.claim.claim)
+        fields["claim_age"] = round(policy.claim_age(context.claim, time.time()))
+        fields["user"] = context.claim.user_id
+    if upstream_error:
+        fields["upstream_error"] = upstream_error
+    context.logged = True
+    log.info("api_request", **fields)

@@ -1,0 +1,143 @@
+"""Is an inbound request a Marketplace link, and is it genuine? (DESIGN 2.2)
+
+onOffice opens the provider's service URL, webhook URL or activation URL with signed
+parameters (onoffice-protocol.md 3a, 3b, 3d). A request that carries ``apiClaim`` and
+``customerWebId`` is such a link; ``examine`` verifies its signature with the provider secret
+and its timestamp against the allowed age, and returns either the claim to store or the
+violation to report (DESIGN 3.4). It is pure: the capture listener turns a flow into a
+``LinkRequest`` and acts on the answer, and the request goes on to the app whatever it is.
+"""
+
+import re
+from dataclasses import dataclass
+from enum import StrEnum
+
+from claimgate import signature
+from claimgate.fingerprint import fingerprint
+from claimgate.store import Claim
+
+FUTURE_SKEW = 120.0
+"""Seconds a link's timestamp may lie ahead of our clock: the API's own ±120 s window."""
+
+BAD_SIGNATURE = "bad_signature"
+STALE_SERVICE_CALL = "stale_service_call"
+
+_TIMESTAMP = re.compile(r"-?[0-9]{1,19}")
+"""An integer timestamp; the length cap keeps absurd values from costly ``int`` parsing."""
+
+
+@dataclass(frozen=True, slots=True)
+class LinkRequest:
+    """What the capture listener saw, free of mitmproxy."""
+
+    method: str
+    base: str
+    """``scheme://host[:port]`` that onOffice signed: the caller decides from the public base
+    URL, trusted forwarded headers, or Host and TLS."""
+    path: str
+    """The raw path as requested, without the query."""
+    query: str
+    """The raw query string, without ``?``."""
+    form: str | None = None
+    """The raw ``application/x-www-form-urlencoded`` body of a POST, else None."""
+
+
+class LinkKind(StrEnum):
+    """Which Marketplace link a request is.
+
+    A webhook is a GET carrying the same signed parameters as a service call (protocol 3d)
+    and delivers a claim just as good, so it is a ``SERVICE_CALL``.
+    """
+
+    SERVICE_CALL = "service_call"
+    ACTIVATION = "activation"
+
+
+@dataclass(frozen=True, slots=True)
+class Captured:
+    """A genuine, fresh link: the claim to store and, for activations, the API token."""
+
+    kind: LinkKind
+    claim: Claim
+    api_token: str | None
+    """The ``apiToken`` of an activation link (None for service calls)."""
+
+    def __repr__(self) -> str:
+        token = None if self.api_token is None else f"<fp {fingerprint(self.api_token)}>"
+        return f"Captured(kind={self.kind!r}, claim={self.claim!r}, api_token={token})"
+
+
+@dataclass(frozen=True, slots=True)
+class Refused:
+    """A link that must not feed the store, and what to report about it."""
+
+    violation: str
+    """``bad_signature`` or ``stale_service_call`` (DESIGN 3.4)."""
+    reason: str
+    """Short human reason; never contains a secret."""
+    kind: LinkKind
+    customer_web_id: str
+    user_id: str
+    claim_fingerprint: str
+
+
+def examine(
+    request: LinkRequest,
+    secret: str | None,
+    max_age: float,
+    now: float,
+    future_skew: float = FUTURE_SKEW,
+) -> Captured | Refused | None:
+    """Judge a request: None if it is no Marketplace link, else captured or refused.
+
+    The signature is checked before the timestamp, so a forged link is always reported as
+    ``bad_signature``, whatever timestamp it claims.
+    """
+    params = _parameters(request)
+    claim, customer = params.get("apiClaim"), params.get("customerWebId")
+    token = params.get("apiToken")
+    if not isinstance(claim, str) or not isinstance(customer, str) or isinstance(token, dict):
+        return None  # an array where onOffice sends a string: not a link it made
+    kind = LinkKind.SERVICE_CALL if token is None else LinkKind.ACTIVATION
+    user = params.get("userId")
+    user_id = user if isinstance(user, str) else ""
+    # A base64 claim has no spaces: one here was a literal '+' that form decoding turned.
+    claim = claim.replace(" ", "+")
+
+    def refuse(violation: str, reason: str) -> Refused:
+        return Refused(violation, reason, kind, customer, user_id, fingerprint(claim))
+
+    problem = _signature_problem(request, params, secret)
+    if problem is not None:
+        return refuse(BAD_SIGNATURE, problem)
+    timestamp = params.get("timestamp")
+    if not isinstance(timestamp, str) or not _TIMESTAMP.fullmatch(timestamp):
+        return refuse(STALE_SERVICE_CALL, "timestamp missing or not an integer")
+    issued = int(timestamp)
+    if issued < now - max_age:
+        return refuse(STALE_SERVICE_CALL, "older than max_age")
+    if issued > now + future_skew:
+        return refuse(STALE_SERVICE_CALL, "in the future")
+    return Captured(kind, Claim(customer, user_id, claim, issued, source="link"), token)
+
+
+def _parameters(request: LinkRequest) -> dict[str, signature.PhpValue]:
+    """Query and form body parameters, read as PHP reads them; form values win a clash."""
+    params = signature.parse_query(request.query)
+    if request.form is not None:
+        params.update(signature.parse_query(request.form))
+    return params
+
+
+def _signature_problem(
+    request: LinkRequest, params: dict[str, signature.PhpValue], secret: str | None
+) -> str | None:
+    """Why the link's signature cannot be trusted, or None when it verifies."""
+    given = params.get(signature.SIGNATURE_PARAM)
+    if not isinstance(given, str):
+        return "signature missing"
+    if secret is None:
+        return "no provider secret configured"
+    if not signature.verify(request.base, request.path, params, given, secret):
+        return "signature does not match"
+    return None

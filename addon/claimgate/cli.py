@@ -1,0 +1,144 @@
+"""The ``claimgate`` command line (DESIGN 3.1).
+
+Exit status: 0 success, 1 a signature that does not verify or a start-up failure, 2 a
+configuration or usage error (one line on stderr naming the key and what is wrong).
+"""
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from claimgate import signature
+from claimgate.fingerprint import fingerprint
+from claimgate.settings import ConfigError, Settings, describe, load_settings
+
+CONFIG_ENV = "CLAIMGATE_CONFIG"
+SECRET_PARAMETERS = ("apiClaim", "apiToken", "signature")
+
+
+class UsageError(Exception):
+    """A wrong command line; reported like a configuration error, exit status 2."""
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.handler(args)
+    except (ConfigError, UsageError) as error:
+        print(f"claimgate: {error}", file=sys.stderr)
+        return 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="claimgate",
+        description="Sidecar that injects the onOffice Marketplace extendedclaim.",
+    )
+    commands = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    run = commands.add_parser("run", help="start the sidecar")
+    _config_option(run)
+    run.set_defaults(handler=_run)
+
+    check = commands.add_parser("check-config", help="validate a configuration file")
+    check.add_argument("file", type=Path)
+    check.set_defaults(handler=_check_config)
+
+    ca = commands.add_parser("ca", help="print the interception CA certificate path")
+    _config_option(ca)
+    ca.set_defaults(handler=_ca)
+
+    for name, handler, text in (
+        ("sign-url", _sign_url, "sign a Marketplace link as onOffice does"),
+        ("verify-url", _verify_url, "check a Marketplace link signature"),
+    ):
+        command = commands.add_parser(name, help=text)
+        command.add_argument("url")
+        command.add_argument(
+            "--secret-env",
+            required=True,
+            metavar="VAR",
+            help="environment variable holding the provider secret",
+        )
+        command.set_defaults(handler=handler)
+    return parser
+
+
+def _config_option(command: argparse.ArgumentParser) -> None:
+    command.add_argument(
+        "--config",
+        type=Path,
+        default=os.environ.get(CONFIG_ENV) or None,
+        help=f"TOML configuration file (default: ${CONFIG_ENV}, else built-in defaults)",
+    )
+
+
+def _settings(path: Path | None) -> Settings:
+    return load_settings(path, os.environ)
+
+
+def _run(args: argparse.Namespace) -> int:
+    settings = _settings(args.config)
+    from claimgate import runner, telemetry
+
+    telemetry.configure_logging(settings.log.format, settings.log.level)
+    asyncio.run(runner.serve(settings))
+    return 0
+
+
+def _check_config(args: argparse.Namespace) -> int:
+    settings = _settings(args.file)
+    print(json.dumps(describe(settings), indent=2))
+    return 0
+
+
+def _ca(args: argparse.Namespace) -> int:
+    settings = _settings(args.config)
+    from mitmproxy.certs import CertStore
+
+    ca_dir = settings.proxy.ca_dir
+    ca_dir.mkdir(parents=True, exist_ok=True)
+    CertStore.from_store(ca_dir, "mitmproxy", 2048)
+    print(ca_dir / "mitmproxy-ca-cert.pem")
+    return 0
+
+
+def _secret(var: str) -> str:
+    value = os.environ.get(var)
+    if not value:
+        raise UsageError(f"--secret-env: environment variable {var} is not set or empty")
+    return value
+
+
+def _sign_url(args: argparse.Namespace) -> int:
+    print(signature.sign_url(args.url, _secret(args.secret_env)))
+    return 0
+
+
+def _verify_url(args: argparse.Namespace) -> int:
+    secret = _secret(args.secret_env)
+    base, path, query = signature.split_url(args.url)
+    params = signature.parse_query(query)
+    print(f"signed base: {base}{path}")
+    for name in sorted(params, key=str.encode):
+        value = params[name]
+        shown = (
+            f"<fp {fingerprint(value)}>"
+            if name in SECRET_PARAMETERS and isinstance(value, str)
+            else repr(value)
+        )
+        print(f"  {name} = {shown}")
+    timestamp = params.get("timestamp")
+    if isinstance(timestamp, str) and timestamp.isdigit():
+        print(f"timestamp age: {int(time.time()) - int(timestamp)} s")
+    if signature.verify_url(args.url, secret):
+        print("signature: valid")
+        return 0
+    print("signature: does not match (check the scheme, host, port and path onOffice used)")
+    return 1

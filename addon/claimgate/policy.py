@@ -1,0 +1,219 @@
+"""What to do with one API request: the decision and the violations, from facts alone.
+
+Pure: the addon gathers the facts (who owns the token, the customer's freshest claim, who
+owns the claims the request already carries), this module decides (DESIGN 2.3-2.6), and
+``rewrite`` carries the decision out. Keeping the rules here makes every mode testable
+without a proxy and keeps ``observe`` honest: it runs the very rules ``enforce`` runs.
+"""
+
+from collections.abc import Mapping, Set
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from claimgate import onoffice
+from claimgate.fingerprint import fingerprint
+from claimgate.rewrite import ApiRequest
+from claimgate.settings import Mode
+from claimgate.store import Claim
+
+
+class Decision(StrEnum):
+    """The ``decision`` of a request, a contract (DESIGN 3.5 metric label values)."""
+
+    INJECTED = "injected"
+    REPLACED = "replaced"
+    KEPT = "kept"
+    PASSED = "passed"
+    BLOCKED = "blocked"
+    OBSERVED = "observed"
+
+
+class Kind(StrEnum):
+    """Violation kinds (DESIGN 3.4), a contract shared by logs and metrics."""
+
+    MISSING_CLAIM = "missing_claim"
+    EXPIRED_CLAIM = "expired_claim"
+    UNKNOWN_TOKEN = "unknown_token"
+    STALE_CLAIM = "stale_claim"
+    FOREIGN_CLAIM = "foreign_claim"
+    HMAC_V1 = "hmac_v1"
+    MALFORMED_REQUEST = "malformed_request"
+    BAD_SIGNATURE = "bad_signature"
+    STALE_SERVICE_CALL = "stale_service_call"
+    API_REJECTED_CLAIM = "api_rejected_claim"
+    STORE_UNAVAILABLE = "store_unavailable"
+
+
+BLOCKING = frozenset(
+    {
+        Kind.MISSING_CLAIM,
+        Kind.EXPIRED_CLAIM,
+        Kind.UNKNOWN_TOKEN,
+        Kind.HMAC_V1,
+        Kind.MALFORMED_REQUEST,
+    }
+)
+"""Kinds after which no valid claim reaches the API: ``enforce`` answers them itself."""
+
+
+@dataclass(frozen=True, slots=True)
+class Violation:
+    kind: Kind
+    context: Mapping[str, Any] = field(default_factory=dict)
+    """What an operator needs to act: ids and fingerprints, never a secret."""
+
+
+@dataclass(frozen=True, slots=True)
+class Facts:
+    """Everything the addon looked up for one request."""
+
+    mode: Mode
+    customer_web_id: str | None
+    provider_token: bool
+    claim: Claim | None
+    now: float
+    ttl: float
+    claim_owners: Mapping[str, str | None] = field(default_factory=dict)
+    """Owner customer of each claim the request already carries (None: never seen)."""
+    resignable: Set[int] = frozenset()
+    """Version-1 actions whose token secret is configured and whose HMAC verified."""
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    decision: Decision
+    violations: tuple[Violation, ...]
+    inject_into: tuple[int, ...] = ()
+    resign: tuple[int, ...] = ()
+    would: Decision | None = None
+    """In ``observe`` mode: what ``enforce`` would have decided."""
+
+    @property
+    def changes_body(self) -> bool:
+        return bool(self.inject_into or self.resign)
+
+
+def claim_age(claim: Claim, now: float) -> float:
+    return max(0.0, now - claim.timestamp)
+
+
+def is_expired(claim: Claim, now: float, ttl: float) -> bool:
+    return claim_age(claim, now) > ttl
+
+
+def decide(request: ApiRequest, facts: Facts) -> Verdict:
+    """Apply the rules of ``facts.mode`` to ``request``."""
+    if facts.mode is Mode.OBSERVE:
+        enforced = _decide(request, facts, Mode.ENFORCE)
+        return Verdict(Decision.OBSERVED, enforced.violations, would=enforced.decision)
+    return _decide(request, facts, facts.mode)
+
+
+def malformed(reason: str, mode: Mode) -> Verdict:
+    """The verdict for a body that is not an onOffice request."""
+    violation = Violation(Kind.MALFORMED_REQUEST, {"reason": reason})
+    if mode is Mode.OBSERVE:
+        return Verdict(Decision.OBSERVED, (violation,), would=Decision.BLOCKED)
+    decision = Decision.BLOCKED if mode is Mode.ENFORCE else Decision.PASSED
+    return Verdict(decision, (violation,))
+
+
+def _decide(request: ApiRequest, facts: Facts, mode: Mode) -> Verdict:
+    targets = [a for a in request.actions if not a.is_unlock_provider]
+    if facts.provider_token or not targets:
+        return Verdict(Decision.PASSED, ())
+
+    token_fp = fingerprint(request.token)
+    unusable = _unusable_claim(facts, token_fp)
+    if unusable is not None:
+        return _without_claim(mode, [unusable])
+    assert facts.claim is not None
+    freshest = facts.claim.claim
+
+    violations: list[Violation] = []
+    inject_into: list[int] = []
+    resign: list[int] = []
+    replaced = False
+    for action in targets:
+        if not action.hmac_v2:
+            if action.index not in facts.resignable:
+                violations.append(
+                    Violation(
+                        Kind.HMAC_V1,
+                        {
+                            "action": action.index,
+                            "resourcetype": action.resourcetype,
+                            "customer": facts.customer_web_id,
+                            "token_fp": token_fp,
+                        },
+                    )
+                )
+                continue
+            resign.append(action.index)
+        carried = [c for c in action.claims if c != freshest]
+        for claim in carried:
+            violations.extend(_carried_claim_violation(claim, action.index, facts))
+        if carried:
+            replaced = True
+        if carried or not action.claims or action.index in resign:
+            inject_into.append(action.index)
+
+    if mode is Mode.ENFORCE and any(v.kind in BLOCKING for v in violations):
+        return Verdict(Decision.BLOCKED, tuple(violations))
+    if replaced:
+        decision = Decision.REPLACED
+    elif inject_into:
+        decision = Decision.INJECTED
+    elif len(violations) == 0:
+        decision = Decision.KEPT
+    else:
+        decision = Decision.PASSED
+    return Verdict(decision, tuple(violations), tuple(inject_into), tuple(resign))
+
+
+def _unusable_claim(facts: Facts, token_fp: str) -> Violation | None:
+    """Why no claim can be injected at all, if that is so."""
+    if facts.customer_web_id is None:
+        return Violation(Kind.UNKNOWN_TOKEN, {"token_fp": token_fp})
+    context: dict[str, Any] = {"customer": facts.customer_web_id, "token_fp": token_fp}
+    if facts.claim is None:
+        return Violation(Kind.MISSING_CLAIM, context)
+    if is_expired(facts.claim, facts.now, facts.ttl):
+        context |= {
+            "claim_fp": fingerprint(facts.claim.claim),
+            "claim_age": round(claim_age(facts.claim, facts.now)),
+            "user": facts.claim.user_id,
+        }
+        return Violation(Kind.EXPIRED_CLAIM, context)
+    return None
+
+
+def _without_claim(mode: Mode, violations: list[Violation]) -> Verdict:
+    decision = Decision.BLOCKED if mode is Mode.ENFORCE else Decision.PASSED
+    return Verdict(decision, tuple(violations))
+
+
+def _carried_claim_violation(claim: str, index: int, facts: Facts) -> list[Violation]:
+    owner = facts.claim_owners.get(claim)
+    if owner is None:
+        return []
+    kind = Kind.STALE_CLAIM if owner == facts.customer_web_id else Kind.FOREIGN_CLAIM
+    context = {"action": index, "customer": facts.customer_web_id, "claim_fp": fingerprint(claim)}
+    if kind is Kind.FOREIGN_CLAIM:
+        context["claim_owner"] = owner
+    return [Violation(kind, context)]
+
+
+def block_response(request: ApiRequest | None) -> bytes:
+    """The onOffice-shaped answer ``enforce`` gives: error 193 in every action.
+
+    Error 193 is what the API itself answers for a missing claim, so the integration's
+    existing error handling sees a familiar failure.
+    """
+    if request is None:
+        return onoffice.request_error_body(onoffice.INVALID_JSON)
+    results = [
+        onoffice.action_error_result(a.decoded(), onoffice.CLAIM_REQUIRED) for a in request.actions
+    ]
+    return onoffice.response_body(results)

@@ -1,0 +1,415 @@
+"""Read an onOffice API request body and splice the claim into it, byte for byte.
+
+The API's version-2 HMAC does not cover ``parameters``, so adding or replacing
+``parameters.extendedclaim`` is allowed without the API secret (protocol facts 2.3). What
+must not change is everything else: key order, number spelling, ``\\/`` escapes, ``\\uXXXX``
+escapes, whitespace. So the body is never re-serialised: a small walker finds the byte
+positions of each action's ``parameters`` (decoding every value once with the C JSON
+scanner, so large bodies cost no more than one ``json.loads``) and the edits are spliced
+into the original text. The body is read as JSON whatever its Content-Type, because the
+official PHP SDK sends raw JSON labelled form-urlencoded.
+"""
+
+import json
+import re
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from json.decoder import scanstring
+from json.scanner import make_scanner
+from typing import Any, NamedTuple
+
+from claimgate import onoffice
+
+CLAIM_KEY = "extendedclaim"
+
+_WHITESPACE = re.compile(r"[ \t\n\r]*")
+
+
+class MalformedRequest(ValueError):
+    """The body is not an onOffice API request; the message says why (no body content)."""
+
+
+class ParametersShape(StrEnum):
+    """How an action's ``parameters`` looks, which decides how a claim is written into it."""
+
+    OBJECT = "object"
+    EMPTY_ARRAY = "empty_array"
+    """``[]``: PHP's empty array; becomes an object."""
+    NULL = "null"
+    MISSING = "missing"
+
+
+class _Member(NamedTuple):
+    key: str
+    value_start: int
+    value_end: int
+    value: Any
+
+
+@dataclass(slots=True)
+class _Object:
+    """A JSON object as positions: enough to replace a value or append a member."""
+
+    open_at: int
+    members: tuple[_Member, ...]
+
+    def last(self, key: str) -> _Member | None:
+        """The member that counts: PHP's ``json_decode`` keeps the last duplicate."""
+        found = None
+        for member in self.members:
+            if member.key == key:
+                found = member
+        return found
+
+    def decoded(self) -> dict[str, Any]:
+        return {m.key: _plain(m.value) for m in self.members}
+
+    @property
+    def append_at(self) -> int:
+        """Where a new member goes: right after the last value, before any whitespace."""
+        return self.members[-1].value_end if self.members else self.open_at + 1
+
+
+@dataclass(slots=True)
+class _Parameters:
+    """An action's ``parameters`` object: its value, and where claims are or would go."""
+
+    decoded: dict[str, Any]
+    claim_spans: tuple[tuple[int, int, Any], ...]
+    """(start, end, value) of every ``extendedclaim`` value."""
+    append_at: int
+    empty: bool
+
+
+@dataclass(slots=True)
+class Action:
+    """One action of a request, with what policy needs to know and rewrite needs to edit.
+
+    Read-only by convention: not frozen, because frozen dataclasses cost several times more
+    to build, and these are built for every action of every request.
+    """
+
+    index: int
+    actionid: str
+    resourcetype: str
+    hmac_v2: bool
+    claims: tuple[str, ...]
+    """Every ``extendedclaim`` value already present (normally zero or one)."""
+    parameters_shape: ParametersShape
+    _object: _Object
+    _parameters: _Member | None
+
+    @property
+    def is_unlock_provider(self) -> bool:
+        """Activation calls carry their own, activation-only claim: never touched."""
+        return self.resourcetype == onoffice.UNLOCK_PROVIDER
+
+    @property
+    def hmac(self) -> str | None:
+        member = self._object.last("hmac")
+        return member.value if member and isinstance(member.value, str) else None
+
+    def decoded(self) -> dict[str, Any]:
+        """The action as plain data, for the version-1 HMAC that covers its parameters."""
+        return self._object.decoded()
+
+
+@dataclass(slots=True)
+class ApiRequest:
+    """A parsed request: the original text plus the positions of its actions."""
+
+    text: str
+    token: str
+    actions: tuple[Action, ...]
+
+    @property
+    def escapes_slashes(self) -> bool:
+        """PHP's ``json_encode`` writes ``\\/``; an injected claim then does the same."""
+        return "\\/" in self.text
+
+
+def parse(body: bytes) -> ApiRequest:
+    """Read ``body`` as an onOffice request or raise ``MalformedRequest``."""
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise MalformedRequest("body is not UTF-8") from None
+    if not text.strip():
+        raise MalformedRequest("body is empty")
+    try:
+        root, end = _object(text, _skip(text, 0), {"request": _request_value})
+    except (ValueError, IndexError, RecursionError) as error:
+        raise MalformedRequest(_reason(error)) from None
+    if _skip(text, end) != len(text):
+        raise MalformedRequest("body has data after the JSON value")
+    token = root.last("token")
+    if token is None or not isinstance(token.value, str) or not token.value:
+        raise MalformedRequest("no token")
+    request = root.last("request")
+    if request is None or not isinstance(request.value, tuple):
+        raise MalformedRequest("no request.actions array")
+    actions = request.value
+    if not actions:
+        raise MalformedRequest("request.actions is empty")
+    return ApiRequest(text=text, token=token.value, actions=actions)
+
+
+def rewrite(
+    request: ApiRequest,
+    claim: str,
+    inject_into: Iterable[int],
+    resign: Mapping[int, str] | None = None,
+    *,
+    now: int | None = None,
+) -> bytes:
+    """Return the body with ``claim`` in every action of ``inject_into``.
+
+    ``resign`` maps the index of a version-1 action to its token's API secret: that action
+    is re-signed as version 2 (the only way to change it), keeping its timestamp unless
+    ``now`` is given. Nothing outside those edits changes.
+    """
+    resign = resign or {}
+    encoded_claim = _encode_string(claim, request.escapes_slashes)
+    edits: list[tuple[int, int, str]] = []
+    for index in sorted(set(inject_into) | set(resign)):
+        action = request.actions[index]
+        if index in resign:
+            edits.extend(_resign_edits(request, action, resign[index], now))
+        edits.extend(_claim_edits(action, claim, encoded_claim))
+    return _splice(request.text, edits).encode("utf-8")
+
+
+def _claim_edits(action: Action, claim: str, encoded_claim: str) -> list[tuple[int, int, str]]:
+    member = f'"{CLAIM_KEY}":{encoded_claim}'
+    parameters = action._parameters
+    match action.parameters_shape:
+        case ParametersShape.MISSING:
+            at = action._object.append_at
+            separator = "," if action._object.members else ""
+            return [(at, at, f'{separator}"parameters":{{{member}}}')]
+        case ParametersShape.EMPTY_ARRAY | ParametersShape.NULL:
+            assert parameters is not None
+            return [(parameters.value_start, parameters.value_end, f"{{{member}}}")]
+        case ParametersShape.OBJECT:
+            assert parameters is not None
+            params: _Parameters = parameters.value
+            if params.claim_spans:
+                return [
+                    (start, end, encoded_claim)
+                    for start, end, value in params.claim_spans
+                    if value != claim
+                ]
+            at = params.append_at
+            separator = "" if params.empty else ","
+            return [(at, at, f"{separator}{member}")]
+
+
+def _resign_edits(
+    request: ApiRequest, action: Action, secret: str, now: int | None
+) -> list[tuple[int, int, str]]:
+    obj = action._object
+    edits = []
+    timestamp_member = obj.last("timestamp")
+    timestamp = timestamp_member.value if timestamp_member else now
+    if now is not None:
+        timestamp = now
+        if timestamp_member:
+            edits.append((timestamp_member.value_start, timestamp_member.value_end, str(now)))
+    new_hmac = onoffice.hmac_v2(
+        secret, timestamp, request.token, action.resourcetype, action.actionid
+    )
+    hmac_member = obj.last("hmac")
+    version_member = obj.last("hmac_version")
+    if hmac_member is None or timestamp is None:
+        raise MalformedRequest(f"action {action.index} has no hmac or timestamp to re-sign")
+    edits.append((hmac_member.value_start, hmac_member.value_end, _encode_string(new_hmac, False)))
+    if version_member is not None:
+        edits.append((version_member.value_start, version_member.value_end, "2"))
+    else:
+        edits.append((obj.append_at, obj.append_at, ',"hmac_version":2'))
+    return edits
+
+
+def _splice(text: str, edits: list[tuple[int, int, str]]) -> str:
+    """Apply non-overlapping (start, end, replacement) edits; insertions at one spot keep order."""
+    pieces = []
+    cursor = 0
+    for start, end, replacement in sorted(edits, key=lambda e: (e[0], e[1])):
+        pieces.append(text[cursor:start])
+        pieces.append(replacement)
+        cursor = end
+    pieces.append(text[cursor:])
+    return "".join(pieces)
+
+
+def _encode_string(value: str, escape_slashes: bool) -> str:
+    encoded = json.dumps(value, ensure_ascii=True)
+    return encoded.replace("/", "\\/") if escape_slashes else encoded
+
+
+# --- the walker -------------------------------------------------------------------------
+#
+# Hand-walked only where positions matter (root, request, actions, each action); every other
+# value is decoded by the C scanner in one call. A ``parameters`` object is decoded in one call
+# too, and walked member by member only when it already holds a claim whose span is needed.
+
+_ValueParser = Callable[[str, int], tuple[Any, int]]
+_SPACE = " \t\n\r"
+_scan_once = make_scanner(json.JSONDecoder())
+# One regular-expression match per member instead of a Python step per character.
+_MEMBER_NAME = re.compile(r'[ \t\n\r]*"((?:[^"\\\x00-\x1f]|\\.)*)"[ \t\n\r]*:[ \t\n\r]*')
+_AFTER_MEMBER = re.compile(r"[ \t\n\r]*([,}])")
+_AFTER_ITEM = re.compile(r"[ \t\n\r]*([,\]])[ \t\n\r]*")
+_EMPTY_OBJECT = re.compile(r"[ \t\n\r]*}")
+_EMPTY_ARRAY = re.compile(r"[ \t\n\r]*]")
+
+
+def _skip(text: str, at: int) -> int:
+    return _WHITESPACE.match(text, at).end()  # type: ignore[union-attr]  # always matches
+
+
+def _any_value(text: str, at: int) -> tuple[Any, int]:
+    try:
+        return _scan_once(text, at)
+    except StopIteration as stop:
+        raise json.JSONDecodeError("Expecting value", text, stop.value) from None
+
+
+def _object(text: str, at: int, nested: Mapping[str, _ValueParser]) -> tuple[_Object, int]:
+    """Walk the object at ``at``; members named in ``nested`` get their own parser."""
+    if text[at : at + 1] != "{":
+        raise ValueError(f"expected an object at offset {at}")
+    if closed := _EMPTY_OBJECT.match(text, at + 1):
+        return _Object(at, ()), closed.end()
+    members = []
+    i = at + 1
+    while True:
+        found = _MEMBER_NAME.match(text, i)
+        if found is None:
+            raise ValueError(f"expected a member name at offset {i}")
+        key = found.group(1)
+        if "\\" in key:
+            key = scanstring(text, found.start(1))[0]
+        value_start = found.end()
+        value, value_end = nested.get(key, _any_value)(text, value_start)
+        members.append(_Member(key, value_start, value_end, value))
+        after = _AFTER_MEMBER.match(text, value_end)
+        if after is None:
+            raise ValueError(f"expected ',' or '}}' at offset {value_end}")
+        if after.group(1) == "}":
+            return _Object(at, tuple(members)), after.end()
+        i = after.end()
+
+
+def _array(text: str, at: int, item: _ValueParser) -> tuple[list[Any], int]:
+    if closed := _EMPTY_ARRAY.match(text, at + 1):
+        return [], closed.end()
+    items = []
+    i = _skip(text, at + 1)
+    while True:
+        value, value_end = item(text, i)
+        items.append(value)
+        after = _AFTER_ITEM.match(text, value_end)
+        if after is None:
+            raise ValueError(f"expected ',' or ']' at offset {value_end}")
+        if after.group(1) == "]":
+            return items, after.end()
+        i = after.end()
+
+
+def _request_value(text: str, at: int) -> tuple[Any, int]:
+    """``request``: an object whose ``actions`` is walked; yields the actions as a tuple."""
+    if text[at : at + 1] != "{":
+        return _any_value(text, at)
+    obj, end = _object(text, at, {"actions": _actions_value})
+    actions = obj.last("actions")
+    return (actions.value if actions and isinstance(actions.value, tuple) else None), end
+
+
+def _actions_value(text: str, at: int) -> tuple[Any, int]:
+    if text[at : at + 1] != "[":
+        return _any_value(text, at)
+    objects, end = _array(text, at, _action_object)
+    return tuple(_action(index, obj) for index, obj in enumerate(objects)), end
+
+
+def _action_object(text: str, at: int) -> tuple[_Object, int]:
+    if text[at : at + 1] != "{":
+        raise ValueError("an action is not an object")
+    return _object(text, at, {"parameters": _parameters_value})
+
+
+def _parameters_value(text: str, at: int) -> tuple[Any, int]:
+    value, end = _any_value(text, at)
+    if not isinstance(value, dict):
+        return value, end
+    if CLAIM_KEY in value:
+        walked, _ = _object(text, at, {})
+        spans = tuple(
+            (m.value_start, m.value_end, m.value) for m in walked.members if m.key == CLAIM_KEY
+        )
+        return _Parameters(value, spans, walked.append_at, not value), end
+    return _Parameters(value, (), _after_last_value(text, end - 1, at), not value), end
+
+
+def _after_last_value(text: str, close_at: int, open_at: int) -> int:
+    """Just past the last member of the object closing at ``close_at``."""
+    i = close_at
+    while i > open_at + 1 and text[i - 1] in _SPACE:
+        i -= 1
+    return i
+
+
+def _action(index: int, obj: _Object) -> Action:
+    actionid = obj.last("actionid")
+    resourcetype = obj.last("resourcetype")
+    if actionid is None or not isinstance(actionid.value, str):
+        raise ValueError(f"action {index} has no actionid")
+    if resourcetype is None or not isinstance(resourcetype.value, str):
+        raise ValueError(f"action {index} has no resourcetype")
+    version = obj.last("hmac_version")
+    parameters = obj.last("parameters")
+    shape, claims = _parameters_shape(index, parameters)
+    return Action(
+        index=index,
+        actionid=actionid.value,
+        resourcetype=resourcetype.value,
+        hmac_v2=version is not None and onoffice.is_hmac_v2(version.value),
+        claims=claims,
+        parameters_shape=shape,
+        _object=obj,
+        _parameters=parameters,
+    )
+
+
+def _parameters_shape(
+    index: int, parameters: _Member | None
+) -> tuple[ParametersShape, tuple[str, ...]]:
+    if parameters is None:
+        return ParametersShape.MISSING, ()
+    value = parameters.value
+    if isinstance(value, _Parameters):
+        # A non-string claim (null, a number) is no claim the API accepts: replaced like one.
+        claims = tuple(v if isinstance(v, str) else "" for _, _, v in value.claim_spans)
+        return ParametersShape.OBJECT, claims
+    if value == []:
+        return ParametersShape.EMPTY_ARRAY, ()
+    if value is None:
+        return ParametersShape.NULL, ()
+    raise ValueError(f"action {index} parameters is not an object")
+
+
+def _plain(value: Any) -> Any:
+    return value.decoded if isinstance(value, _Parameters) else value
+
+
+def _reason(error: Exception) -> str:
+    """A parse error as a reason that names a position, never body content."""
+    if isinstance(error, json.JSONDecodeError):
+        return f"body is not valid JSON ({error.msg} at offset {error.pos})"
+    if isinstance(error, IndexError):
+        return "body ends too early"
+    if isinstance(error, RecursionError):
+        return "body is nested too deeply"
+    return str(error)

@@ -1,0 +1,47 @@
+"""Assemble and run the sidecar: one mitmproxy master, our addon, our settings.
+
+mitmproxy's own command line is not exposed: claimgate's settings decide every mitmproxy
+option that matters, so an operator has one configuration to read. Embedding relies on
+``DumpMaster``, which is not mitmproxy's public API; the exact version pin in
+``pyproject.toml`` is what makes that safe.
+"""
+
+import asyncio
+import signal
+
+from mitmproxy import options
+from mitmproxy.tools.dump import DumpMaster
+
+from claimgate.addon import Claimgate, listener_modes
+from claimgate.settings import Settings
+from claimgate.store.memory import MemoryStore
+
+
+def mitmproxy_options(settings: Settings) -> dict[str, object]:
+    """The mitmproxy options that follow from claimgate's settings."""
+    opts: dict[str, object] = {
+        "mode": list(listener_modes(settings)),
+        "confdir": str(settings.proxy.ca_dir),
+        # The app behind the capture listener must see the Host the caller used: it may
+        # verify the link signature itself, over that very host.
+        "keep_host_header": True,
+        # Connect upstream only when a request needs it; a dead app then costs its own
+        # requests a 502, not every connection on the listener.
+        "connection_strategy": "lazy",
+        "onboarding": False,
+    }
+    if settings.proxy.upstream_ca:
+        opts["ssl_verify_upstream_trusted_ca"] = str(settings.proxy.upstream_ca)
+    return opts
+
+
+async def serve(settings: Settings) -> None:
+    """Run until SIGTERM or SIGINT."""
+    master = DumpMaster(options.Options(), with_termlog=False, with_dumper=False)
+    store = MemoryStore(settings.claims.ttl, settings.claims.max_entries)
+    master.addons.add(Claimgate(settings, store))
+    master.options.update(**mitmproxy_options(settings))
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, master.shutdown)
+    await master.run()

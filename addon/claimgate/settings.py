@@ -1,0 +1,814 @@
+"""Typed settings: one TOML file plus ``CLAIMGATE_<SECTION>_<KEY>`` variables (DESIGN 3.2).
+
+Everything is checked here, once, at start-up: a typo or a bad value stops claimgate with
+one line that names the dotted key (``claimgate check-config`` exits 2 on it) instead of
+showing up later as quietly wrong behaviour. An environment variable wins over the file.
+Secrets are resolved here too (``env:NAME``, ``file:PATH``) and held in ``Secret``, which
+never shows its value: not in ``repr``, not in an error, not in ``describe``.
+"""
+
+import dataclasses
+import difflib
+import hmac
+import ipaddress
+import json
+import math
+import os
+import re
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from functools import partial
+from pathlib import Path
+from typing import Any, Self
+from urllib.parse import urlsplit
+
+from claimgate.fingerprint import fingerprint
+
+ENV_PREFIX = "CLAIMGATE_"
+
+type IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+type Parser = Callable[[object, str], Any]
+
+
+class ConfigError(Exception):
+    """A configuration problem, as one line naming the key to fix and what is wrong."""
+
+    def __init__(self, key: str, problem: str) -> None:
+        super().__init__(f"{key}: {problem}")
+        self.key = key
+        self.problem = problem
+
+
+class Secret:
+    """A resolved secret that never shows itself, so settings may be printed and logged."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        """The value itself, for the code that signs, compares or connects with it."""
+        return self._value
+
+    @property
+    def fingerprint(self) -> str:
+        """The public name of the secret (DESIGN 2.9)."""
+        return fingerprint(self._value)
+
+    def __repr__(self) -> str:
+        return f"Secret(fp={self.fingerprint})"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Secret):
+            return NotImplemented
+        return hmac.compare_digest(self._value.encode(), other._value.encode())
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+@dataclass(frozen=True, slots=True)
+class ListenAddress:
+    """Where a listener binds. Port 0 lets the OS pick a free port (handy in tests)."""
+
+    host: str
+    """A host name or IP address; an IPv6 address is kept without its brackets."""
+    port: int
+
+    @classmethod
+    def parse(cls, text: str, key: str) -> Self:
+        """Read ``host:port`` or ``[v6]:port``; the host is required, never implied."""
+        parts = _split_host_port(text)
+        port = _port(parts[1], minimum=0) if parts is not None and parts[1] is not None else None
+        if parts is None or port is None:
+            raise ConfigError(
+                key, f"expected host:port such as 127.0.0.1:8080 or [::1]:8080, got {text!r}"
+            )
+        return cls(parts[0], port)
+
+    def __str__(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
+
+class Mode(StrEnum):
+    """What claimgate does to API requests (DESIGN 2.6)."""
+
+    OBSERVE = "observe"
+    INJECT = "inject"
+    ENFORCE = "enforce"
+
+
+class LogFormat(StrEnum):
+    """How log lines are written; unset means decide by whether stderr is a TTY."""
+
+    JSON = "json"
+    CONSOLE = "console"
+
+
+class LogLevel(StrEnum):
+    """The lowest level logged."""
+
+    DEBUG = "debug"
+    INFO = "info"
+    WARNING = "warning"
+    ERROR = "error"
+
+
+def _default_ca_dir() -> Path:
+    return Path("~/.claimgate").expanduser()
+
+
+DEFAULT_CAPTURE_LISTEN = ListenAddress("127.0.0.1", 8081)
+
+
+@dataclass(frozen=True, slots=True)
+class ProxySettings:
+    """The forward listener that the legacy code uses as HTTPS_PROXY."""
+
+    listen: ListenAddress = ListenAddress("127.0.0.1", 8080)
+    api_hosts: tuple[str, ...] = ("api.onoffice.de",)
+    """``host`` or ``host:port``, lower case: the only traffic that is intercepted."""
+    upstream_ca: Path | None = None
+    """CA bundle that verifies the API host; None trusts the system store."""
+    ca_dir: Path = field(default_factory=_default_ca_dir)
+
+
+@dataclass(frozen=True, slots=True)
+class CaptureSettings:
+    """Where service calls are captured: in front of the provider app, or from a mirror."""
+
+    upstream: str | None = None
+    """``scheme://host[:port]`` of the provider app; setting it turns capture on."""
+    listen: ListenAddress | None = None
+    """Defaults to 127.0.0.1:8081 once ``upstream`` is set."""
+    public_base_url: str | None = None
+    """``scheme://host[:port]`` that onOffice signed, when TLS ends in front of claimgate."""
+    provider_secret: Secret | None = None
+    max_age: float = 600.0
+    """Seconds: the oldest service-call timestamp accepted."""
+    mirror_listen: ListenAddress | None = None
+    trusted_proxies: tuple[IPNetwork, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ApiSettings:
+    """The optional reverse listener for integrations whose API base URL is configurable."""
+
+    listen: ListenAddress | None = None
+    upstream: str = "https://api.onoffice.de"
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimsSettings:
+    """How long claims live and where they are kept."""
+
+    ttl: float = 12 * 3600.0
+    """Seconds. onOffice publishes no lifetime; a working day, and error 201 tells sooner."""
+    store: str = "memory"
+    """``memory`` or a ``redis://`` / ``rediss://`` URL without a password."""
+    store_password: Secret | None = None
+    store_prefix: str = "claimgate:"
+    max_entries: int = 100_000
+    """Customers the memory store holds at most."""
+
+
+@dataclass(frozen=True, slots=True)
+class PolicySettings:
+    """What to do with API requests, and which tokens are the provider's own."""
+
+    mode: Mode = Mode.INJECT
+    provider_tokens: tuple[str, ...] = ()
+    """Fingerprints only: the tokens themselves are never kept."""
+
+
+@dataclass(frozen=True, slots=True)
+class Customer:
+    """A static token-to-customer mapping, with the API secret for version-1 re-signing."""
+
+    customer_web_id: str
+    token: Secret
+    secret: Secret | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AdminSettings:
+    """The admin listener; without a token ``/claims`` is off and ``/`` is loopback only."""
+
+    listen: ListenAddress = ListenAddress("127.0.0.1", 8082)
+    token: Secret | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LogSettings:
+    """Log output; the choice for an unset format is telemetry's, not made here."""
+
+    format: LogFormat | None = None
+    level: LogLevel = LogLevel.INFO
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """All settings; ``Settings()`` is what claimgate runs on with no file."""
+
+    proxy: ProxySettings = field(default_factory=ProxySettings)
+    capture: CaptureSettings = field(default_factory=CaptureSettings)
+    api: ApiSettings = field(default_factory=ApiSettings)
+    claims: ClaimsSettings = field(default_factory=ClaimsSettings)
+    policy: PolicySettings = field(default_factory=PolicySettings)
+    customers: tuple[Customer, ...] = ()
+    admin: AdminSettings = field(default_factory=AdminSettings)
+    log: LogSettings = field(default_factory=LogSettings)
+
+    @property
+    def capture_enabled(self) -> bool:
+        """True when a provider app sits behind the capture listener."""
+        return self.capture.upstream is not None
+
+
+def load_settings(path: Path | None, environ: Mapping[str, str] = os.environ) -> Settings:
+    """Read ``path`` (None: defaults only), let ``CLAIMGATE_*`` variables win, validate all.
+
+    Raises ``ConfigError`` for the first problem found.
+    """
+    document = _read_toml(path) if path is not None else {}
+    parsers = _section_parsers(environ)
+    values = _file_values(document, parsers)
+    _apply_environment(values, environ, parsers)
+    sections = {
+        name: _build(_SECTION_TYPES[name], name, values[name], parsers[name]) for name in parsers
+    }
+    sections["capture"] = _complete_capture(sections["capture"])
+    customers = _customers(document.get("customers", []), environ)
+    settings = Settings(customers=customers, **sections)
+    _check_listeners(settings)
+    return settings
+
+
+def describe(settings: Settings) -> dict[str, Any]:
+    """The effective settings as JSON-able data, secrets masked, for ``check-config``."""
+    return {
+        item.name: _plain(getattr(settings, item.name)) for item in dataclasses.fields(settings)
+    }
+
+
+def parse_duration(text: str | int | float, key: str) -> float:
+    """Seconds from ``90s``, ``10m``, ``12h``, ``1d``, ``1h30m`` or a bare number of seconds."""
+    return _duration(text, key)
+
+
+# Reading the file and the environment
+
+_SECTION_TYPES: Mapping[str, Callable[..., Any]] = {
+    "proxy": ProxySettings,
+    "capture": CaptureSettings,
+    "api": ApiSettings,
+    "claims": ClaimsSettings,
+    "policy": PolicySettings,
+    "admin": AdminSettings,
+    "log": LogSettings,
+}
+_LIST_KEYS = frozenset({"proxy.api_hosts", "capture.trusted_proxies", "policy.provider_tokens"})
+_INT_KEYS = frozenset({"claims.max_entries"})
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except OSError as exc:
+        raise ConfigError(str(path), f"cannot read: {_reason(exc)}") from exc
+    except UnicodeDecodeError:
+        raise ConfigError(str(path), "cannot read: not UTF-8 text") from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(str(path), str(exc)) from exc
+
+
+def _reason(exc: OSError) -> str:
+    return exc.strerror or type(exc).__name__
+
+
+def _file_values(
+    document: Mapping[str, object], parsers: Mapping[str, Mapping[str, Parser]]
+) -> dict[str, dict[str, object]]:
+    """The file's raw values per section; unknown sections and keys are typos, so errors."""
+    values: dict[str, dict[str, object]] = {name: {} for name in parsers}
+    for name, table in document.items():
+        if name == "customers":
+            continue
+        if name not in parsers:
+            raise ConfigError(name, _unknown("section", name, [*parsers, "customers"]))
+        if not isinstance(table, dict):
+            raise ConfigError(name, f"expected a table [{name}], got {_toml_type(table)}")
+        _check_keys(table, parsers[name], name)
+        values[name].update(table)
+    return values
+
+
+def _check_keys(table: Mapping[str, object], known: Mapping[str, Parser], prefix: str) -> None:
+    for key in table:
+        if key not in known:
+            raise ConfigError(f"{prefix}.{key}", _unknown("key", key, list(known)))
+
+
+def _unknown(kind: str, name: str, known: list[str]) -> str:
+    close = difflib.get_close_matches(name, known, n=1)
+    if close:
+        return f"unknown {kind}; did you mean {close[0]}?"
+    return f"unknown {kind}; expected one of {', '.join(sorted(known))}"
+
+
+def _apply_environment(
+    values: dict[str, dict[str, object]],
+    environ: Mapping[str, str],
+    parsers: Mapping[str, Mapping[str, Parser]],
+) -> None:
+    """Overlay ``CLAIMGATE_<SECTION>_<KEY>``; an empty variable means "not set": the default."""
+    for variable, text in sorted(environ.items()):
+        target = _environment_target(variable, parsers)
+        if target is None:
+            continue
+        section, key = target
+        if text == "":
+            values[section].pop(key, None)
+        else:
+            values[section][key] = _environment_value(text, f"{section}.{key}")
+
+
+def _environment_target(
+    variable: str, parsers: Mapping[str, Mapping[str, Parser]]
+) -> tuple[str, str] | None:
+    """The (section, key) a variable sets; None for CLAIMGATE_ variables that are not ours."""
+    if not variable.startswith(ENV_PREFIX):
+        return None
+    section, _, key = variable.removeprefix(ENV_PREFIX).lower().partition("_")
+    if section == "customers":
+        raise ConfigError(variable, "customers come only from [[customers]] in the file")
+    if section not in parsers:
+        return None
+    if key not in parsers[section]:
+        raise ConfigError(variable, _unknown(f"key in [{section}]", key, list(parsers[section])))
+    return section, key
+
+
+def _environment_value(text: str, key: str) -> object:
+    """Give a variable's text the TOML type its key expects."""
+    if key in _LIST_KEYS:
+        return _environment_list(text, key)
+    if key in _INT_KEYS:
+        try:
+            return int(text)
+        except ValueError:
+            raise ConfigError(key, f"expected an integer, got {text!r}") from None
+    return text
+
+
+def _environment_list(text: str, key: str) -> object:
+    """A TOML or JSON array literal if it starts with ``[``, else comma-separated items."""
+    if not text.lstrip().startswith("["):
+        return [item.strip() for item in text.split(",") if item.strip()]
+    try:
+        return tomllib.loads(f"value = {text}")["value"]
+    except tomllib.TOMLDecodeError:
+        pass
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        raise ConfigError(
+            key, 'expected a TOML or JSON array such as ["a", "b"], or comma-separated items'
+        ) from None
+
+
+def _build[T](
+    cls: Callable[..., T], prefix: str, table: Mapping[str, object], parsers: Mapping[str, Parser]
+) -> T:
+    """Parse the keys present; the dataclass supplies the defaults of the others."""
+    return cls(**{key: parsers[key](value, f"{prefix}.{key}") for key, value in table.items()})
+
+
+def _section_parsers(environ: Mapping[str, str]) -> dict[str, dict[str, Parser]]:
+    """Every key of every section, with the function that checks and converts its value."""
+    secret = partial(_secret, environ=environ)
+    return {
+        "proxy": {
+            "listen": _listen,
+            "api_hosts": _api_hosts,
+            "upstream_ca": _existing_file,
+            "ca_dir": _directory,
+        },
+        "capture": {
+            "upstream": partial(_origin, schemes=("http", "https")),
+            "listen": _listen,
+            "public_base_url": partial(_origin, schemes=("http", "https")),
+            "provider_secret": secret,
+            "max_age": _duration,
+            "mirror_listen": _listen,
+            "trusted_proxies": _networks,
+        },
+        "api": {"listen": _listen, "upstream": partial(_origin, schemes=("https",))},
+        "claims": {
+            "ttl": _duration,
+            "store": _store,
+            "store_password": secret,
+            "store_prefix": _string,
+            "max_entries": _positive_int,
+        },
+        "policy": {
+            "mode": partial(_choice, enum=Mode),
+            "provider_tokens": partial(_provider_tokens, environ=environ),
+        },
+        "admin": {"listen": _listen, "token": secret},
+        "log": {
+            "format": partial(_choice, enum=LogFormat),
+            "level": partial(_choice, enum=LogLevel),
+        },
+    }
+
+
+# Rules across keys
+
+
+def _complete_capture(capture: CaptureSettings) -> CaptureSettings:
+    """Capture needs an app behind it, and the provider secret to verify what it captures."""
+    if capture.listen is not None and capture.upstream is None:
+        raise ConfigError("capture.upstream", "required when capture.listen is set")
+    if capture.provider_secret is None and (
+        capture.upstream is not None or capture.mirror_listen is not None
+    ):
+        raise ConfigError(
+            "capture.provider_secret",
+            "required when capture is on (capture.upstream or capture.mirror_listen is set)",
+        )
+    if capture.upstream is not None and capture.listen is None:
+        return dataclasses.replace(capture, listen=DEFAULT_CAPTURE_LISTEN)
+    return capture
+
+
+def _customers(value: object, environ: Mapping[str, str]) -> tuple[Customer, ...]:
+    if not isinstance(value, list) or not all(isinstance(table, dict) for table in value):
+        raise ConfigError("customers", "expected [[customers]] tables")
+    secret = partial(_secret, environ=environ)
+    parsers: dict[str, Parser] = {
+        "customer_web_id": _customer_web_id,
+        "token": secret,
+        "secret": secret,
+    }
+    customers = tuple(
+        _customer(table, f"customers[{index}]", parsers) for index, table in enumerate(value)
+    )
+    _check_unique(customers)
+    return customers
+
+
+def _customer(table: Mapping[str, object], prefix: str, parsers: Mapping[str, Parser]) -> Customer:
+    _check_keys(table, parsers, prefix)
+    for required in ("customer_web_id", "token"):
+        if required not in table:
+            raise ConfigError(f"{prefix}.{required}", "required")
+    return _build(Customer, prefix, table, parsers)
+
+
+def _check_unique(customers: tuple[Customer, ...]) -> None:
+    """One customer per id and per token, or a token could not be attributed."""
+    ids: dict[str, int] = {}
+    tokens: dict[Secret, int] = {}
+    for index, customer in enumerate(customers):
+        first = ids.setdefault(customer.customer_web_id, index)
+        if first != index:
+            raise ConfigError(
+                f"customers[{index}].customer_web_id",
+                f"{customer.customer_web_id!r} is already used by customers[{first}]",
+            )
+        first = tokens.setdefault(customer.token, index)
+        if first != index:
+            raise ConfigError(f"customers[{index}].token", f"same token as customers[{first}]")
+
+
+_WILDCARD_HOSTS = frozenset({"0.0.0.0", "::"})
+
+
+def _check_listeners(settings: Settings) -> None:
+    """Two listeners on one address would only fail later, at bind time, less clearly."""
+    candidates = [
+        ("proxy.listen", settings.proxy.listen),
+        ("capture.listen", settings.capture.listen),
+        ("capture.mirror_listen", settings.capture.mirror_listen),
+        ("api.listen", settings.api.listen),
+        ("admin.listen", settings.admin.listen),
+    ]
+    listeners = [(key, address) for key, address in candidates if address is not None]
+    for index, (key, address) in enumerate(listeners):
+        for other_key, other in listeners[:index]:
+            if _clash(address, other):
+                raise ConfigError(key, f"{address} clashes with {other_key} ({other})")
+
+
+def _clash(one: ListenAddress, other: ListenAddress) -> bool:
+    if one.port == 0 or one.port != other.port:
+        return False
+    return one.host == other.host or bool({one.host, other.host} & _WILDCARD_HOSTS)
+
+
+# Values
+
+
+def _toml_type(value: object) -> str:
+    names = {bool: "boolean", int: "integer", float: "float", str: "string"}
+    names |= {list: "array", dict: "table"}
+    return names.get(type(value), type(value).__name__)
+
+
+def _string(value: object, key: str) -> str:
+    if not isinstance(value, str):
+        raise ConfigError(key, f"expected a string, got {_toml_type(value)}")
+    return value
+
+
+def _string_list(value: object, key: str) -> list[str]:
+    if not isinstance(value, list):
+        raise ConfigError(key, f"expected an array of strings, got {_toml_type(value)}")
+    return [_string(item, f"{key}[{index}]") for index, item in enumerate(value)]
+
+
+def _positive_int(value: object, key: str) -> int:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise ConfigError(key, f"expected an integer, got {_toml_type(value)}")
+    if value < 1:
+        raise ConfigError(key, f"must be at least 1, got {value}")
+    return value
+
+
+def _choice[E: StrEnum](value: object, key: str, enum: type[E]) -> E:
+    text = _string(value, key)
+    try:
+        return enum(text.lower())
+    except ValueError:
+        raise ConfigError(key, f"expected one of {', '.join(enum)}, got {text!r}") from None
+
+
+_DURATION = re.compile(r"(?:\d+(?:\.\d+)?[smhd])+")
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)([smhd])")
+_NUMBER = re.compile(r"\d+(?:\.\d+)?")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def _duration(value: object, key: str) -> float:
+    seconds = _seconds(value)
+    if seconds is None:
+        raise ConfigError(key, f"expected a duration such as 30s, 10m or 12h, got {value!r}")
+    if not 0 < seconds < math.inf:
+        raise ConfigError(key, f"must be more than 0 and finite, got {value!r}")
+    return seconds
+
+
+def _seconds(value: object) -> float | None:
+    """Seconds, or None when ``value`` is not written as a duration at all."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        try:
+            return float(value)
+        except OverflowError:  # TOML integers are unbounded
+            return math.inf
+    if not isinstance(value, str):
+        return None
+    text = value.strip().lower()
+    if _NUMBER.fullmatch(text):
+        return float(text)
+    if _DURATION.fullmatch(text):
+        return sum(float(n) * _UNIT_SECONDS[unit] for n, unit in _DURATION_PART.findall(text))
+    return None
+
+
+_HOSTNAME = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_.-]*[A-Za-z0-9_])?")
+
+
+def _split_host_port(text: str) -> tuple[str, str | None] | None:
+    """``(host, port text or None)`` from ``host[:port]`` or ``[v6][:port]``; None if malformed."""
+    if text.startswith("["):
+        host, closed, rest = text[1:].partition("]")
+        if not closed or (rest and not rest.startswith(":")) or not _is_ipv6(host):
+            return None
+        return host, rest[1:] if rest else None
+    host, colon, port = text.partition(":")
+    if not _HOSTNAME.fullmatch(host) or ":" in port:
+        return None
+    return host, port if colon else None
+
+
+def _is_ipv6(text: str) -> bool:
+    try:
+        ipaddress.IPv6Address(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _port(text: str, minimum: int) -> int | None:
+    if not (text.isascii() and text.isdigit()):
+        return None
+    port = int(text)
+    return port if minimum <= port <= 65535 else None
+
+
+def _listen(value: object, key: str) -> ListenAddress:
+    return ListenAddress.parse(_string(value, key), key)
+
+
+def _api_hosts(value: object, key: str) -> tuple[str, ...]:
+    hosts = _string_list(value, key)
+    if not hosts:
+        raise ConfigError(key, "at least one host is required")
+    return tuple(_api_host(host, f"{key}[{index}]") for index, host in enumerate(hosts))
+
+
+def _api_host(text: str, key: str) -> str:
+    host = text.strip().lower()
+    parts = _split_host_port(host)
+    if parts is None or (parts[1] is not None and _port(parts[1], minimum=1) is None):
+        raise ConfigError(
+            key,
+            f"expected host or host:port without scheme or path, got {text!r}",
+        )
+    return host
+
+
+def _origin(value: object, key: str, schemes: tuple[str, ...]) -> str:
+    """``scheme://host[:port]`` with nothing after it but an optional slash, which is dropped."""
+    text = _string(value, key)
+    try:
+        parts = urlsplit(text)
+    except ValueError:
+        parts = None
+    host_port = _split_host_port(parts.netloc) if parts is not None else None
+    if (
+        parts is None
+        or host_port is None
+        or parts.scheme.lower() not in schemes
+        or parts.path not in ("", "/")
+        or parts.query
+        or parts.fragment
+        or (host_port[1] is not None and _port(host_port[1], minimum=1) is None)
+    ):
+        expected = " or ".join(f"{scheme}://" for scheme in schemes)
+        raise ConfigError(key, f"expected {expected}host[:port] without a path, got {text!r}")
+    return f"{parts.scheme.lower()}://{parts.netloc}"
+
+
+def _store(value: object, key: str) -> str:
+    """``memory`` or a Redis URL; a password there would show up wherever the URL is printed."""
+    text = _string(value, key)
+    if text.lower() == "memory":
+        return "memory"
+    try:
+        parts = urlsplit(text)
+        if parts.password is not None:
+            raise ConfigError(key, "do not put a password in the URL; set claims.store_password")
+        scheme_ok = parts.scheme.lower() in ("redis", "rediss")
+        valid = scheme_ok and bool(parts.hostname) and parts.port != 0
+    except ValueError:
+        valid = False
+    if not valid:
+        shown = f", got {text!r}" if "@" not in text else ""
+        raise ConfigError(key, f"expected memory or a redis:// or rediss:// URL with a host{shown}")
+    return text
+
+
+def _path(value: object, key: str) -> Path:
+    text = _string(value, key)
+    if not text:
+        raise ConfigError(key, "expected a path, got an empty string")
+    return Path(text).expanduser()
+
+
+def _existing_file(value: object, key: str) -> Path:
+    path = _path(value, key)
+    if not path.is_file():
+        raise ConfigError(key, f"no such file: {path}")
+    return path
+
+
+def _directory(value: object, key: str) -> Path:
+    path = _path(value, key)
+    if path.exists() and not path.is_dir():
+        raise ConfigError(key, f"not a directory: {path}")
+    return path
+
+
+def _networks(value: object, key: str) -> tuple[IPNetwork, ...]:
+    return tuple(
+        _network(item, f"{key}[{index}]") for index, item in enumerate(_string_list(value, key))
+    )
+
+
+def _network(text: str, key: str) -> IPNetwork:
+    try:
+        return ipaddress.ip_network(text.strip())
+    except ValueError as exc:
+        raise ConfigError(
+            key, f"expected an IP address or network such as 10.0.0.0/8: {exc}"
+        ) from None
+
+
+def _customer_web_id(value: object, key: str) -> str:
+    """onOffice ids are numbers, so a TOML integer is taken as the same id written as text."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)
+    text = _string(value, key).strip()
+    if not text:
+        raise ConfigError(key, "must not be empty")
+    return text
+
+
+# Secrets
+
+_FINGERPRINT = re.compile(r"[0-9a-f]{12}")
+
+
+def _secret(value: object, key: str, environ: Mapping[str, str]) -> Secret:
+    if not isinstance(value, str):
+        raise ConfigError(
+            key, f"expected env:NAME or file:PATH as a string, got {_toml_type(value)}"
+        )
+    return Secret(_resolve(value, key, environ))
+
+
+def _resolve(reference: str, key: str, environ: Mapping[str, str]) -> str:
+    """The secret behind ``env:NAME`` or ``file:PATH``; any other text is the secret itself."""
+    if reference.startswith("env:"):
+        return _from_environment(reference.removeprefix("env:"), key, environ)
+    if reference.startswith("file:"):
+        return _from_file(reference.removeprefix("file:"), key)
+    if not reference:
+        raise ConfigError(key, "the secret is empty")
+    return reference
+
+
+def _from_environment(name: str, key: str, environ: Mapping[str, str]) -> str:
+    if not name:
+        raise ConfigError(key, "expected a variable name after env:")
+    value = environ.get(name)
+    if value is None:
+        raise ConfigError(key, f"environment variable {name} is not set")
+    if not value:
+        raise ConfigError(key, f"environment variable {name} is empty")
+    return value
+
+
+def _from_file(name: str, key: str) -> str:
+    if not name:
+        raise ConfigError(key, "expected a path after file:")
+    path = Path(name).expanduser()
+    try:
+        value = path.read_text(encoding="utf-8").rstrip()
+    except OSError as exc:
+        raise ConfigError(key, f"cannot read secret file {path}: {_reason(exc)}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(key, f"cannot read secret file {path}: not UTF-8 text") from None
+    if not value:
+        raise ConfigError(key, f"secret file {path} is empty")
+    return value
+
+
+def _provider_tokens(value: object, key: str, environ: Mapping[str, str]) -> tuple[str, ...]:
+    items = _string_list(value, key)
+    return tuple(
+        _provider_token(item, f"{key}[{index}]", environ) for index, item in enumerate(items)
+    )
+
+
+def _provider_token(text: str, key: str, environ: Mapping[str, str]) -> str:
+    """A fingerprint as written, or the fingerprint of a referenced token; never a raw token."""
+    if _FINGERPRINT.fullmatch(text.lower()):
+        return text.lower()
+    if text.startswith(("env:", "file:")):
+        return fingerprint(_resolve(text, key, environ))
+    raise ConfigError(
+        key, "expected a 12-hex-digit fingerprint or an env:/file: reference, not the token itself"
+    )
+
+
+# Describing
+
+
+def _plain(value: object) -> Any:
+    """JSON-able data for ``describe``; a secret becomes its fingerprint."""
+    match value:
+        case Secret():
+            return f"<secret fp={value.fingerprint}>"
+        case ListenAddress() | Path() | ipaddress.IPv4Network() | ipaddress.IPv6Network():
+            return str(value)
+        case StrEnum():
+            return value.value
+        case tuple() | list():
+            return [_plain(item) for item in value]
+        case _ if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            return {
+                item.name: _plain(getattr(value, item.name)) for item in dataclasses.fields(value)
+            }
+        case _:
+            return value

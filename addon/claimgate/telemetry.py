@@ -1,0 +1,109 @@
+"""Logging for operators: one JSON stream, claimgate's events and mitmproxy's lines alike.
+
+claimgate's own events go through structlog's native pipeline (fast: one line per API
+request is on the hot path) and are built from ids and fingerprints only. mitmproxy logs
+through stdlib ``logging``; those lines are rendered into the same stream and scrubbed of
+anything that looks like a claim, token or signature, because their text is not ours to
+control (a URL with ``apiClaim=`` in an error message, say).
+"""
+
+import logging
+import re
+import sys
+from typing import Any, TextIO
+
+import structlog
+from structlog.typing import EventDict, Processor
+
+LEVELS = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warning": logging.WARNING,
+    "error": logging.ERROR,
+}
+
+_SECRET_PARAMETER = re.compile(
+    r"""(?ix)
+    ( (?:apiClaim|extendedclaim|apiToken|signature|token|secret|hmac)
+      (?:=|"\s*:\s*"|'\s*:\s*') )      # query/form 'name=' or JSON '"name":"'
+    [^&\s"']+
+    """
+)
+
+
+def redact(text: str) -> str:
+    """Replace the value of every claim/token/signature-like parameter in free text."""
+    return _SECRET_PARAMETER.sub(r"\1<redacted>", text)
+
+
+def _redact_foreign(_logger: Any, _name: str, event_dict: EventDict) -> EventDict:
+    event = event_dict.get("event")
+    if isinstance(event, str):
+        event_dict["event"] = redact(event)
+    if "exception" in event_dict and isinstance(event_dict["exception"], str):
+        event_dict["exception"] = redact(event_dict["exception"])
+    return event_dict
+
+
+def _renderer(log_format: str) -> Processor:
+    if log_format == "console":
+        return structlog.dev.ConsoleRenderer(colors=False)
+    return structlog.processors.JSONRenderer()
+
+
+def resolve_format(log_format: str | None, stream: TextIO) -> str:
+    """``json`` unless the stream is a terminal, where people read ``console``."""
+    if log_format:
+        return log_format
+    return "console" if stream.isatty() else "json"
+
+
+def configure_logging(
+    log_format: str | None, level: str = "info", stream: TextIO | None = None
+) -> None:
+    """Send claimgate's events and mitmproxy's log records to ``stream`` (stderr)."""
+    stream = stream or sys.stderr
+    rendered = resolve_format(log_format, stream)
+    numeric_level = LEVELS[level]
+    timestamper = structlog.processors.TimeStamper(fmt="iso", utc=True)
+
+    structlog.configure(
+        processors=[
+            structlog.processors.add_log_level,
+            timestamper,
+            structlog.processors.format_exc_info,
+            _renderer(rendered),
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(numeric_level),
+        logger_factory=structlog.WriteLoggerFactory(file=stream),
+        cache_logger_on_first_use=True,
+    )
+
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[
+                structlog.stdlib.add_log_level,
+                structlog.stdlib.add_logger_name,
+                timestamper,
+                structlog.processors.format_exc_info,
+                _redact_foreign,
+            ],
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                _renderer(rendered),
+            ],
+        )
+    )
+    root = logging.getLogger()
+    root.handlers = [handler]
+    root.setLevel(numeric_level)
+    # mitmproxy says "client connect" and the like at INFO for every connection: noise for
+    # operators unless they asked for debug output.
+    logging.getLogger("mitmproxy").setLevel(
+        logging.DEBUG if numeric_level <= logging.DEBUG else logging.WARNING
+    )
+
+
+def get_logger() -> structlog.typing.FilteringBoundLogger:
+    return structlog.get_logger("claimgate")

@@ -1,0 +1,200 @@
+"""Test harness: the real ``claimgate run`` as a subprocess, and a small real app behind it.
+
+Every server binds to loopback on a free port, and everything a test starts is stopped by
+that test (fixtures in ``conftest.py`` own the lifetimes).
+"""
+
+import json
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+STARTUP_TIMEOUT = 30.0
+
+
+def toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
+    raise TypeError(f"no TOML for {type(value).__name__}")
+
+
+def toml_document(config: Mapping[str, Any]) -> str:
+    """A TOML file from ``{section: {key: value}}`` and ``customers: [{...}]``."""
+    lines = []
+    for section, keys in config.items():
+        if isinstance(keys, list):
+            for table in keys:
+                lines.append(f"[[{section}]]")
+                lines.extend(f"{k} = {toml_value(v)}" for k, v in table.items())
+        else:
+            lines.append(f"[{section}]")
+            lines.extend(f"{k} = {toml_value(v)}" for k, v in keys.items())
+    return "\n".join(lines) + "\n"
+
+
+@dataclass
+class Sidecar:
+    """A running ``claimgate run`` and everything it logged (one JSON object per line)."""
+
+    process: subprocess.Popen[str]
+    listeners: dict[str, str]
+    ca_path: Path
+    lines: list[str] = field(default_factory=list)
+    _events: "queue.Queue[dict[str, Any]]" = field(default_factory=queue.Queue)
+    _seen: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def proxy_url(self) -> str:
+        return f"http://{self.listeners['forward']}"
+
+    @property
+    def capture_url(self) -> str:
+        return f"http://{self.listeners['capture']}"
+
+    def events(self, event: str | None = None) -> list[dict[str, Any]]:
+        """Every event logged so far (optionally only those named ``event``)."""
+        while True:
+            try:
+                self._seen.append(self._events.get_nowait())
+            except queue.Empty:
+                break
+        return [e for e in self._seen if event is None or e.get("event") == event]
+
+    def wait_for(
+        self,
+        event: str,
+        where: Callable[[dict[str, Any]], bool] = lambda e: True,
+        timeout: float = 5.0,
+    ) -> dict[str, Any]:
+        """The first event named ``event`` matching ``where``, waiting up to ``timeout``."""
+        deadline = time.monotonic() + timeout
+        while True:
+            for logged in self.events(event):
+                if where(logged):
+                    return logged
+            if time.monotonic() > deadline:
+                raise AssertionError(
+                    f"no {event!r} event; saw {[e.get('event') for e in self._seen]}"
+                )
+            time.sleep(0.02)
+
+    def stop(self) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(5)
+        return self.process.returncode
+
+
+def claimgate_command() -> list[str]:
+    return [sys.executable, "-m", "claimgate"]
+
+
+def start_sidecar(workdir: Path, config: Mapping[str, Any], env: Mapping[str, str]) -> Sidecar:
+    """Write ``config``, start ``claimgate run`` on it and wait until it is listening."""
+    config_path = workdir / "claimgate.toml"
+    config_path.write_text(toml_document(config))
+    process_env = {k: v for k, v in os.environ.items() if not k.upper().endswith("_PROXY")}
+    process_env |= {"CLAIMGATE_LOG_FORMAT": "json", **env}
+    process = subprocess.Popen(
+        [*claimgate_command(), "run", "--config", str(config_path)],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=process_env,
+    )
+    events: queue.Queue[dict[str, Any]] = queue.Queue()
+    lines: list[str] = []
+
+    def pump() -> None:
+        assert process.stdout is not None
+        for line in process.stdout:
+            lines.append(line)
+            try:
+                events.put(json.loads(line))
+            except ValueError:
+                events.put({"event": "unparsed", "line": line})
+
+    threading.Thread(target=pump, daemon=True).start()
+    ca_dir = Path(config["proxy"]["ca_dir"])
+    sidecar = Sidecar(process, {}, ca_dir / "mitmproxy-ca-cert.pem", lines, events)
+    try:
+        ready = sidecar.wait_for("claimgate_ready", timeout=STARTUP_TIMEOUT)
+    except AssertionError:
+        sidecar.stop()
+        raise AssertionError("claimgate did not start:\n" + "".join(lines)) from None
+    sidecar.listeners = ready["listeners"]
+    return sidecar
+
+
+@dataclass(frozen=True)
+class AppRequest:
+    method: str
+    path: str
+    headers: list[tuple[str, str]]
+    body: bytes
+
+
+class App:
+    """The provider's web app: answers 200 and records exactly what reached it."""
+
+    def __init__(self) -> None:
+        self.received: list[AppRequest] = []
+        app = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def _serve(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else b""
+                app.received.append(
+                    AppRequest(self.command, self.path, list(self.headers.items()), body)
+                )
+                payload = b"app says hello"
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            do_GET = do_POST = _serve
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        host, port = self.server.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def __enter__(self) -> "App":
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(5)

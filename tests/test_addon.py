@@ -1,0 +1,290 @@
+"""The addon's hooks, driven with mitmproxy's own test helpers (no sockets)."""
+
+import gzip
+import json
+import ssl
+import time
+
+import pytest
+from mitmproxy import connection, http, tls
+from mitmproxy.proxy import context
+from mitmproxy.proxy.layers.tls import parse_client_hello
+from mitmproxy.proxy.mode_specs import ProxyMode
+from mitmproxy.test import taddons, tflow, tutils
+from structlog.testing import capture_logs
+
+from claimgate import onoffice
+from claimgate.addon import VIOLATION_HEADER, Claimgate, Role, listener_modes
+from claimgate.settings import (
+    CaptureSettings,
+    Customer,
+    ListenAddress,
+    Mode,
+    PolicySettings,
+    Secret,
+    Settings,
+)
+from claimgate.signature import sign_url
+from claimgate.store import Claim
+from claimgate.store.memory import MemoryStore
+
+PROVIDER_SECRET = "provider-secret"
+TOKEN = "customer-api-token"
+READ = onoffice.ACTION_PREFIX + "read"
+
+
+def settings(mode: Mode = Mode.INJECT, **customer) -> Settings:
+    return Settings(
+        capture=CaptureSettings(
+            upstream="http://127.0.0.1:9000",
+            listen=ListenAddress("127.0.0.1", 8081),
+            provider_secret=Secret(PROVIDER_SECRET),
+        ),
+        policy=PolicySettings(mode=mode),
+        customers=(Customer("21312", Secret(TOKEN), **customer),),
+    )
+
+
+def make_addon(mode: Mode = Mode.INJECT, store=None, **customer) -> Claimgate:
+    return Claimgate(settings(mode, **customer), MemoryStore(3600, 100) if store is None else store)
+
+
+def spec(addon: Claimgate, role: Role) -> ProxyMode:
+    return ProxyMode.parse(next(s for s, r in listener_modes(addon.settings).items() if r is role))
+
+
+def api_flow(addon: Claimgate, body: bytes, host: str = "api.onoffice.de", **headers: str):
+    request = tutils.treq(
+        host=host,
+        port=443,
+        scheme=b"https",
+        method=b"POST",
+        path=b"/api/stable/api.php",
+        headers=http.Headers(**headers) if headers else http.Headers(),
+        content=body,
+    )
+    flow = tflow.tflow(req=request)
+    flow.client_conn.proxy_mode = spec(addon, Role.FORWARD)
+    return flow
+
+
+def api_body(params: str = "{}", version: str = "2", token: str = TOKEN) -> bytes:
+    return (
+        '{"token":"%s","request":{"actions":[{"actionid":"%s","resourcetype":"estate",'
+        '"timestamp":1,"hmac":"h","hmac_version":%s,"parameters":%s}]}}'
+        % (token, READ, version, params)
+    ).encode()
+
+
+def capture_flow(addon: Claimgate, url: str):
+    path = url.split("://", 1)[1].split("/", 1)[1]
+    request = tutils.treq(
+        host="127.0.0.1",
+        port=9000,
+        method=b"GET",
+        path=("/" + path).encode(),
+        headers=http.Headers(host="provider.example"),
+        content=b"",
+    )
+    flow = tflow.tflow(req=request)
+    flow.client_conn.proxy_mode = spec(addon, Role.CAPTURE)
+    flow.client_conn.timestamp_tls_setup = None  # plain HTTP on the capture listener
+    return flow
+
+
+def service_call(claim: str, timestamp: int | None = None) -> str:
+    timestamp = timestamp or int(time.time())
+    url = (
+        f"http://provider.example/service?apiClaim={claim}&customerWebId=21312&userId=17"
+        f"&customerName=Muster&timestamp={timestamp}"
+    )
+    return sign_url(url, PROVIDER_SECRET)
+
+
+async def stored(addon: Claimgate, claim: str = "the-claim") -> None:
+    await addon.store.put(Claim("21312", "17", claim, int(time.time())))
+
+
+def sent_claim(flow) -> str | None:
+    return json.loads(flow.request.get_content())["request"]["actions"][0]["parameters"].get(
+        "extendedclaim"
+    )
+
+
+async def test_capture_stores_the_claim_and_leaves_the_request_alone():
+    addon = make_addon()
+    with taddons.context(addon):
+        flow = capture_flow(addon, service_call("abc"))
+        before = flow.request.copy()
+        await addon.request(flow)
+        assert flow.response is None
+        assert flow.request.data == before.data
+        assert (await addon.store.freshest("21312")).claim == "abc"
+
+
+async def test_forged_capture_stores_nothing_and_is_reported():
+    addon = make_addon()
+    with taddons.context(addon), capture_logs() as logs:
+        flow = capture_flow(addon, service_call("abc").replace("userId=17", "userId=18"))
+        await addon.request(flow)
+    assert await addon.store.freshest("21312") is None
+    assert [e["kind"] for e in logs if e["event"] == "violation"] == ["bad_signature"]
+
+
+async def test_claim_is_injected_on_the_api_host():
+    addon = make_addon()
+    with taddons.context(addon):
+        await stored(addon)
+        flow = api_flow(addon, api_body())
+        await addon.request(flow)
+        assert sent_claim(flow) == "the-claim"
+        assert flow.response is None
+
+
+async def test_other_hosts_are_not_touched():
+    addon = make_addon()
+    with taddons.context(addon):
+        await stored(addon)
+        flow = api_flow(addon, api_body(), host="example.org")
+        await addon.request(flow)
+        assert flow.request.content == api_body()
+
+
+async def test_gzip_body_is_decoded_and_re_encoded():
+    addon = make_addon()
+    with taddons.context(addon):
+        await stored(addon)
+        flow = api_flow(addon, gzip.compress(api_body()), content_encoding="gzip")
+        await addon.request(flow)
+        assert flow.request.headers["content-encoding"] == "gzip"
+        assert gzip.decompress(flow.request.raw_content).count(b'"extendedclaim":"the-claim"') == 1
+
+
+async def test_enforce_answers_without_a_claim():
+    addon = make_addon(Mode.ENFORCE)
+    with taddons.context(addon), capture_logs() as logs:
+        flow = api_flow(addon, api_body())
+        await addon.request(flow)
+        addon.response(flow)
+    assert flow.response.headers[VIOLATION_HEADER] == "missing_claim"
+    assert json.loads(flow.response.content)["response"]["results"][0]["status"]["errorcode"] == 193
+    decision = next(e for e in logs if e["event"] == "api_request")
+    assert decision["decision"] == "blocked" and decision["upstream_status"] is None
+
+
+async def test_enforce_answers_a_malformed_body_with_400():
+    addon = make_addon(Mode.ENFORCE)
+    with taddons.context(addon):
+        flow = api_flow(addon, b"not json")
+        await addon.request(flow)
+    assert flow.response.status_code == 400
+    assert flow.response.headers[VIOLATION_HEADER] == "malformed_request"
+
+
+async def test_observe_changes_nothing_but_logs_what_enforce_would_do():
+    addon = make_addon(Mode.OBSERVE)
+    with taddons.context(addon), capture_logs() as logs:
+        flow = api_flow(addon, api_body())
+        await addon.request(flow)
+        addon.response(flow)
+    assert flow.request.content == api_body() and flow.response is None
+    decision = next(e for e in logs if e["event"] == "api_request")
+    assert (decision["decision"], decision["would"]) == ("observed", "blocked")
+
+
+class BrokenStore(MemoryStore):
+    """A store that fails: the addon must decide, not let the exception escape."""
+
+    async def freshest(self, customer_web_id: str) -> Claim | None:
+        raise RuntimeError("store exploded")
+
+
+@pytest.mark.parametrize("mode", [Mode.INJECT, Mode.OBSERVE])
+async def test_internal_error_forwards_the_original_bytes(mode):
+    addon = make_addon(mode, store=BrokenStore(3600, 10))
+    with taddons.context(addon):
+        flow = api_flow(addon, api_body())
+        await addon.request(flow)
+        assert flow.request.content == api_body() and flow.response is None
+
+
+async def test_internal_error_in_enforce_is_answered():
+    addon = make_addon(Mode.ENFORCE, store=BrokenStore(3600, 10))
+    with taddons.context(addon):
+        flow = api_flow(addon, api_body())
+        await addon.request(flow)
+        assert flow.response.status_code == 502
+        assert flow.response.headers[VIOLATION_HEADER] == "internal_error"
+
+
+async def test_version_one_action_is_resigned_only_with_a_genuine_hmac():
+    addon = make_addon(secret=Secret("api-secret"))
+    action = {
+        "actionid": READ,
+        "identifier": "",
+        "resourceid": "",
+        "resourcetype": "estate",
+        "timestamp": 1,
+        "parameters": {},
+    }
+    action["hmac"] = onoffice.hmac_v1("api-secret", TOKEN, action)
+    genuine = json.dumps({"token": TOKEN, "request": {"actions": [action]}}).encode()
+    forged = genuine.replace(action["hmac"].encode(), b"0" * 32)
+    with taddons.context(addon):
+        await stored(addon)
+        flow = api_flow(addon, genuine)
+        await addon.request(flow)
+        sent = json.loads(flow.request.content)["request"]["actions"][0]
+        assert sent["hmac_version"] == 2
+        assert sent["hmac"] == onoffice.hmac_v2("api-secret", 1, TOKEN, "estate", READ)
+        untouched = api_flow(addon, forged)
+        await addon.request(untouched)
+        assert untouched.request.content == forged
+
+
+async def test_api_rejection_is_reported_from_the_response():
+    addon = make_addon()
+    with taddons.context(addon), capture_logs() as logs:
+        await stored(addon)
+        flow = api_flow(addon, api_body())
+        await addon.request(flow)
+        body = onoffice.response_body([onoffice.action_error_result({}, onoffice.CLAIM_OUTDATED)])
+        flow.response = tutils.tresp(content=body)
+        addon.response(flow)
+    rejected = [e for e in logs if e.get("kind") == "api_rejected_claim"]
+    assert rejected and rejected[0]["errorcode"] == 201
+    decision = next(e for e in logs if e["event"] == "api_request")
+    assert decision["violations"] == ["api_rejected_claim"]
+    assert decision["upstream_status"] == 200
+
+
+def client_hello(sni: str) -> tls.ClientHelloData:
+    tls_object = ssl.create_default_context().wrap_bio(
+        ssl.MemoryBIO(), out := ssl.MemoryBIO(), server_hostname=sni
+    )
+    with pytest.raises(ssl.SSLWantReadError):
+        tls_object.do_handshake()
+    return parse_client_hello(out.read())
+
+
+@pytest.mark.parametrize(
+    ("sni", "role", "ignored"),
+    [
+        ("api.onoffice.de", Role.FORWARD, False),
+        ("example.org", Role.FORWARD, True),
+        ("example.org", Role.CAPTURE, False),
+    ],
+)
+async def test_only_api_hosts_are_intercepted(sni, role, ignored):
+    addon = make_addon()
+    with taddons.context(addon) as tctx:
+        client = connection.Client(
+            peername=("127.0.0.1", 5000),
+            sockname=("127.0.0.1", 8080),
+            proxy_mode=spec(addon, role),
+        )
+        ctx = context.Context(client, tctx.options)
+        ctx.server.address = (sni, 443)
+        data = tls.ClientHelloData(ctx, client_hello(sni))
+        addon.tls_clienthello(data)
+        assert data.ignore_connection is ignored

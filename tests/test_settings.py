@@ -1,0 +1,733 @@
+"""The configuration contract (DESIGN 3.2): file, environment, defaults, errors, secrets."""
+
+import dataclasses
+import ipaddress
+import json
+import re
+import textwrap
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from claimgate.fingerprint import fingerprint
+from claimgate.settings import (
+    ConfigError,
+    Customer,
+    ListenAddress,
+    LogFormat,
+    LogLevel,
+    Mode,
+    Secret,
+    Settings,
+    describe,
+    load_settings,
+    parse_duration,
+)
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "config" / "claimgate.example.toml"
+SECRET = "s3cr3t-VALUE-never-shown"
+TOKEN = "0f0e0d0c0b0a09080706050403020100"
+
+
+def load(tmp_path: Path, text: str | None = None, env: dict[str, str] | None = None) -> Settings:
+    path = None
+    if text is not None:
+        path = tmp_path / "claimgate.toml"
+        path.write_text(textwrap.dedent(text))
+    return load_settings(path, env or {})
+
+
+def failure(tmp_path: Path, text: str | None = None, env: dict[str, str] | None = None) -> str:
+    """The one-line message of the error that loading raises."""
+    with pytest.raises(ConfigError) as info:
+        load(tmp_path, text, env)
+    error = info.value
+    assert str(error) == f"{error.key}: {error.problem}"
+    assert "\n" not in str(error)
+    return str(error)
+
+
+# Defaults
+
+
+def test_no_file_and_no_environment_gives_the_documented_defaults(tmp_path: Path) -> None:
+    settings = load(tmp_path)
+
+    assert settings == Settings()
+    assert str(settings.proxy.listen) == "127.0.0.1:8080"
+    assert settings.proxy.api_hosts == ("api.onoffice.de",)
+    assert settings.proxy.upstream_ca is None
+    assert settings.proxy.ca_dir == Path.home() / ".claimgate"
+    assert settings.capture.listen is None
+    assert settings.capture.upstream is None
+    assert settings.capture.max_age == 600.0
+    assert settings.capture.trusted_proxies == ()
+    assert settings.api.listen is None
+    assert settings.api.upstream == "https://api.onoffice.de"
+    assert settings.claims.ttl == 12 * 3600.0
+    assert settings.claims.store == "memory"
+    assert settings.claims.store_prefix == "claimgate:"
+    assert settings.claims.max_entries == 100_000
+    assert settings.policy.mode is Mode.INJECT
+    assert settings.policy.provider_tokens == ()
+    assert settings.customers == ()
+    assert str(settings.admin.listen) == "127.0.0.1:8082"
+    assert settings.admin.token is None
+    assert settings.log.format is None
+    assert settings.log.level is LogLevel.INFO
+    assert not settings.capture_enabled
+
+
+def test_an_empty_file_gives_the_defaults(tmp_path: Path) -> None:
+    assert load(tmp_path, "") == Settings()
+
+
+# Every key from the file
+
+EVERY_KEY = {
+    "proxy": {
+        "listen": '"0.0.0.0:3128"',
+        "api_hosts": '["API.onoffice.de", "api.test:8443", "[::1]:9443"]',
+        "upstream_ca": "'{ca}'",
+        "ca_dir": "'{ca_dir}'",
+    },
+    "capture": {
+        "upstream": '"http://app:9000/"',
+        "listen": '"[::]:8181"',
+        "public_base_url": '"https://app.example.com/"',
+        "provider_secret": '"env:PROVIDER_SECRET"',
+        "max_age": '"5m"',
+        "mirror_listen": '"127.0.0.1:8183"',
+        "trusted_proxies": '["10.0.0.0/8", "192.168.1.7", "fd00::/8"]',
+    },
+    "api": {"listen": '"127.0.0.1:8190"', "upstream": '"https://api.test:8443"'},
+    "claims": {
+        "ttl": "3600",
+        "store": '"rediss://redis.internal:6380/2"',
+        "store_password": '"env:REDIS_PASSWORD"',
+        "store_prefix": '"cg:"',
+        "max_entries": "50",
+    },
+    "policy": {"mode": '"enforce"', "provider_tokens": '["ABCDEF012345", "env:PROVIDER_TOKEN"]'},
+    "admin": {"listen": '"0.0.0.0:9100"', "token": '"env:ADMIN_TOKEN"'},
+    "log": {"format": '"console"', "level": '"debug"'},
+}
+CUSTOMERS = """
+[[customers]]
+customer_web_id = 21
+token = "env:TOKEN_21"
+secret = "env:SECRET_21"
+
+[[customers]]
+customer_web_id = "42"
+token = "inline-token-42"
+"""
+ENV = {
+    "PROVIDER_SECRET": "provider-secret",
+    "REDIS_PASSWORD": "redis-password",
+    "PROVIDER_TOKEN": TOKEN,
+    "ADMIN_TOKEN": "admin-token",
+    "TOKEN_21": "token-21",
+    "SECRET_21": "secret-21",
+}
+
+
+def every_key_document(tmp_path: Path) -> str:
+    ca = tmp_path / "ca.pem"
+    ca.write_text("not checked here\n")
+    lines = []
+    for section, keys in EVERY_KEY.items():
+        lines.append(f"[{section}]")
+        lines += [f"{key} = {value}" for key, value in keys.items()]
+    text = "\n".join(lines).format(ca=ca, ca_dir=tmp_path / "ca-dir")
+    return text + CUSTOMERS
+
+
+def test_the_every_key_document_covers_every_field() -> None:
+    """Keeps the next test complete when a key is added."""
+    for section, keys in EVERY_KEY.items():
+        section_type = type(getattr(Settings(), section))
+        assert set(keys) == {item.name for item in dataclasses.fields(section_type)}
+    assert set(EVERY_KEY) | {"customers"} == {item.name for item in dataclasses.fields(Settings)}
+
+
+def test_every_key_is_read_from_the_file(tmp_path: Path) -> None:
+    settings = load(tmp_path, every_key_document(tmp_path), ENV)
+
+    assert settings.proxy.listen == ListenAddress("0.0.0.0", 3128)
+    assert settings.proxy.api_hosts == ("api.onoffice.de", "api.test:8443", "[::1]:9443")
+    assert settings.proxy.upstream_ca == tmp_path / "ca.pem"
+    assert settings.proxy.ca_dir == tmp_path / "ca-dir"
+    assert settings.capture.upstream == "http://app:9000"
+    assert settings.capture.listen == ListenAddress("::", 8181)
+    assert settings.capture.public_base_url == "https://app.example.com"
+    assert settings.capture.provider_secret == Secret("provider-secret")
+    assert settings.capture.max_age == 300.0
+    assert settings.capture.mirror_listen == ListenAddress("127.0.0.1", 8183)
+    assert settings.capture.trusted_proxies == (
+        ipaddress.ip_network("10.0.0.0/8"),
+        ipaddress.ip_network("192.168.1.7/32"),
+        ipaddress.ip_network("fd00::/8"),
+    )
+    assert settings.api.listen == ListenAddress("127.0.0.1", 8190)
+    assert settings.api.upstream == "https://api.test:8443"
+    assert settings.claims.ttl == 3600.0
+    assert settings.claims.store == "rediss://redis.internal:6380/2"
+    assert settings.claims.store_password == Secret("redis-password")
+    assert settings.claims.store_prefix == "cg:"
+    assert settings.claims.max_entries == 50
+    assert settings.policy.mode is Mode.ENFORCE
+    assert settings.policy.provider_tokens == ("abcdef012345", fingerprint(TOKEN))
+    assert settings.admin.listen == ListenAddress("0.0.0.0", 9100)
+    assert settings.admin.token == Secret("admin-token")
+    assert settings.log.format is LogFormat.CONSOLE
+    assert settings.log.level is LogLevel.DEBUG
+    assert settings.customers == (
+        Customer("21", Secret("token-21"), Secret("secret-21")),
+        Customer("42", Secret("inline-token-42")),
+    )
+    assert settings.capture_enabled
+
+
+def test_capture_listens_on_8081_once_an_upstream_is_set(tmp_path: Path) -> None:
+    settings = load(
+        tmp_path,
+        """
+        [capture]
+        upstream = "https://127.0.0.1:9000"
+        provider_secret = "env:PROVIDER_SECRET"
+        """,
+        ENV,
+    )
+    assert settings.capture.listen == ListenAddress("127.0.0.1", 8081)
+
+
+def test_a_mirror_alone_captures_without_an_upstream(tmp_path: Path) -> None:
+    settings = load(
+        tmp_path,
+        """
+        [capture]
+        mirror_listen = "0.0.0.0:8083"
+        provider_secret = "env:PROVIDER_SECRET"
+        """,
+        ENV,
+    )
+    assert settings.capture.listen is None
+    assert not settings.capture_enabled
+
+
+# The environment
+
+
+def test_the_environment_wins_over_the_file(tmp_path: Path) -> None:
+    text = """
+    [policy]
+    mode = "observe"
+    [capture]
+    max_age = "10m"
+    [admin]
+    listen = "127.0.0.1:9000"
+    """
+    env = {
+        "CLAIMGATE_POLICY_MODE": "ENFORCE",
+        "CLAIMGATE_CAPTURE_MAX_AGE": "1h30m",
+        "CLAIMGATE_ADMIN_LISTEN": "0.0.0.0:9001",
+        "CLAIMGATE_ADMIN_TOKEN": "env:ADMIN_TOKEN",
+        "CLAIMGATE_CLAIMS_MAX_ENTRIES": "7",
+        "ADMIN_TOKEN": "admin-token",
+    }
+    settings = load(tmp_path, text, env)
+
+    assert settings.policy.mode is Mode.ENFORCE
+    assert settings.capture.max_age == 5400.0
+    assert settings.admin.listen == ListenAddress("0.0.0.0", 9001)
+    assert settings.admin.token == Secret("admin-token")
+    assert settings.claims.max_entries == 7
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "api.onoffice.de, api.test:8443",
+        "api.onoffice.de,api.test:8443,",
+        '["api.onoffice.de", "api.test:8443"]',
+        "['api.onoffice.de', 'api.test:8443']",
+        '[\n  "api.onoffice.de",\n  "api.test:8443",\n]',
+    ],
+)
+def test_a_list_from_the_environment_is_comma_separated_or_an_array(
+    tmp_path: Path, value: str
+) -> None:
+    settings = load(tmp_path, env={"CLAIMGATE_PROXY_API_HOSTS": value})
+    assert settings.proxy.api_hosts == ("api.onoffice.de", "api.test:8443")
+
+
+def test_a_json_array_that_is_not_toml_is_accepted(tmp_path: Path) -> None:
+    settings = load(tmp_path, env={"CLAIMGATE_CAPTURE_TRUSTED_PROXIES": '["10.0.0.0\\/8"]'})
+    assert settings.capture.trusted_proxies == (ipaddress.ip_network("10.0.0.0/8"),)
+
+
+def test_an_empty_variable_restores_the_default_over_the_file(tmp_path: Path) -> None:
+    text = """
+    [policy]
+    mode = "observe"
+    [api]
+    listen = "127.0.0.1:8090"
+    """
+    env = {"CLAIMGATE_POLICY_MODE": "", "CLAIMGATE_API_LISTEN": ""}
+    settings = load(tmp_path, text, env)
+    assert settings.policy.mode is Mode.INJECT
+    assert settings.api.listen is None
+
+
+def test_claimgate_variables_of_no_section_are_ignored(tmp_path: Path) -> None:
+    env = {"CLAIMGATE_CONFIG": "/etc/claimgate.toml", "CLAIMGATE_": "x", "CLAIMGATE_X_Y": "1"}
+    assert load(tmp_path, env=env) == Settings()
+
+
+# Errors: one line, naming the key
+
+ERRORS = [
+    # (file, environment, expected message or its start)
+    (
+        '[capture]\nmax_age = "ten minutes"',
+        {},
+        "capture.max_age: expected a duration such as 30s, 10m or 12h, got 'ten minutes'",
+    ),
+    ("[capture]\nmax_age = 0", {}, "capture.max_age: must be more than 0"),
+    ('[capture]\nmax_age = "0s"', {}, "capture.max_age: must be more than 0"),
+    ('[capture]\nmax_age = "-5m"', {}, "capture.max_age: expected a duration"),
+    ("[capture]\nmax_age = [1]", {}, "capture.max_age: expected a duration"),
+    ("[capture]\nmax_age = nan", {}, "capture.max_age: must be more than 0"),
+    ('[claims]\nttl = "forever"', {}, "claims.ttl: expected a duration"),
+    ('[proxy]\nlisten = "8080"', {}, "proxy.listen: expected host:port such as 127.0.0.1:8080"),
+    ('[proxy]\nlisten = ":8080"', {}, "proxy.listen: expected host:port"),
+    ('[proxy]\nlisten = "::1:8080"', {}, "proxy.listen: expected host:port"),
+    ('[proxy]\nlisten = "127.0.0.1:65536"', {}, "proxy.listen: expected host:port"),
+    ("[proxy]\nlisten = 8080", {}, "proxy.listen: expected a string, got integer"),
+    (
+        '[proxy]\napi_hosts = "api.onoffice.de"',
+        {},
+        "proxy.api_hosts: expected an array of strings, got string",
+    ),
+    ("[proxy]\napi_hosts = []", {}, "proxy.api_hosts: at least one host is required"),
+    ("[proxy]\napi_hosts = [1]", {}, "proxy.api_hosts[0]: expected a string, got integer"),
+    ('[proxy]\napi_hosts = ["https://api.onoffice.de"]', {}, "proxy.api_hosts[0]: expected host"),
+    ('[proxy]\napi_hosts = ["a.de", "api.onoffice.de/api"]', {}, "proxy.api_hosts[1]: expected"),
+    ('[proxy]\napi_hosts = [""]', {}, "proxy.api_hosts[0]: expected host"),
+    ('[proxy]\napi_hosts = ["api.onoffice.de:0"]', {}, "proxy.api_hosts[0]: expected host"),
+    ('[proxy]\nupstream_ca = "/no/such/ca.pem"', {}, "proxy.upstream_ca: no such file: "),
+    ('[proxy]\nca_dir = ""', {}, "proxy.ca_dir: expected a path, got an empty string"),
+    ('[capture]\nupstream = "ftp://app"', {}, "capture.upstream: expected http:// or https://"),
+    ('[capture]\nupstream = "http://app:9000/path"', {}, "capture.upstream: expected http://"),
+    ('[capture]\nupstream = "http://app?x=1"', {}, "capture.upstream: expected http://"),
+    ('[capture]\nupstream = "http://user@app"', {}, "capture.upstream: expected http://"),
+    ('[capture]\nupstream = "127.0.0.1:9000"', {}, "capture.upstream: expected http://"),
+    ('[capture]\nupstream = "http://app:99999"', {}, "capture.upstream: expected http://"),
+    (
+        '[capture]\nlisten = "127.0.0.1:8081"',
+        {},
+        "capture.upstream: required when capture.listen is set",
+    ),
+    (
+        '[capture]\nupstream = "http://app:9000"',
+        {},
+        "capture.provider_secret: required when capture is on",
+    ),
+    (
+        '[capture]\nmirror_listen = "127.0.0.1:8083"',
+        {},
+        "capture.provider_secret: required when capture is on",
+    ),
+    (
+        '[capture]\npublic_base_url = "https://app.example.com/base"',
+        {},
+        "capture.public_base_url: expected http:// or https://host[:port] without a path",
+    ),
+    ('[capture]\ntrusted_proxies = ["10.0.0.1/8"]', {}, "capture.trusted_proxies[0]: expected"),
+    ('[capture]\ntrusted_proxies = ["proxy.local"]', {}, "capture.trusted_proxies[0]: expected"),
+    (
+        '[api]\nupstream = "http://api.onoffice.de"',
+        {},
+        "api.upstream: expected https://host[:port] without a path, got 'http://api.onoffice.de'",
+    ),
+    ('[claims]\nstore = "postgres://db"', {}, "claims.store: expected memory or a redis://"),
+    ('[claims]\nstore = "redis://"', {}, "claims.store: expected memory or a redis://"),
+    ('[claims]\nstore = "redis://host:0"', {}, "claims.store: expected memory or a redis://"),
+    ("[claims]\nmax_entries = 0", {}, "claims.max_entries: must be at least 1, got 0"),
+    ('[claims]\nmax_entries = "100"', {}, "claims.max_entries: expected an integer, got string"),
+    ("[claims]\nmax_entries = true", {}, "claims.max_entries: expected an integer, got boolean"),
+    ("[claims]\nstore_prefix = 1", {}, "claims.store_prefix: expected a string, got integer"),
+    (
+        '[policy]\nmode = "block"',
+        {},
+        "policy.mode: expected one of observe, inject, enforce, got 'block'",
+    ),
+    ('[policy]\nprovider_tokens = ["abc"]', {}, "policy.provider_tokens[0]: expected a 12-hex"),
+    ('[log]\nlevel = "verbose"', {}, "log.level: expected one of debug, info, warning, error"),
+    ('[log]\nformat = "xml"', {}, "log.format: expected one of json, console, got 'xml'"),
+    ("[proxi]\nlisten = 1", {}, "proxi: unknown section; did you mean proxy?"),
+    ("[nonsense]", {}, "nonsense: unknown section; expected one of "),
+    ("proxy = 1", {}, "proxy: expected a table [proxy], got integer"),
+    ('[capture]\nmaxage = "5m"', {}, "capture.maxage: unknown key; did you mean max_age?"),
+    ("[admin]\nlisten = 1\ntoken = 2", {}, "admin.listen: expected a string"),
+    (
+        '[api]\nlisten = "127.0.0.1:8080"',
+        {},
+        "api.listen: 127.0.0.1:8080 clashes with proxy.listen",
+    ),
+    (
+        '[admin]\nlisten = "0.0.0.0:8080"',
+        {},
+        "admin.listen: 0.0.0.0:8080 clashes with proxy.listen",
+    ),
+    # the environment
+    (
+        None,
+        {"CLAIMGATE_CAPTURE_MAXAGE": "5m"},
+        "CLAIMGATE_CAPTURE_MAXAGE: unknown key in [capture]",
+    ),
+    (
+        None,
+        {"CLAIMGATE_CUSTOMERS_0_TOKEN": "x"},
+        "CLAIMGATE_CUSTOMERS_0_TOKEN: customers come only",
+    ),
+    (None, {"CLAIMGATE_CAPTURE_MAX_AGE": "soon"}, "capture.max_age: expected a duration"),
+    (None, {"CLAIMGATE_CLAIMS_MAX_ENTRIES": "lots"}, "claims.max_entries: expected an integer"),
+    (None, {"CLAIMGATE_PROXY_API_HOSTS": '["a",'}, "proxy.api_hosts: expected a TOML or JSON"),
+    (None, {"CLAIMGATE_PROXY_API_HOSTS": "[1]"}, "proxy.api_hosts[0]: expected a string"),
+    (None, {"CLAIMGATE_PROXY_API_HOSTS": ","}, "proxy.api_hosts: at least one host"),
+    # customers
+    ('customers = "21"', {}, "customers: expected [[customers]] tables"),
+    ("[customers]\ntoken = 1", {}, "customers: expected [[customers]] tables"),
+    ('[[customers]]\ncustomer_web_id = "21"', {}, "customers[0].token: required"),
+    ('[[customers]]\ntoken = "t"', {}, "customers[0].customer_web_id: required"),
+    (
+        '[[customers]]\ncustomer_web_id = " "\ntoken = "t"',
+        {},
+        "customers[0].customer_web_id: must not be empty",
+    ),
+    (
+        "[[customers]]\ncustomer_web_id = true\ntoken = 't'",
+        {},
+        "customers[0].customer_web_id: expected a string, got boolean",
+    ),
+    (
+        '[[customers]]\ncustomer_web_id = "21"\ntokn = "t"',
+        {},
+        "customers[0].tokn: unknown key; did you mean token?",
+    ),
+    (
+        '[[customers]]\ncustomer_web_id = "21"\ntoken = "a"\n'
+        '[[customers]]\ncustomer_web_id = 21\ntoken = "b"',
+        {},
+        "customers[1].customer_web_id: '21' is already used by customers[0]",
+    ),
+    (
+        '[[customers]]\ncustomer_web_id = "21"\ntoken = "a"\n'
+        '[[customers]]\ncustomer_web_id = "22"\ntoken = "a"',
+        {},
+        "customers[1].token: same token as customers[0]",
+    ),
+    # secrets
+    ('[admin]\ntoken = "env:NOPE"', {}, "admin.token: environment variable NOPE is not set"),
+    (
+        '[admin]\ntoken = "env:EMPTY"',
+        {"EMPTY": ""},
+        "admin.token: environment variable EMPTY is empty",
+    ),
+    ('[admin]\ntoken = "env:"', {}, "admin.token: expected a variable name after env:"),
+    ('[admin]\ntoken = "file:"', {}, "admin.token: expected a path after file:"),
+    ('[admin]\ntoken = ""', {}, "admin.token: the secret is empty"),
+    (
+        '[admin]\ntoken = "file:/no/such/secret"',
+        {},
+        "admin.token: cannot read secret file /no/such/secret: No such file or directory",
+    ),
+    ("[admin]\ntoken = 1234", {}, "admin.token: expected env:NAME or file:PATH as a string"),
+    (
+        '[claims]\nstore_password = "env:NOPE"',
+        {},
+        "claims.store_password: environment variable NOPE is not set",
+    ),
+    (
+        '[policy]\nprovider_tokens = ["env:NOPE"]',
+        {},
+        "policy.provider_tokens[0]: environment variable NOPE is not set",
+    ),
+    (
+        '[[customers]]\ncustomer_web_id = "21"\ntoken = "t"\nsecret = "env:NOPE"',
+        {},
+        "customers[0].secret: environment variable NOPE is not set",
+    ),
+]
+
+
+@pytest.mark.parametrize(("text", "env", "expected"), ERRORS)
+def test_an_error_is_one_line_naming_the_key(
+    tmp_path: Path, text: str | None, env: dict[str, str], expected: str
+) -> None:
+    assert failure(tmp_path, text, env).startswith(expected)
+
+
+def test_a_toml_syntax_error_names_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "claimgate.toml"
+    message = failure(tmp_path, "[proxy\n")
+    assert message.startswith(f"{path}: ")
+    assert "line 1" in message
+
+
+def test_a_missing_file_names_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "missing.toml"
+    with pytest.raises(ConfigError) as info:
+        load_settings(path, {})
+    assert str(info.value) == f"{path}: cannot read: No such file or directory"
+
+
+def test_a_ca_dir_that_is_a_file_is_an_error(tmp_path: Path) -> None:
+    (tmp_path / "ca").write_text("")
+    message = failure(tmp_path, f"[proxy]\nca_dir = '{tmp_path / 'ca'}'")
+    assert message == f"proxy.ca_dir: not a directory: {tmp_path / 'ca'}"
+
+
+def test_an_empty_secret_file_is_an_error(tmp_path: Path) -> None:
+    (tmp_path / "token").write_text("\n\n")
+    message = failure(tmp_path, f"[admin]\ntoken = 'file:{tmp_path / 'token'}'")
+    assert message == f"admin.token: secret file {tmp_path / 'token'} is empty"
+
+
+# Durations and addresses
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [
+        ("90s", 90.0),
+        ("10m", 600.0),
+        ("12h", 43200.0),
+        ("1d", 86400.0),
+        ("1h30m", 5400.0),
+        ("1.5h", 5400.0),
+        (" 10M ", 600.0),
+        ("45", 45.0),
+        ("2.5", 2.5),
+        (30, 30.0),
+        (0.5, 0.5),
+    ],
+)
+def test_durations(text: str | int | float, seconds: float) -> None:
+    assert parse_duration(text, "claims.ttl") == seconds
+
+
+@pytest.mark.parametrize(
+    "text", ["ten minutes", "", "10x", "m", "1h 30m", "-1", "1e3", True, 0, -5, float("inf")]
+)
+def test_bad_durations(text: str | int | float) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_duration(text, "claims.ttl")
+    assert info.value.key == "claims.ttl"
+
+
+def test_a_huge_integer_duration_is_an_error_not_a_crash(tmp_path: Path) -> None:
+    message = failure(tmp_path, f"[claims]\nttl = 1{'0' * 400}")
+    assert message.startswith("claims.ttl: must be more than 0 and finite")
+
+
+@pytest.mark.parametrize(
+    ("text", "host", "port", "shown"),
+    [
+        ("127.0.0.1:8080", "127.0.0.1", 8080, "127.0.0.1:8080"),
+        ("localhost:0", "localhost", 0, "localhost:0"),
+        ("0.0.0.0:65535", "0.0.0.0", 65535, "0.0.0.0:65535"),
+        ("[::1]:9000", "::1", 9000, "[::1]:9000"),
+        ("claimgate_admin:8082", "claimgate_admin", 8082, "claimgate_admin:8082"),
+    ],
+)
+def test_listen_addresses(text: str, host: str, port: int, shown: str) -> None:
+    address = ListenAddress.parse(text, "proxy.listen")
+    assert (address.host, address.port) == (host, port)
+    assert str(address) == shown
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        ":8080",
+        "8080",
+        "::1:8080",
+        "[::1]",
+        "host:",
+        "host:abc",
+        "host:+80",
+        "host:70000",
+        "[nothost]:80",
+        "[::1]x:80",
+        "ho st:80",
+        "",
+    ],
+)
+def test_bad_listen_addresses(text: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        ListenAddress.parse(text, "proxy.listen")
+    assert info.value.key == "proxy.listen"
+
+
+# Secrets
+
+
+def test_secrets_come_from_the_environment_a_file_or_inline(tmp_path: Path) -> None:
+    (tmp_path / "redis").write_text(SECRET + "-file\n")
+    text = f"""
+    [admin]
+    token = "env:ADMIN_TOKEN"
+    [claims]
+    store_password = "file:{tmp_path / "redis"}"
+    [capture]
+    mirror_listen = "127.0.0.1:8083"
+    provider_secret = "{SECRET}-inline"
+    """
+    settings = load(tmp_path, text, {"ADMIN_TOKEN": SECRET + "-env"})
+
+    assert settings.admin.token is not None
+    assert settings.admin.token.reveal() == SECRET + "-env"
+    assert settings.claims.store_password is not None
+    assert settings.claims.store_password.reveal() == SECRET + "-file"
+    assert settings.capture.provider_secret is not None
+    assert settings.capture.provider_secret.reveal() == SECRET + "-inline"
+    assert SECRET not in repr(settings)
+    assert SECRET not in json.dumps(describe(settings))
+
+
+def test_a_secret_never_shows_its_value() -> None:
+    secret = Secret(SECRET)
+
+    assert repr(secret) == f"Secret(fp={fingerprint(SECRET)})"
+    assert str(secret) == repr(secret)
+    assert f"{secret}" == repr(secret)
+    assert secret.fingerprint == fingerprint(SECRET)
+    assert secret.reveal() == SECRET
+    assert secret == Secret(SECRET)
+    assert secret != Secret("other")
+    assert secret != SECRET
+    assert len({secret, Secret(SECRET)}) == 1
+
+
+@pytest.mark.parametrize(
+    ("text", "env"),
+    [
+        (f'[claims]\nstore = "redis://:{SECRET}@redis:6379/0"', {}),
+        (f'[claims]\nstore = "redis://user:{SECRET}@redis:bad"', {}),
+        (f'[claims]\nstore = "ftp://user:{SECRET}@redis"', {}),
+        (f'[policy]\nprovider_tokens = ["{SECRET}"]', {}),
+        (None, {"CLAIMGATE_POLICY_PROVIDER_TOKENS": SECRET}),
+        (None, {"CLAIMGATE_POLICY_PROVIDER_TOKENS": f'["{SECRET}"'}),
+        (
+            f'[[customers]]\ncustomer_web_id = "1"\ntoken = "{SECRET}"\n'
+            f'[[customers]]\ncustomer_web_id = "2"\ntoken = "{SECRET}"',
+            {},
+        ),
+        ("[admin]\ntoken = 'file:/no/such/file'", {"ADMIN_TOKEN": SECRET}),
+    ],
+)
+def test_no_error_shows_a_secret(tmp_path: Path, text: str | None, env: dict[str, str]) -> None:
+    assert SECRET not in failure(tmp_path, text, env)
+
+
+def test_a_password_in_the_store_url_points_to_store_password(tmp_path: Path) -> None:
+    message = failure(tmp_path, f'[claims]\nstore = "rediss://:{SECRET}@redis:6380"')
+    assert message == ("claims.store: do not put a password in the URL; set claims.store_password")
+
+
+def test_a_redis_url_with_a_user_but_no_password_is_accepted(tmp_path: Path) -> None:
+    settings = load(tmp_path, '[claims]\nstore = "redis://claimgate@redis:6379/0"')
+    assert settings.claims.store == "redis://claimgate@redis:6379/0"
+
+
+def test_provider_tokens_keep_only_fingerprints(tmp_path: Path) -> None:
+    (tmp_path / "token").write_text(TOKEN + "\n")
+    text = f'[policy]\nprovider_tokens = ["env:T", "file:{tmp_path / "token"}", "AbCdEf012345"]'
+    settings = load(tmp_path, text, {"T": TOKEN})
+    assert settings.policy.provider_tokens == (
+        fingerprint(TOKEN),
+        fingerprint(TOKEN),
+        "abcdef012345",
+    )
+
+
+# describe
+
+
+def test_describe_is_plain_data_with_secrets_masked(tmp_path: Path) -> None:
+    settings = load(tmp_path, every_key_document(tmp_path), ENV)
+    described = describe(settings)
+
+    assert json.loads(json.dumps(described)) == described
+    assert described["proxy"]["listen"] == "0.0.0.0:3128"
+    assert described["capture"]["listen"] == "[::]:8181"
+    assert described["capture"]["trusted_proxies"] == ["10.0.0.0/8", "192.168.1.7/32", "fd00::/8"]
+    assert (
+        described["capture"]["provider_secret"] == f"<secret fp={fingerprint('provider-secret')}>"
+    )
+    assert described["policy"] == {
+        "mode": "enforce",
+        "provider_tokens": ["abcdef012345", fingerprint(TOKEN)],
+    }
+    assert described["customers"][0] == {
+        "customer_web_id": "21",
+        "token": f"<secret fp={fingerprint('token-21')}>",
+        "secret": f"<secret fp={fingerprint('secret-21')}>",
+    }
+    assert described["log"] == {"format": "console", "level": "debug"}
+    dumped = json.dumps(described)
+    for value in [*ENV.values(), "inline-token-42"]:
+        assert value not in dumped
+
+
+# The example configuration
+
+
+def example_environment(text: str) -> dict[str, str]:
+    return {name: f"value-of-{name}" for name in re.findall(r"env:([A-Z0-9_]+)", text)}
+
+
+def test_the_example_loads_as_the_defaults() -> None:
+    text = EXAMPLE.read_text()
+    assert load_settings(EXAMPLE, example_environment(text)) == Settings()
+
+
+def test_the_example_loads_with_every_setting_uncommented(tmp_path: Path) -> None:
+    text = re.sub(r"(?m)^#(?=[\[a-z])", "", EXAMPLE.read_text())
+    ca = tmp_path / "ca.pem"
+    ca.write_text("")
+    text = re.sub(r'(?m)^upstream_ca = ".*"$', f"upstream_ca = '{ca}'", text)
+    env = example_environment(text)
+    settings = load(tmp_path, text, env)
+
+    assert settings.capture_enabled
+    assert len(settings.customers) == 2
+    assert settings.admin.token == Secret(env["ADMIN_TOKEN"])
+    defaults = Settings()
+    assert settings.proxy.listen == defaults.proxy.listen
+    assert settings.proxy.api_hosts == defaults.proxy.api_hosts
+    assert settings.proxy.ca_dir == defaults.proxy.ca_dir
+    assert settings.capture.max_age == defaults.capture.max_age
+    assert settings.api.upstream == defaults.api.upstream
+    assert settings.claims == dataclasses.replace(
+        defaults.claims, store_password=settings.claims.store_password
+    )
+    assert settings.policy.mode == defaults.policy.mode
+    assert settings.admin.listen == defaults.admin.listen
+    assert settings.log.level == defaults.log.level
+
+
+def test_the_example_documents_every_key() -> None:
+    document = tomllib.loads(re.sub(r"(?m)^#(?=[\[a-z])", "", EXAMPLE.read_text()))
+    for section, values in document.items():
+        if section == "customers":
+            keys = set().union(*values)
+            assert keys == {item.name for item in dataclasses.fields(Customer)}
+        else:
+            section_type = type(getattr(Settings(), section))
+            assert set(values) == {item.name for item in dataclasses.fields(section_type)}
+    assert set(document) == {item.name for item in dataclasses.fields(Settings)}

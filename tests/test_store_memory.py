@@ -1,0 +1,116 @@
+import asyncio
+import random
+import threading
+
+from claimgate.store import Claim
+from claimgate.store.memory import RETENTION_FACTOR, MemoryStore
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def claim(customer: str = "c1", timestamp: int = 100, value: str | None = None, user: str = "u"):
+    return Claim(customer, user, value or f"claim-{customer}-{timestamp}", timestamp)
+
+
+async def test_newer_claim_replaces_older():
+    store = MemoryStore(ttl=60, max_entries=10)
+    assert await store.put(claim(timestamp=100))
+    assert await store.put(claim(timestamp=101, user="other"))
+    assert (await store.freshest("c1")).timestamp == 101
+
+
+async def test_late_older_claim_never_wins_but_is_known_as_the_customers():
+    store = MemoryStore(ttl=60, max_entries=10)
+    await store.put(claim(timestamp=200))
+    assert not await store.put(claim(timestamp=150, value="late"))
+    assert (await store.freshest("c1")).timestamp == 200
+    assert await store.owner_of_claim("late") == "c1"
+
+
+async def test_equal_timestamp_later_arrival_wins():
+    store = MemoryStore(ttl=60, max_entries=10)
+    await store.put(claim(timestamp=100, value="first"))
+    assert await store.put(claim(timestamp=100, value="second"))
+    assert (await store.freshest("c1")).claim == "second"
+
+
+async def test_customers_are_independent_and_replaced_claims_keep_their_owner():
+    store = MemoryStore(ttl=60, max_entries=10)
+    await store.put(claim("a", 1, "a-old"))
+    await store.put(claim("a", 2, "a-new"))
+    await store.put(claim("b", 1, "b-1"))
+    assert (await store.freshest("a")).claim == "a-new"
+    assert (await store.freshest("b")).claim == "b-1"
+    assert await store.owner_of_claim("a-old") == "a"
+    assert await store.owner_of_claim("b-1") == "b"
+    assert await store.owner_of_claim("nobody's") is None
+
+
+async def test_entries_outlive_the_ttl_to_report_expiry_then_leave():
+    clock = Clock()
+    store = MemoryStore(ttl=60, max_entries=10, timer=clock)
+    await store.put(claim())
+    clock.now += 61
+    assert await store.freshest("c1") is not None
+    clock.now += 60 * RETENTION_FACTOR
+    assert await store.freshest("c1") is None
+    assert len(store) == 0
+
+
+async def test_size_is_bounded():
+    store = MemoryStore(ttl=60, max_entries=100)
+    for i in range(1000):
+        await store.put(claim(f"c{i}"))
+    assert len(store) == 100
+    assert await store.freshest("c999") is not None
+
+
+async def test_tokens_are_learned_without_being_kept_in_clear():
+    store = MemoryStore(ttl=60, max_entries=10)
+    await store.learn_token("the-token", "c1")
+    assert await store.customer_of_token("the-token") == "c1"
+    assert await store.customer_of_token("other") is None
+    assert "the-token" not in repr(vars(store)) + repr(list(store._token_owners))
+
+
+async def test_forget():
+    store = MemoryStore(ttl=60, max_entries=10)
+    await store.put(claim())
+    assert await store.forget("c1")
+    assert not await store.forget("c1")
+    assert await store.freshest("c1") is None
+
+
+async def test_concurrent_tasks_keep_the_newest():
+    store = MemoryStore(ttl=600, max_entries=10)
+    timestamps = list(range(500))
+    random.Random(7).shuffle(timestamps)
+    await asyncio.gather(*(store.put(claim(timestamp=t)) for t in timestamps))
+    assert (await store.freshest("c1")).timestamp == 499
+
+
+def test_concurrent_threads_keep_the_newest():
+    store = MemoryStore(ttl=600, max_entries=10)
+    timestamps = list(range(2000))
+    random.Random(3).shuffle(timestamps)
+
+    def writer(chunk: list[int]) -> None:
+        for t in chunk:
+            asyncio.run(store.put(claim(timestamp=t)))
+
+    threads = [threading.Thread(target=writer, args=(timestamps[i::4],)) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert asyncio.run(store.freshest("c1")).timestamp == 1999
+
+
+def test_claim_repr_shows_a_fingerprint_not_the_claim():
+    assert "secret-claim" not in repr(Claim("c", "u", "secret-claim", 1))
