@@ -20,6 +20,22 @@ from typing import Any
 
 STARTUP_TIMEOUT = 30.0
 
+# The official PHP SDK's request, byte for byte (onoffice-protocol.md 1.4): token
+# "testtoken", secret "testsecret", sent as raw JSON labelled form-urlencoded.
+SDK_TOKEN, SDK_SECRET = "testtoken", "testsecret"
+SDK_BODY = (
+    b'{"token":"testtoken","request":{"actions":[{"actionid":"urn:onoffice-de-ns:smart:2.5:'
+    b'smartml:action:read","identifier":null,"parameters":{"allusers":false,"dateend":'
+    b'"25-03-2022 02:17:53","datestart":"25-03-2022 02:17:53","showcancelled":true},'
+    b'"resourceid":"","resourcetype":"calendar","timestamp":1646228220,"hmac_version":2,'
+    b'"hmac":"w6ifKMmAdJoKhu0vl2twvfP+ltyOTQ7LqLpvsZkOnlg="}]}}'
+)
+SDK_HEADERS = {
+    "Accept": "*/*",
+    "Accept-Encoding": "deflate, gzip",
+    "Content-Type": "application/x-www-form-urlencoded",
+}
+
 
 def toml_value(value: Any) -> str:
     if isinstance(value, bool):

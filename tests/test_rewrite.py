@@ -5,18 +5,10 @@ import pytest
 
 from claimgate import onoffice
 from claimgate.rewrite import MalformedRequest, ParametersShape, parse, rewrite
+from tests.support import SDK_BODY
 
 CLAIM = "Yk+Q/3xZ=="
 READ = onoffice.ACTION_PREFIX + "read"
-
-# The official PHP SDK's request, byte for byte (onoffice-protocol.md 1.4).
-SDK_BODY = (
-    b'{"token":"testtoken","request":{"actions":[{"actionid":"urn:onoffice-de-ns:smart:2.5:'
-    b'smartml:action:read","identifier":null,"parameters":{"allusers":false,"dateend":'
-    b'"25-03-2022 02:17:53","datestart":"25-03-2022 02:17:53","showcancelled":true},'
-    b'"resourceid":"","resourcetype":"calendar","timestamp":1646228220,"hmac_version":2,'
-    b'"hmac":"w6ifKMmAdJoKhu0vl2twvfP+ltyOTQ7LqLpvsZkOnlg="}]}}'
-)
 
 
 def body(*actions: str, token: str = "tok") -> bytes:

@@ -186,7 +186,7 @@ class Claimgate:
             customer=claim.customer_web_id,
             user=claim.user_id,
             claim_fp=fingerprint(claim.claim),
-            timestamp=claim.timestamp,
+            call_timestamp=claim.timestamp,
             stored=stored,
             **({} if stored else {"reason": "the store holds a newer claim"}),
         )

@@ -24,10 +24,22 @@ HMAC_INVALID = 137
 ERROR_IN_ACTION = 97
 INVALID_JSON = 4
 UNKNOWN_ERROR = 1
+EMPTY_REQUEST = 9
+INVALID_TOKEN_ELEMENT = 13
+INVALID_REQUEST_ELEMENT = 14
+INVALID_ACTIONS_ELEMENT = 15
+NOT_AUTHENTICATED = 22
+INVALID_ACTION_ELEMENT = 247
 
 ERROR_MESSAGES: Mapping[int, str] = {
     UNKNOWN_ERROR: "Unknown error",
     INVALID_JSON: "Invalid or malformed JSON",
+    EMPTY_REQUEST: "Empty request",
+    INVALID_TOKEN_ELEMENT: "Missing or invalid element: token",
+    INVALID_REQUEST_ELEMENT: "Missing or invalid element: request",
+    INVALID_ACTIONS_ELEMENT: "Missing or invalid element: actions",
+    NOT_AUTHENTICATED: "Not authenticated",
+    INVALID_ACTION_ELEMENT: "Missing or invalid element: action",
     ERROR_IN_ACTION: "Error in action",
     HMAC_INVALID: "The HMAC is invalid.",
     CLAIM_REQUIRED: "Parameter extendedclaim is required, but missing, empty or invalid",
@@ -68,7 +80,7 @@ def _as_php(value: Any) -> Any:
     return value
 
 
-def _php_string(value: object) -> str:
+def php_string(value: object) -> str:
     """How PHP's ``implode`` prints a scalar: null and false as empty, true as ``1``."""
     if value is None or value is False:
         return ""
@@ -100,7 +112,7 @@ def hmac_v1(
         action.get("timestamp"),
         action.get("resourcetype"),
     ]
-    bundled = php_json_encode(parameters) + "," + ",".join(_php_string(f) for f in fields)
+    bundled = php_json_encode(parameters) + "," + ",".join(php_string(f) for f in fields)
     inner = hashlib.md5(bundled.encode()).hexdigest()
     return hashlib.md5((secret + inner).encode()).hexdigest()
 

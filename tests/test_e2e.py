@@ -1,0 +1,371 @@
+"""End to end: the real ``claimgate run``, real HTTPS with real certificates, real servers.
+
+A service call goes through the capture listener to a small app; API requests go through the
+forward listener (HTTPS_PROXY) to the onOffice API double over verified TLS. Assertions are
+made on what the app and the double actually received.
+"""
+
+import gzip
+import json
+import os
+import ssl
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from claimgate import onoffice
+from claimgate.testing import (
+    ApiDouble,
+    activation_url,
+    make_claim,
+    make_secret,
+    make_token,
+    service_call_url,
+)
+from tests.support import SDK_BODY, SDK_HEADERS, SDK_SECRET, SDK_TOKEN, App, Sidecar, start_sidecar
+
+PROVIDER_SECRET = make_secret()
+SDK_CUSTOMER = "4711"
+READ = onoffice.ACTION_PREFIX + "read"
+
+
+class Customer:
+    """One onOffice customer: its API user and the claims its users receive."""
+
+    def __init__(self, web_id: str) -> None:
+        self.web_id = web_id
+        self.token = make_token()
+        self.secret = make_secret()
+
+
+def api_request(customer: Customer, *resourcetypes: str, version: int | None = 2) -> bytes:
+    """A request as a legacy integration sends it: signed, without any claim."""
+    timestamp = int(time.time())
+    actions = []
+    for resourcetype in resourcetypes or ("estate",):
+        action = {
+            "actionid": READ,
+            "identifier": "",
+            "resourceid": "",
+            "resourcetype": resourcetype,
+            "timestamp": timestamp,
+            "parameters": {"data": ["Id", "ort"], "listlimit": 10},
+        }
+        if version == 2:
+            action["hmac_version"] = 2
+            action["hmac"] = onoffice.hmac_v2(
+                customer.secret, timestamp, customer.token, resourcetype, READ
+            )
+        else:
+            action["hmac"] = onoffice.hmac_v1(customer.secret, customer.token, action)
+        actions.append(action)
+    return json.dumps({"token": customer.token, "request": {"actions": actions}}).encode()
+
+
+class World:
+    """Everything one sidecar talks to, and every secret that must stay out of its logs."""
+
+    def __init__(self, sidecar: Sidecar, app: App, api: ApiDouble, customers: list[Customer]):
+        self.sidecar, self.app, self.api = sidecar, app, api
+        self.customers = customers
+        self.secrets: set[str] = {PROVIDER_SECRET, SDK_SECRET}
+        for customer in customers:
+            self.secrets |= {customer.token, customer.secret}
+        ctx = ssl.create_default_context(cafile=str(sidecar.ca_path))
+        self.client = httpx.Client(proxy=sidecar.proxy_url, verify=ctx, trust_env=False)
+
+    def link(self, url: str) -> httpx.Response:
+        """Send a Marketplace link to the capture listener, as onOffice's iframe would."""
+        self.secrets.add(url.rsplit("signature=", 1)[-1])
+        path = url.split("/", 3)[3]
+        return httpx.get(f"{self.sidecar.capture_url}/{path}", headers={"Host": "provider.example"})
+
+    def service_call(
+        self,
+        customer: Customer,
+        claim: str,
+        timestamp: int | None = None,
+        secret: str = PROVIDER_SECRET,
+    ) -> httpx.Response:
+        self.secrets.add(claim)
+        return self.link(
+            service_call_url(
+                "http://provider.example/service",
+                secret,
+                customer_web_id=customer.web_id,
+                user_id="17",
+                claim=claim,
+                timestamp=timestamp,
+            )
+        )
+
+    def activate(self, customer: Customer) -> None:
+        claim = make_claim()
+        self.secrets.add(claim)
+        response = self.link(
+            activation_url(
+                "http://provider.example/activate",
+                PROVIDER_SECRET,
+                customer_web_id=customer.web_id,
+                user_id="1",
+                claim=claim,
+                api_token=customer.token,
+            )
+        )
+        assert response.status_code == 200
+        self.sidecar.wait_for("token_learned", lambda e: e["customer"] == customer.web_id)
+
+    def call_api(self, body: bytes, headers: dict[str, str] | None = None):
+        """POST through the forward listener; return what the API double received."""
+        before = len(self.api.requests)
+        response = self.client.post(self.api.url, content=body, headers=headers or {})
+        assert response.status_code == 200
+        received = self.api.wait_for_requests(before + 1)[before]
+        return received, response
+
+    def assert_no_secret_logged(self) -> None:
+        output = "".join(self.sidecar.lines)
+        leaked = [s for s in self.secrets if s and s in output]
+        assert not leaked, f"{len(leaked)} secret value(s) appear in claimgate's output"
+
+
+@pytest.fixture(scope="module")
+def customers() -> list[Customer]:
+    return [Customer(str(21300 + i)) for i in range(8)]
+
+
+def run_world(
+    tmp: Path, customers: list[Customer], mode: str = "inject", **customer_secrets: str
+) -> Iterator[World]:
+    credentials = {c.token: c.secret for c in customers} | {SDK_TOKEN: SDK_SECRET}
+    with App() as app, ApiDouble(credentials) as api:
+        config = {
+            "proxy": {
+                "listen": "127.0.0.1:0",
+                "api_hosts": [f"localhost:{api.port}"],
+                "upstream_ca": str(api.ca_path),
+                "ca_dir": str(tmp / "ca"),
+            },
+            "capture": {
+                "listen": "127.0.0.2:0",
+                "upstream": app.url,
+                "provider_secret": "env:TEST_PROVIDER_SECRET",
+            },
+            "policy": {"mode": mode},
+            "customers": [{"customer_web_id": SDK_CUSTOMER, "token": "env:TEST_SDK_TOKEN"}],
+        }
+        env = {
+            "TEST_PROVIDER_SECRET": PROVIDER_SECRET,
+            "TEST_SDK_TOKEN": SDK_TOKEN,
+            **customer_secrets,
+        }
+        sidecar = start_sidecar(tmp, config, env)
+        world = World(sidecar, app, api, customers)
+        try:
+            yield world
+        finally:
+            world.client.close()
+            assert sidecar.stop() == 0, "claimgate did not exit 0 on SIGTERM"
+            world.assert_no_secret_logged()
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory, customers) -> Iterator[World]:
+    yield from run_world(tmp_path_factory.mktemp("inject"), customers)
+
+
+def test_service_call_reaches_the_app_unchanged_and_its_claim_is_injected(world, customers):
+    customer = customers[0]
+    world.activate(customer)
+    claim = make_claim()
+    url = service_call_url(
+        "http://provider.example/service",
+        PROVIDER_SECRET,
+        customer_web_id=customer.web_id,
+        user_id="17",
+        claim=claim,
+    )
+    world.secrets |= {claim, url.rsplit("=", 1)[1]}
+    response = world.link(url)
+    assert response.status_code == 200 and response.text == "app says hello"
+    reached = world.app.received[-1]
+    assert reached.path == "/" + url.split("/", 3)[3]
+    assert ("Host", "provider.example") in reached.headers
+    world.sidecar.wait_for("claim_captured", lambda e: e["customer"] == customer.web_id)
+
+    received, response = world.call_api(api_request(customer, "estate", "address", "task"))
+    assert received.claims() == [claim, claim, claim]
+    assert received.results == (0, 0, 0)
+    assert response.json()["status"]["errorcode"] == 0
+    decision = world.sidecar.wait_for("api_request", lambda e: e["customer"] == customer.web_id)
+    assert decision["decision"] == "injected" and decision["upstream_status"] == 200
+
+
+def test_a_newer_service_call_wins_and_an_older_late_one_does_not(world, customers):
+    customer = customers[1]
+    world.activate(customer)
+    now = int(time.time())
+    first, newer, late = make_claim(), make_claim(), make_claim()
+    world.service_call(customer, first, now - 20)
+    world.service_call(customer, newer, now - 5)
+    assert world.call_api(api_request(customer))[0].claims() == [newer]
+    world.service_call(customer, late, now - 10)
+    event = world.sidecar.wait_for("claim_captured", lambda e: e["call_timestamp"] == now - 10)
+    assert event["stored"] is False
+    assert world.call_api(api_request(customer))[0].claims() == [newer]
+
+
+def test_forged_or_stale_links_store_nothing(world, customers):
+    customer = customers[2]
+    world.activate(customer)
+    world.service_call(customer, make_claim(), secret=make_secret())
+    world.service_call(customer, make_claim(), timestamp=int(time.time()) - 3600)
+    world.sidecar.wait_for("violation", lambda e: e["kind"] == "bad_signature")
+    world.sidecar.wait_for("violation", lambda e: e["kind"] == "stale_service_call")
+    received, _ = world.call_api(api_request(customer))
+    assert received.claims() == [None]
+    assert received.results == (onoffice.CLAIM_REQUIRED,)
+    world.sidecar.wait_for(
+        "violation", lambda e: e["kind"] == "missing_claim" and e["customer"] == customer.web_id
+    )
+    # The app still got both links: claimgate never breaks the app's own handling.
+    assert len([r for r in world.app.received if r.path.startswith("/service")]) >= 2
+
+
+def test_php_sdk_bytes_come_out_identical_except_for_the_claim(world):
+    claim = make_claim()
+    world.secrets.add(claim)
+    world.service_call(Customer(SDK_CUSTOMER), claim)
+    received, _ = world.call_api(SDK_BODY, SDK_HEADERS)
+    at = SDK_BODY.index(b'showcancelled":true') + len(b'showcancelled":true')
+    expected = SDK_BODY[:at] + b',"extendedclaim":' + json.dumps(claim).encode() + SDK_BODY[at:]
+    assert received.raw_body == expected
+    assert received.header("Content-Type") == "application/x-www-form-urlencoded"
+    assert received.results == (0,)
+
+
+def test_slash_escaping_and_null_identifier_survive(world):
+    """PHP's json_encode escapes '/' as '\\/'; the claim is written the same way."""
+    claim = make_claim()
+    world.secrets.add(claim)
+    world.service_call(Customer(SDK_CUSTOMER), claim)
+    timestamp = int(time.time())
+    hmac = onoffice.hmac_v2(SDK_SECRET, timestamp, SDK_TOKEN, "estate", READ).replace("/", "\\/")
+    body = (
+        '{"token":"testtoken","request":{"actions":[{"actionid":"%s","identifier":null,'
+        '"parameters":{"url":"https:\\/\\/provider.example\\/x","name":"M\\u00fcller"},'
+        '"resourceid":"","resourcetype":"estate","timestamp":%d,"hmac_version":2,"hmac":"%s"}]}}'
+        % (READ.replace("/", "\\/"), timestamp, hmac)
+    ).encode()
+    received, _ = world.call_api(body, SDK_HEADERS)
+    escaped_claim = json.dumps(claim).replace("/", "\\/").encode()
+    assert received.raw_body == body.replace(
+        b'M\\u00fcller"}', b'M\\u00fcller","extendedclaim":' + escaped_claim + b"}"
+    )
+    assert received.results == (0,)
+
+
+def test_gzip_request_body_gets_the_claim(world, customers):
+    customer = customers[3]
+    world.activate(customer)
+    claim = make_claim()
+    world.service_call(customer, claim)
+    received, _ = world.call_api(gzip.compress(api_request(customer)), {"Content-Encoding": "gzip"})
+    assert received.header("Content-Encoding") == "gzip"
+    assert received.claims() == [claim]
+
+
+def test_version_one_action_is_reported_and_left_alone(world, customers):
+    customer = customers[4]
+    world.activate(customer)
+    world.service_call(customer, make_claim())
+    body = api_request(customer, version=None)
+    received, _ = world.call_api(body)
+    assert received.raw_body == body
+    world.sidecar.wait_for("violation", lambda e: e["kind"] == "hmac_v1")
+
+
+def test_other_https_hosts_are_tunnelled_untouched(world):
+    with ApiDouble({}) as elsewhere:
+        only_its_own_ca = ssl.create_default_context(cafile=str(elsewhere.ca_path))
+        with httpx.Client(
+            proxy=world.sidecar.proxy_url, verify=only_its_own_ca, trust_env=False
+        ) as client:
+            body = b'{"token":"x","request":{"actions":[]}}'
+            response = client.post(elsewhere.url, content=body)
+        assert response.status_code == 200
+        assert elsewhere.requests[0].raw_body == body
+
+
+def test_plain_http_to_other_hosts_is_forwarded_unchanged(world):
+    with httpx.Client(proxy=world.sidecar.proxy_url, trust_env=False) as client:
+        response = client.post(f"{world.app.url}/plain?apiClaim=x", content=b'{"a":1}')
+    assert response.text == "app says hello"
+    assert world.app.received[-1].path == "/plain?apiClaim=x"
+    assert world.app.received[-1].body == b'{"a":1}'
+
+
+LEGACY_CLIENT = """
+import sys, urllib.request
+request = urllib.request.Request(sys.argv[1], data=sys.stdin.buffer.read(), method="POST")
+sys.stdout.write(urllib.request.urlopen(request, timeout=10).read().decode())
+"""
+
+
+def test_a_legacy_client_honouring_https_proxy_needs_no_code_change(world, customers):
+    customer = customers[5]
+    world.activate(customer)
+    claim = make_claim()
+    world.service_call(customer, claim)
+    env = {k: v for k, v in os.environ.items() if not k.upper().endswith("_PROXY")}
+    env |= {"HTTPS_PROXY": world.sidecar.proxy_url, "SSL_CERT_FILE": str(world.sidecar.ca_path)}
+    before = len(world.api.requests)
+    result = subprocess.run(
+        [sys.executable, "-c", LEGACY_CLIENT, world.api.url],
+        input=api_request(customer),
+        env=env,
+        capture_output=True,
+        timeout=30,
+        check=True,
+    )
+    assert json.loads(result.stdout)["status"]["errorcode"] == 0
+    assert world.api.wait_for_requests(before + 1)[before].claims() == [claim]
+
+
+@pytest.fixture(scope="module")
+def observing(tmp_path_factory, customers) -> Iterator[World]:
+    yield from run_world(tmp_path_factory.mktemp("observe"), customers, mode="observe")
+
+
+def test_observe_changes_nothing(observing, customers):
+    customer = customers[6]
+    observing.activate(customer)
+    observing.service_call(customer, make_claim())
+    body = api_request(customer)
+    received, _ = observing.call_api(body)
+    assert received.raw_body == body
+    decision = observing.sidecar.wait_for("api_request")
+    assert (decision["decision"], decision["would"]) == ("observed", "injected")
+
+
+@pytest.fixture(scope="module")
+def enforcing(tmp_path_factory, customers) -> Iterator[World]:
+    yield from run_world(tmp_path_factory.mktemp("enforce"), customers, mode="enforce")
+
+
+def test_enforce_answers_without_reaching_the_api(enforcing, customers):
+    customer = customers[7]
+    response = enforcing.client.post(enforcing.api.url, content=api_request(customer))
+    assert response.headers["X-Claimgate-Violation"] == "unknown_token"
+    assert response.json()["response"]["results"][0]["status"]["errorcode"] == 193
+    assert enforcing.api.requests == []
+    enforcing.activate(customer)
+    claim = make_claim()
+    enforcing.service_call(customer, claim)
+    received, _ = enforcing.call_api(api_request(customer))
+    assert received.claims() == [claim]
