@@ -288,3 +288,68 @@ async def test_only_api_hosts_are_intercepted(sni, role, ignored):
         data = tls.ClientHelloData(ctx, client_hello(sni))
         addon.tls_clienthello(data)
         assert data.ignore_connection is ignored
+
+
+def capture_settings(**capture) -> Settings:
+    base = {
+        "upstream": "http://127.0.0.1:9000",
+        "listen": ListenAddress("127.0.0.1", 8081),
+        "provider_secret": Secret(PROVIDER_SECRET),
+    }
+    return Settings(capture=CaptureSettings(**(base | capture)))
+
+
+def link_flow(addon: Claimgate, signed_url: str, host: str, peer: str = "127.0.0.1", **headers):
+    flow = capture_flow(addon, signed_url)
+    flow.request.headers["host"] = host
+    for name, value in headers.items():
+        flow.request.headers[name.replace("_", "-")] = value
+    flow.client_conn.peername = (peer, 40000)
+    return flow
+
+
+async def captured_claims(addon: Claimgate, flow) -> str | None:
+    with taddons.context(addon):
+        await addon.request(flow)
+    found = await addon.store.freshest("21312")
+    return found.claim if found else None
+
+
+def signed(base: str, claim: str = "abc") -> str:
+    return sign_url(
+        f"{base}/service?apiClaim={claim}&customerWebId=21312&userId=17&timestamp={int(time.time())}",
+        PROVIDER_SECRET,
+    )
+
+
+async def test_explicit_port_in_the_host_is_part_of_the_signed_url():
+    addon = Claimgate(capture_settings(), MemoryStore(3600, 10))
+    flow = link_flow(addon, signed("http://provider.example:8081"), "provider.example:8081")
+    assert await captured_claims(addon, flow) == "abc"
+    addon = Claimgate(capture_settings(), MemoryStore(3600, 10))
+    flow = link_flow(addon, signed("http://provider.example"), "provider.example:8081")
+    assert await captured_claims(addon, flow) is None
+
+
+async def test_public_base_url_wins_when_tls_ends_in_front():
+    settings_ = capture_settings(public_base_url="https://app.example.com")
+    addon = Claimgate(settings_, MemoryStore(3600, 10))
+    flow = link_flow(addon, signed("https://app.example.com"), "10.0.0.5:8081")
+    assert await captured_claims(addon, flow) == "abc"
+
+
+@pytest.mark.parametrize(("peer", "expected"), [("10.1.2.3", "abc"), ("192.0.2.7", None)])
+async def test_forwarded_headers_count_only_from_trusted_proxies(peer, expected):
+    from ipaddress import ip_network
+
+    settings_ = capture_settings(trusted_proxies=(ip_network("10.0.0.0/8"),))
+    addon = Claimgate(settings_, MemoryStore(3600, 10))
+    flow = link_flow(
+        addon,
+        signed("https://app.example.com"),
+        "claimgate:8081",
+        peer=peer,
+        x_forwarded_proto="https",
+        x_forwarded_host="app.example.com",
+    )
+    assert await captured_claims(addon, flow) == expected

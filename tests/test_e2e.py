@@ -8,6 +8,7 @@ made on what the app and the double actually received.
 import gzip
 import json
 import os
+import shutil
 import ssl
 import subprocess
 import sys
@@ -136,7 +137,7 @@ class World:
 
 @pytest.fixture(scope="module")
 def customers() -> list[Customer]:
-    return [Customer(str(21300 + i)) for i in range(8)]
+    return [Customer(str(21300 + i)) for i in range(9)]
 
 
 def run_world(
@@ -335,6 +336,41 @@ def test_a_legacy_client_honouring_https_proxy_needs_no_code_change(world, custo
     )
     assert json.loads(result.stdout)["status"]["errorcode"] == 0
     assert world.api.wait_for_requests(before + 1)[before].claims() == [claim]
+
+
+@pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
+def test_curl_like_php_with_expect_100_continue(world, customers):
+    """libcurl (PHP's HTTP client) honours HTTPS_PROXY and may send Expect: 100-continue."""
+    customer = customers[8]
+    world.activate(customer)
+    claim = make_claim()
+    world.service_call(customer, claim)
+    env = {k: v for k, v in os.environ.items() if not k.upper().endswith("_PROXY")}
+    env["HTTPS_PROXY"] = world.sidecar.proxy_url
+    before = len(world.api.requests)
+    result = subprocess.run(
+        [
+            "curl",
+            "-sS",
+            "--fail",
+            "--cacert",
+            str(world.sidecar.ca_path),
+            "--data-binary",
+            "@-",
+            "-H",
+            "Expect: 100-continue",
+            world.api.url,
+        ],
+        input=api_request(customer),
+        env=env,
+        capture_output=True,
+        timeout=30,
+        check=True,
+    )
+    assert json.loads(result.stdout)["status"]["errorcode"] == 0
+    received = world.api.wait_for_requests(before + 1)[before]
+    assert received.claims() == [claim]
+    assert received.header("Content-Type") == "application/x-www-form-urlencoded"
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,116 @@
+"""The command line, run as users run it: a real subprocess, its exit status and its output."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+from claimgate import signature
+from claimgate.testing import make_claim, make_secret
+from tests.support import claimgate_command
+
+SECRET = make_secret()
+URL = "https://provider.example:8443/service?customerWebId=21312&userId=17&timestamp=1700000000"
+
+
+def claimgate(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("CLAIMGATE_")}
+    return subprocess.run(
+        [*claimgate_command(), *args],
+        env=full_env | (env or {}),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_check_config_prints_effective_settings_with_secrets_masked(tmp_path: Path):
+    config = tmp_path / "c.toml"
+    config.write_text(
+        '[capture]\nupstream = "http://127.0.0.1:9000"\nprovider_secret = "env:PS"\n'
+        '[policy]\nmode = "enforce"\n'
+    )
+    result = claimgate("check-config", str(config), env={"PS": SECRET})
+    assert result.returncode == 0, result.stderr
+    effective = json.loads(result.stdout)
+    assert effective["policy"]["mode"] == "enforce"
+    assert effective["capture"]["listen"] == "127.0.0.1:8081"
+    assert SECRET not in result.stdout
+    assert effective["capture"]["provider_secret"].startswith("<secret fp=")
+
+
+def test_a_wrong_value_is_one_line_naming_the_key_and_exit_2(tmp_path: Path):
+    config = tmp_path / "c.toml"
+    config.write_text('[capture]\nmax_age = "ten minutes"\n')
+    for command in (["check-config", str(config)], ["run", "--config", str(config)]):
+        result = claimgate(*command)
+        assert result.returncode == 2
+        assert result.stderr.count("\n") == 1
+        assert result.stderr.startswith("claimgate: capture.max_age: ")
+
+
+def test_environment_errors_are_reported_the_same_way():
+    result = claimgate("run", env={"CLAIMGATE_POLICY_MODE": "bogus"})
+    assert result.returncode == 2
+    assert result.stderr.startswith("claimgate: policy.mode: ")
+
+
+def test_ca_prints_the_certificate_path_and_creates_it(tmp_path: Path):
+    result = claimgate("ca", env={"CLAIMGATE_PROXY_CA_DIR": str(tmp_path / "ca")})
+    assert result.returncode == 0, result.stderr
+    path = Path(result.stdout.strip())
+    assert path == tmp_path / "ca" / "mitmproxy-ca-cert.pem"
+    assert path.read_text().startswith("-----BEGIN CERTIFICATE-----")
+
+
+def test_sign_url_then_verify_url_round_trip():
+    claim = make_claim()
+    url = f"{URL}&apiClaim={claim.replace('+', '%2B').replace('/', '%2F').replace('=', '%3D')}"
+    signed = claimgate("sign-url", url, "--secret-env", "PS", env={"PS": SECRET})
+    assert signed.returncode == 0, signed.stderr
+    assert signature.verify_url(signed.stdout.strip(), SECRET)
+
+    verified = claimgate(
+        "verify-url", signed.stdout.strip(), "--secret-env", "PS", env={"PS": SECRET}
+    )
+    assert verified.returncode == 0
+    assert "signature: valid" in verified.stdout
+    assert "https://provider.example:8443/service" in verified.stdout
+    assert claim not in verified.stdout and signed.stdout.strip()[-64:] not in verified.stdout
+
+    wrong = claimgate("verify-url", signed.stdout.strip(), "--secret-env", "PS", env={"PS": "x"})
+    assert wrong.returncode == 1
+    assert "does not match" in wrong.stdout
+
+
+def test_missing_secret_variable_is_a_usage_error():
+    result = claimgate("sign-url", URL, "--secret-env", "NOT_SET_ANYWHERE")
+    assert result.returncode == 2
+    assert "NOT_SET_ANYWHERE" in result.stderr
+
+
+def test_run_fails_clearly_when_a_port_is_taken(tmp_path: Path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = claimgate(
+            "run",
+            env={
+                "CLAIMGATE_PROXY_LISTEN": f"127.0.0.1:{port}",
+                "CLAIMGATE_PROXY_CA_DIR": str(tmp_path),
+                "CLAIMGATE_LOG_FORMAT": "json",
+            },
+        )
+    assert result.returncode == 1
+    assert "Address already in use" in result.stderr or "address already in use" in result.stderr
+
+
+def test_python_dash_m_is_the_same_command():
+    result = subprocess.run(
+        [sys.executable, "-m", "claimgate", "--help"], capture_output=True, text=True, check=True
+    )
+    for command in ("run", "check-config", "ca", "sign-url", "verify-url"):
+        assert command in result.stdout

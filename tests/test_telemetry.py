@@ -1,0 +1,74 @@
+import io
+import json
+import logging
+
+import pytest
+import structlog
+
+from claimgate.telemetry import configure_logging, get_logger, redact, resolve_format
+
+
+@pytest.fixture
+def stream():
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    out = io.StringIO()
+    yield out
+    root.handlers, root.level = saved
+    structlog.reset_defaults()
+
+
+def lines(out: io.StringIO) -> list[dict]:
+    return [json.loads(line) for line in out.getvalue().splitlines()]
+
+
+@pytest.mark.parametrize(
+    ("text", "kept", "hidden"),
+    [
+        (
+            "GET /service?apiClaim=ab+c/d==&customerWebId=1&signature=f00d",
+            "customerWebId=1",
+            ["ab+c/d==", "f00d"],
+        ),
+        ('{"token":"t0k3n","extendedclaim":"c1aim"}', '"token":"<redacted>', ["t0k3n", "c1aim"]),
+        ("apiToken=tok&secret=s3cr3t", "apiToken=<redacted>", ["tok&", "s3cr3t"]),
+    ],
+)
+def test_redact_hides_values_of_secret_parameters(text, kept, hidden):
+    result = redact(text)
+    assert kept in result
+    for value in hidden:
+        assert value not in result
+
+
+def test_own_events_and_mitmproxy_lines_share_one_json_stream(stream):
+    configure_logging("json", "info", stream)
+    get_logger().info("api_request", decision="injected", claim_fp="0123456789ab")
+    logging.getLogger("mitmproxy.proxy.server").warning(
+        "server said no to GET https://api.onoffice.de/x?apiClaim=SECRETCLAIM"
+    )
+    own, foreign = lines(stream)
+    assert own["event"] == "api_request" and own["level"] == "info"
+    assert own["decision"] == "injected" and "timestamp" in own
+    assert foreign["logger"] == "mitmproxy.proxy.server" and foreign["level"] == "warning"
+    assert "SECRETCLAIM" not in stream.getvalue()
+
+
+def test_mitmproxy_chatter_is_hidden_unless_debugging(stream):
+    configure_logging("json", "info", stream)
+    logging.getLogger("mitmproxy.proxy.server").info("client connect")
+    get_logger().debug("not shown")
+    assert stream.getvalue() == ""
+    configure_logging("json", "debug", stream)
+    logging.getLogger("mitmproxy.proxy.server").info("client connect")
+    assert lines(stream)[0]["event"] == "client connect"
+
+
+def test_console_format_on_a_terminal():
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    assert resolve_format(None, Terminal()) == "console"
+    assert resolve_format(None, io.StringIO()) == "json"
+    assert resolve_format("json", Terminal()) == "json"
