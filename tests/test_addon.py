@@ -202,10 +202,13 @@ class BrokenStore(MemoryStore):
 @pytest.mark.parametrize("mode", [Mode.INJECT, Mode.OBSERVE])
 async def test_internal_error_forwards_the_original_bytes(mode):
     addon = make_addon(mode, store=BrokenStore(3600, 10))
-    with taddons.context(addon):
+    with taddons.context(addon), capture_logs() as logs:
         flow = api_flow(addon, api_body())
         await addon.request(flow)
         assert flow.request.content == api_body() and flow.response is None
+        addon.response(flow)
+    decision = next(e for e in logs if e["event"] == "api_request")
+    assert (decision["decision"], decision["error"]) == ("passed", "internal_error")
 
 
 async def test_internal_error_in_enforce_is_answered():

@@ -158,11 +158,18 @@ def run_world(
                 "provider_secret": "env:TEST_PROVIDER_SECRET",
             },
             "policy": {"mode": mode},
-            "customers": [{"customer_web_id": SDK_CUSTOMER, "token": "env:TEST_SDK_TOKEN"}],
+            "customers": [
+                {
+                    "customer_web_id": SDK_CUSTOMER,
+                    "token": "env:TEST_SDK_TOKEN",
+                    "secret": "env:TEST_SDK_SECRET",
+                }
+            ],
         }
         env = {
             "TEST_PROVIDER_SECRET": PROVIDER_SECRET,
             "TEST_SDK_TOKEN": SDK_TOKEN,
+            "TEST_SDK_SECRET": SDK_SECRET,
             **customer_secrets,
         }
         sidecar = start_sidecar(tmp, config, env)
@@ -289,6 +296,18 @@ def test_version_one_action_is_reported_and_left_alone(world, customers):
     received, _ = world.call_api(body)
     assert received.raw_body == body
     world.sidecar.wait_for("violation", lambda e: e["kind"] == "hmac_v1")
+
+
+def test_version_one_action_is_resigned_when_its_secret_is_configured(world):
+    sdk = Customer(SDK_CUSTOMER)
+    sdk.token, sdk.secret = SDK_TOKEN, SDK_SECRET
+    claim = make_claim()
+    world.service_call(sdk, claim)
+    received, _ = world.call_api(api_request(sdk, version=None))
+    (action,) = received.json()["request"]["actions"]
+    assert action["hmac_version"] == 2
+    assert received.claims() == [claim]
+    assert received.results == (0,)
 
 
 def test_other_https_hosts_are_tunnelled_untouched(world):

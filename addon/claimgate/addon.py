@@ -14,7 +14,7 @@ one assignment of a fully built body, or one answer set in its place.
 """
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import StrEnum
 from ipaddress import ip_address
 from typing import Any
@@ -65,7 +65,9 @@ class RequestContext:
     claim: Claim | None
     own_seconds: float
     answered_locally: bool = False
-    logged: bool = field(default=False)
+    internal_error: bool = False
+    """claimgate failed on this request; it was forwarded untouched or answered 502."""
+    logged: bool = False
 
 
 class Claimgate:
@@ -199,8 +201,18 @@ class Claimgate:
             await self._decide_and_apply(flow, started)
         except Exception:
             log.exception("internal_error", hook="request", listener=Role.FORWARD.value)
-            flow.metadata.pop(METADATA_KEY, None)
-            if self.mode is Mode.ENFORCE:
+            enforce = self.mode is Mode.ENFORCE
+            flow.metadata[METADATA_KEY] = RequestContext(
+                token_fp="",
+                customer=None,
+                actions=0,
+                verdict=Verdict(Decision.BLOCKED if enforce else Decision.PASSED, ()),
+                claim=None,
+                own_seconds=time.perf_counter() - started,
+                answered_locally=enforce,
+                internal_error=True,
+            )
+            if enforce:
                 flow.response = _answer(
                     502, onoffice.request_error_body(onoffice.UNKNOWN_ERROR, 500), "internal_error"
                 )
@@ -262,17 +274,13 @@ class Claimgate:
         customer: str | None = None,
         new_body: bytes | None = None,
     ) -> None:
-        """Carry the verdict out with a single edit, then record it for the response hook."""
-        if verdict.decision is Decision.BLOCKED:
-            kinds = ",".join(sorted({v.kind.value for v in verdict.violations}))
-            if request is None:
-                flow.response = _answer(400, policy.block_response(None), kinds)
-            else:
-                flow.response = _answer(200, policy.block_response(request), kinds)
-        elif new_body is not None:
-            flow.request.content = new_body
+        """Record the verdict, then carry it out with one edit, the last thing done.
+
+        Nothing after the edit can fail, so an error never leaves an edited request behind.
+        """
         for violation in verdict.violations:
             _log_violation(violation)
+        blocked = verdict.decision is Decision.BLOCKED
         flow.metadata[METADATA_KEY] = RequestContext(
             token_fp=token_fp,
             customer=customer,
@@ -280,8 +288,14 @@ class Claimgate:
             verdict=verdict,
             claim=claim,
             own_seconds=time.perf_counter() - started,
-            answered_locally=verdict.decision is Decision.BLOCKED,
+            answered_locally=blocked,
         )
+        if blocked:
+            kinds = ",".join(sorted({v.kind.value for v in verdict.violations}))
+            status = 400 if request is None else 200
+            flow.response = _answer(status, policy.block_response(request), kinds)
+        elif new_body is not None:
+            flow.request.content = new_body
 
 
 # --- helpers outside the class: no state, testable alone -------------------------------
@@ -393,5 +407,7 @@ def _log_decision(
         fields["user"] = context.claim.user_id
     if upstream_error:
         fields["upstream_error"] = upstream_error
+    if context.internal_error:
+        fields["error"] = "internal_error"
     context.logged = True
     log.info("api_request", **fields)
