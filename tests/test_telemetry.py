@@ -72,3 +72,19 @@ def test_console_format_on_a_terminal():
     assert resolve_format(None, Terminal()) == "console"
     assert resolve_format(None, io.StringIO()) == "json"
     assert resolve_format("json", Terminal()) == "json"
+
+
+def test_exceptions_are_logged_by_type_and_place_never_by_message(stream):
+    configure_logging("json", "info", stream)
+    try:
+        {}["a-secret-token"]
+    except KeyError:
+        get_logger().exception("internal_error", hook="request")
+    try:
+        raise ValueError("apiClaim=SECRETCLAIM")
+    except ValueError:
+        logging.getLogger("mitmproxy.addons").exception("addon failed")
+    own, foreign = lines(stream)
+    assert own["error"] == "KeyError" and own["stack"][-1].startswith("test_telemetry.py:")
+    assert foreign["error"] == "ValueError"
+    assert "a-secret-token" not in stream.getvalue() and "SECRETCLAIM" not in stream.getvalue()

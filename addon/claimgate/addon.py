@@ -135,9 +135,13 @@ class Claimgate:
 
     def error(self, flow: http.HTTPFlow) -> None:
         context = flow.metadata.get(METADATA_KEY)
-        if context is not None and not context.logged:
+        if context is None or context.logged:
+            return
+        try:
             error = redact(str(flow.error)) if flow.error else None
             _log_decision(context, None, upstream_error=error)
+        except Exception:
+            log.exception("internal_error", hook="error")
 
     # --- capture --------------------------------------------------------------------
 
