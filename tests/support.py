@@ -8,17 +8,32 @@ import json
 import os
 import queue
 import signal
+import ssl
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import httpx
+
+from claimgate import onoffice
+from claimgate.testing import (
+    ApiDouble,
+    activation_url,
+    make_claim,
+    make_secret,
+    make_token,
+    service_call_url,
+)
+
 STARTUP_TIMEOUT = 30.0
+PROVIDER_SECRET = make_secret()
+READ = onoffice.ACTION_PREFIX + "read"
 
 # The official PHP SDK's request, byte for byte (onoffice-protocol.md 1.4): token
 # "testtoken", secret "testsecret", sent as raw JSON labelled form-urlencoded.
@@ -214,3 +229,130 @@ class App:
         self.server.shutdown()
         self.server.server_close()
         self.thread.join(5)
+
+
+class Customer:
+    """One onOffice customer: its API user and the claims its users receive."""
+
+    def __init__(self, web_id: str) -> None:
+        self.web_id = web_id
+        self.token = make_token()
+        self.secret = make_secret()
+
+
+def api_request(customer: Customer, *resourcetypes: str, version: int | None = 2) -> bytes:
+    """A request as a legacy integration sends it: signed, without any claim."""
+    timestamp = int(time.time())
+    actions = []
+    for resourcetype in resourcetypes or ("estate",):
+        action = {
+            "actionid": READ,
+            "identifier": "",
+            "resourceid": "",
+            "resourcetype": resourcetype,
+            "timestamp": timestamp,
+            "parameters": {"data": ["Id", "ort"], "listlimit": 10},
+        }
+        if version == 2:
+            action["hmac_version"] = 2
+            action["hmac"] = onoffice.hmac_v2(
+                customer.secret, timestamp, customer.token, resourcetype, READ
+            )
+        else:
+            action["hmac"] = onoffice.hmac_v1(customer.secret, customer.token, action)
+        actions.append(action)
+    return json.dumps({"token": customer.token, "request": {"actions": actions}}).encode()
+
+
+class World:
+    """Everything one sidecar talks to, and every secret that must stay out of its logs."""
+
+    def __init__(self, sidecar: Sidecar, app: App, api: ApiDouble, customers: list[Customer]):
+        self.sidecar, self.app, self.api = sidecar, app, api
+        self.customers = customers
+        self.secrets: set[str] = {PROVIDER_SECRET, SDK_SECRET}
+        for customer in customers:
+            self.secrets |= {customer.token, customer.secret}
+        ctx = ssl.create_default_context(cafile=str(sidecar.ca_path))
+        self.client = httpx.Client(proxy=sidecar.proxy_url, verify=ctx, trust_env=False)
+
+    def link(self, url: str, listener: str = "capture", **options: Any) -> httpx.Response:
+        """Send a Marketplace link to a capture listener, as onOffice's iframe would.
+
+        ``options`` go to ``httpx.get``; the default Host is the one onOffice signed.
+        """
+        self.secrets.add(url.rsplit("signature=", 1)[-1])
+        path = url.split("/", 3)[3]
+        options.setdefault("headers", {"Host": "provider.example"})
+        return httpx.get(f"http://{self.sidecar.listeners[listener]}/{path}", **options)
+
+    def service_call(
+        self,
+        customer: Customer,
+        claim: str,
+        timestamp: int | None = None,
+        secret: str = PROVIDER_SECRET,
+    ) -> httpx.Response:
+        self.secrets.add(claim)
+        return self.link(
+            service_call_url(
+                "http://provider.example/service",
+                secret,
+                customer_web_id=customer.web_id,
+                user_id="17",
+                claim=claim,
+                timestamp=timestamp,
+            )
+        )
+
+    def activate(self, customer: Customer) -> None:
+        claim = make_claim()
+        self.secrets.add(claim)
+        response = self.link(
+            activation_url(
+                "http://provider.example/activate",
+                PROVIDER_SECRET,
+                customer_web_id=customer.web_id,
+                user_id="1",
+                claim=claim,
+                api_token=customer.token,
+            )
+        )
+        assert response.status_code == 200
+        self.sidecar.wait_for("token_learned", lambda e: e["customer"] == customer.web_id)
+
+    def call_api(self, body: bytes, headers: dict[str, str] | None = None, url: str = ""):
+        """POST through the forward listener (or to ``url``); return what the double received."""
+        before = len(self.api.requests)
+        if url:
+            response = httpx.post(url, content=body, headers=headers or {}, trust_env=False)
+        else:
+            response = self.client.post(self.api.url, content=body, headers=headers or {})
+        assert response.status_code == 200
+        received = self.api.wait_for_requests(before + 1)[before]
+        return received, response
+
+    def assert_no_secret_logged(self) -> None:
+        output = "".join(self.sidecar.lines)
+        leaked = [s for s in self.secrets if s and s in output]
+        assert not leaked, f"{len(leaked)} secret value(s) appear in claimgate's output"
+
+
+def run_world(
+    workdir: Path,
+    config: Mapping[str, Any],
+    env: Mapping[str, str],
+    app: App,
+    api: ApiDouble,
+    customers: list[Customer],
+) -> Iterator[World]:
+    """Start claimgate on ``config`` and yield its world; on the way out, stop it and check
+    that it exited 0 on SIGTERM and logged none of the world's secrets."""
+    sidecar = start_sidecar(workdir, config, env)
+    world = World(sidecar, app, api, customers)
+    try:
+        yield world
+    finally:
+        world.client.close()
+        assert sidecar.stop() == 0, "claimgate did not exit 0 on SIGTERM"
+        world.assert_no_secret_logged()

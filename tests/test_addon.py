@@ -76,7 +76,7 @@ def api_body(params: str = "{}", version: str = "2", token: str = TOKEN) -> byte
     ).encode()
 
 
-def capture_flow(addon: Claimgate, url: str):
+def capture_flow(addon: Claimgate, url: str, role: Role = Role.CAPTURE):
     path = url.split("://", 1)[1].split("/", 1)[1]
     request = tutils.treq(
         host="127.0.0.1",
@@ -87,7 +87,7 @@ def capture_flow(addon: Claimgate, url: str):
         content=b"",
     )
     flow = tflow.tflow(req=request)
-    flow.client_conn.proxy_mode = spec(addon, Role.CAPTURE)
+    flow.client_conn.proxy_mode = spec(addon, role)
     flow.client_conn.timestamp_tls_setup = None  # plain HTTP on the capture listener
     return flow
 
@@ -302,8 +302,15 @@ def capture_settings(**capture) -> Settings:
     return Settings(capture=CaptureSettings(**(base | capture)))
 
 
-def link_flow(addon: Claimgate, signed_url: str, host: str, peer: str = "127.0.0.1", **headers):
-    flow = capture_flow(addon, signed_url)
+def link_flow(
+    addon: Claimgate,
+    signed_url: str,
+    host: str,
+    peer: str = "127.0.0.1",
+    role: Role = Role.CAPTURE,
+    **headers: str,
+):
+    flow = capture_flow(addon, signed_url, role)
     flow.request.headers["host"] = host
     for name, value in headers.items():
         flow.request.headers[name.replace("_", "-")] = value
@@ -356,3 +363,80 @@ async def test_forwarded_headers_count_only_from_trusted_proxies(peer, expected)
         x_forwarded_host="app.example.com",
     )
     assert await captured_claims(addon, flow) == expected
+
+
+def adoption_addon() -> Claimgate:
+    from ipaddress import ip_network
+
+    from claimgate.settings import ApiSettings
+
+    settings_ = Settings(
+        capture=CaptureSettings(
+            mirror_listen=ListenAddress("127.0.0.1", 8084),
+            provider_secret=Secret(PROVIDER_SECRET),
+            trusted_proxies=(ip_network("10.0.0.0/8"),),
+        ),
+        api=ApiSettings(listen=ListenAddress("127.0.0.1", 8083)),
+        customers=(Customer("21312", Secret(TOKEN)),),
+    )
+    return Claimgate(settings_, MemoryStore(3600, 10))
+
+
+def on(addon: Claimgate, role: Role, flow):
+    flow.client_conn.proxy_mode = spec(addon, role)
+    return flow
+
+
+async def test_api_listener_injects_and_presents_the_real_api_host():
+    addon = adoption_addon()
+    with taddons.context(addon):
+        await stored(addon)
+        flow = on(addon, Role.API, api_flow(addon, api_body(), host="api.onoffice.de"))
+        flow.request.headers["host"] = "127.0.0.1:8083"
+        await addon.request(flow)
+    assert flow.request.headers["host"] == "api.onoffice.de"
+    assert sent_claim(flow) == "the-claim"
+
+
+async def test_api_listener_refuses_requests_naming_another_host():
+    addon = adoption_addon()
+    with taddons.context(addon):
+        flow = on(addon, Role.API, api_flow(addon, api_body()))
+        flow.request.authority = "evil.example:80"
+        await addon.request(flow)
+        assert flow.response.status_code == 421
+        same = on(addon, Role.API, api_flow(addon, api_body()))
+        same.request.authority = "api.onoffice.de"
+        await addon.request(same)
+        assert same.response is None
+
+
+@pytest.mark.parametrize(
+    ("role", "refused"), [(Role.API, True), (Role.MIRROR, True), (Role.FORWARD, False)]
+)
+async def test_connect_is_only_for_the_forward_listener(role, refused):
+    addon = adoption_addon()
+    with taddons.context(addon):
+        flow = on(addon, role, tflow.tflow(req=tutils.treq(method=b"CONNECT")))
+        addon.http_connect(flow)
+        assert (flow.response is not None) is refused
+
+
+async def test_mirror_listener_captures_and_answers_204():
+    addon = adoption_addon()
+    with taddons.context(addon):
+        flow = link_flow(
+            addon,
+            signed("https://app.example.com"),
+            "app-internal",
+            peer="10.0.0.9",
+            role=Role.MIRROR,
+            x_forwarded_proto="https",
+            x_forwarded_host="app.example.com",
+        )
+        await addon.request(flow)
+        assert flow.response.status_code == 204
+        assert (await addon.store.freshest("21312")).claim == "abc"
+        other = on(addon, Role.MIRROR, api_flow(addon, b"anything"))
+        await addon.request(other)
+        assert other.response.status_code == 204

@@ -22,117 +22,25 @@ import pytest
 from claimgate import onoffice
 from claimgate.testing import (
     ApiDouble,
-    activation_url,
     make_claim,
     make_secret,
-    make_token,
     service_call_url,
 )
-from tests.support import SDK_BODY, SDK_HEADERS, SDK_SECRET, SDK_TOKEN, App, Sidecar, start_sidecar
+from tests.support import (
+    PROVIDER_SECRET,
+    READ,
+    SDK_BODY,
+    SDK_HEADERS,
+    SDK_SECRET,
+    SDK_TOKEN,
+    App,
+    Customer,
+    World,
+    api_request,
+    run_world,
+)
 
-PROVIDER_SECRET = make_secret()
 SDK_CUSTOMER = "4711"
-READ = onoffice.ACTION_PREFIX + "read"
-
-
-class Customer:
-    """One onOffice customer: its API user and the claims its users receive."""
-
-    def __init__(self, web_id: str) -> None:
-        self.web_id = web_id
-        self.token = make_token()
-        self.secret = make_secret()
-
-
-def api_request(customer: Customer, *resourcetypes: str, version: int | None = 2) -> bytes:
-    """A request as a legacy integration sends it: signed, without any claim."""
-    timestamp = int(time.time())
-    actions = []
-    for resourcetype in resourcetypes or ("estate",):
-        action = {
-            "actionid": READ,
-            "identifier": "",
-            "resourceid": "",
-            "resourcetype": resourcetype,
-            "timestamp": timestamp,
-            "parameters": {"data": ["Id", "ort"], "listlimit": 10},
-        }
-        if version == 2:
-            action["hmac_version"] = 2
-            action["hmac"] = onoffice.hmac_v2(
-                customer.secret, timestamp, customer.token, resourcetype, READ
-            )
-        else:
-            action["hmac"] = onoffice.hmac_v1(customer.secret, customer.token, action)
-        actions.append(action)
-    return json.dumps({"token": customer.token, "request": {"actions": actions}}).encode()
-
-
-class World:
-    """Everything one sidecar talks to, and every secret that must stay out of its logs."""
-
-    def __init__(self, sidecar: Sidecar, app: App, api: ApiDouble, customers: list[Customer]):
-        self.sidecar, self.app, self.api = sidecar, app, api
-        self.customers = customers
-        self.secrets: set[str] = {PROVIDER_SECRET, SDK_SECRET}
-        for customer in customers:
-            self.secrets |= {customer.token, customer.secret}
-        ctx = ssl.create_default_context(cafile=str(sidecar.ca_path))
-        self.client = httpx.Client(proxy=sidecar.proxy_url, verify=ctx, trust_env=False)
-
-    def link(self, url: str) -> httpx.Response:
-        """Send a Marketplace link to the capture listener, as onOffice's iframe would."""
-        self.secrets.add(url.rsplit("signature=", 1)[-1])
-        path = url.split("/", 3)[3]
-        return httpx.get(f"{self.sidecar.capture_url}/{path}", headers={"Host": "provider.example"})
-
-    def service_call(
-        self,
-        customer: Customer,
-        claim: str,
-        timestamp: int | None = None,
-        secret: str = PROVIDER_SECRET,
-    ) -> httpx.Response:
-        self.secrets.add(claim)
-        return self.link(
-            service_call_url(
-                "http://provider.example/service",
-                secret,
-                customer_web_id=customer.web_id,
-                user_id="17",
-                claim=claim,
-                timestamp=timestamp,
-            )
-        )
-
-    def activate(self, customer: Customer) -> None:
-        claim = make_claim()
-        self.secrets.add(claim)
-        response = self.link(
-            activation_url(
-                "http://provider.example/activate",
-                PROVIDER_SECRET,
-                customer_web_id=customer.web_id,
-                user_id="1",
-                claim=claim,
-                api_token=customer.token,
-            )
-        )
-        assert response.status_code == 200
-        self.sidecar.wait_for("token_learned", lambda e: e["customer"] == customer.web_id)
-
-    def call_api(self, body: bytes, headers: dict[str, str] | None = None):
-        """POST through the forward listener; return what the API double received."""
-        before = len(self.api.requests)
-        response = self.client.post(self.api.url, content=body, headers=headers or {})
-        assert response.status_code == 200
-        received = self.api.wait_for_requests(before + 1)[before]
-        return received, response
-
-    def assert_no_secret_logged(self) -> None:
-        output = "".join(self.sidecar.lines)
-        leaked = [s for s in self.secrets if s and s in output]
-        assert not leaked, f"{len(leaked)} secret value(s) appear in claimgate's output"
 
 
 @pytest.fixture(scope="module")
@@ -140,9 +48,7 @@ def customers() -> list[Customer]:
     return [Customer(str(21300 + i)) for i in range(9)]
 
 
-def run_world(
-    tmp: Path, customers: list[Customer], mode: str = "inject", **customer_secrets: str
-) -> Iterator[World]:
+def sidecar_world(tmp: Path, customers: list[Customer], mode: str = "inject") -> Iterator[World]:
     credentials = {c.token: c.secret for c in customers} | {SDK_TOKEN: SDK_SECRET}
     with App() as app, ApiDouble(credentials) as api:
         config = {
@@ -170,21 +76,13 @@ def run_world(
             "TEST_PROVIDER_SECRET": PROVIDER_SECRET,
             "TEST_SDK_TOKEN": SDK_TOKEN,
             "TEST_SDK_SECRET": SDK_SECRET,
-            **customer_secrets,
         }
-        sidecar = start_sidecar(tmp, config, env)
-        world = World(sidecar, app, api, customers)
-        try:
-            yield world
-        finally:
-            world.client.close()
-            assert sidecar.stop() == 0, "claimgate did not exit 0 on SIGTERM"
-            world.assert_no_secret_logged()
+        yield from run_world(tmp, config, env, app, api, customers)
 
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory, customers) -> Iterator[World]:
-    yield from run_world(tmp_path_factory.mktemp("inject"), customers)
+    yield from sidecar_world(tmp_path_factory.mktemp("inject"), customers)
 
 
 def test_service_call_reaches_the_app_unchanged_and_its_claim_is_injected(world, customers):
@@ -394,7 +292,7 @@ def test_curl_like_php_with_expect_100_continue(world, customers):
 
 @pytest.fixture(scope="module")
 def observing(tmp_path_factory, customers) -> Iterator[World]:
-    yield from run_world(tmp_path_factory.mktemp("observe"), customers, mode="observe")
+    yield from sidecar_world(tmp_path_factory.mktemp("observe"), customers, mode="observe")
 
 
 def test_observe_changes_nothing(observing, customers):
@@ -410,7 +308,7 @@ def test_observe_changes_nothing(observing, customers):
 
 @pytest.fixture(scope="module")
 def enforcing(tmp_path_factory, customers) -> Iterator[World]:
-    yield from run_world(tmp_path_factory.mktemp("enforce"), customers, mode="enforce")
+    yield from sidecar_world(tmp_path_factory.mktemp("enforce"), customers, mode="enforce")
 
 
 def test_enforce_answers_without_reaching_the_api(enforcing, customers):

@@ -13,13 +13,16 @@ catches its own errors and decides explicitly (DESIGN 2.7). The only edits to a 
 one assignment of a fully built body, or one answer set in its place.
 """
 
+import json
 import time
 from dataclasses import dataclass
 from enum import StrEnum
 from ipaddress import ip_address
 from typing import Any
+from urllib.parse import urlsplit
 
 from mitmproxy import ctx, http, tls
+from mitmproxy.net.http import url
 from mitmproxy.proxy import mode_specs
 
 from claimgate import capture, onoffice, policy, rewrite
@@ -38,7 +41,19 @@ log = get_logger()
 
 class Role(StrEnum):
     FORWARD = "forward"
+    """HTTPS_PROXY for the legacy code: injection for the API hosts, tunnels for the rest."""
     CAPTURE = "capture"
+    """Reverse proxy in front of the provider app: captures, then forwards unchanged."""
+    API = "api"
+    """Reverse proxy to the API: injection without any CA on the integration's side."""
+    MIRROR = "mirror"
+    """Receives copies of inbound requests: captures, answers 204, forwards nothing."""
+
+
+MIRROR_TARGET = "http://127.0.0.1:9"
+"""The mirror listener's nominal upstream: never contacted, every request is answered."""
+
+MISDIRECTED = 421
 
 
 def listener_modes(settings: Settings) -> dict[str, Role]:
@@ -46,6 +61,10 @@ def listener_modes(settings: Settings) -> dict[str, Role]:
     modes = {f"regular@{_at(settings.proxy.listen)}": Role.FORWARD}
     if settings.capture.upstream and settings.capture.listen:
         modes[f"reverse:{settings.capture.upstream}@{_at(settings.capture.listen)}"] = Role.CAPTURE
+    if settings.capture.mirror_listen:
+        modes[f"reverse:{MIRROR_TARGET}@{_at(settings.capture.mirror_listen)}"] = Role.MIRROR
+    if settings.api.listen:
+        modes[f"reverse:{settings.api.upstream}@{_at(settings.api.listen)}"] = Role.API
     return modes
 
 
@@ -86,6 +105,10 @@ class Claimgate:
         }
         secret = settings.capture.provider_secret
         self.provider_secret = secret.reveal() if secret else None
+        upstream = urlsplit(settings.api.upstream)
+        self.api_upstream = (upstream.hostname or "", upstream.port or 443)
+        self.api_upstream_host = url.hostport("https", *self.api_upstream)
+        """The Host the API must see: its own name, whatever the integration called us."""
 
     def role_of(self, proxy_mode: mode_specs.ProxyMode) -> Role | None:
         return self.roles.get(proxy_mode.full_spec)
@@ -115,12 +138,28 @@ class Claimgate:
         except Exception:
             log.exception("internal_error", hook="tls_clienthello")
 
+    def http_connect(self, flow: http.HTTPFlow) -> None:
+        """Only the forward listener tunnels; a CONNECT elsewhere is refused."""
+        if self.role_of(flow.client_conn.proxy_mode) is not Role.FORWARD:
+            flow.response = _refusal(405, "CONNECT is only accepted on the forward listener")
+
     async def request(self, flow: http.HTTPFlow) -> None:
-        role = self.role_of(flow.client_conn.proxy_mode)
-        if role is Role.CAPTURE:
-            await self._capture(flow)
-        elif role is Role.FORWARD and (flow.request.host, flow.request.port) in self.api_hosts:
-            await self._inject(flow)
+        match self.role_of(flow.client_conn.proxy_mode):
+            case Role.CAPTURE:
+                await self._capture(flow)
+            case Role.MIRROR:
+                await self._capture(flow)
+                flow.response = http.Response.make(204)
+            case Role.API:
+                if _names_another_host(flow, self.api_upstream):
+                    flow.response = _refusal(
+                        MISDIRECTED, f"this listener only forwards to {self.api_upstream_host}"
+                    )
+                    return
+                flow.request.host_header = self.api_upstream_host
+                await self._inject(flow)
+            case Role.FORWARD if (flow.request.host, flow.request.port) in self.api_hosts:
+                await self._inject(flow)
 
     def response(self, flow: http.HTTPFlow) -> None:
         context = flow.metadata.get(METADATA_KEY)
@@ -311,6 +350,25 @@ def _answer(status: int, body: bytes, violation: str) -> http.Response:
         body,
         {"Content-Type": "application/json", VIOLATION_HEADER: violation},
     )
+
+
+def _refusal(status: int, reason: str) -> http.Response:
+    return http.Response.make(
+        status, json.dumps({"error": reason}).encode(), {"Content-Type": "application/json"}
+    )
+
+
+def _names_another_host(flow: http.HTTPFlow, upstream: tuple[str, int]) -> bool:
+    """True for an absolute-form request (or HTTP/2 authority) naming a host not ``upstream``.
+
+    A reverse listener always connects to its upstream; refusing such requests keeps a
+    client that believes it is talking to some other host from being silently misrouted.
+    """
+    authority = flow.request.authority
+    if not authority or flow.request.is_http2 or flow.request.is_http3:
+        return False
+    host, port = url.parse_authority(authority, check=False)
+    return (host.lower(), port or 80) != upstream and (host.lower(), port or 443) != upstream
 
 
 def _link_request(flow: http.HTTPFlow, settings: Settings) -> capture.LinkRequest:
