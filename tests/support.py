@@ -141,6 +141,7 @@ def claimgate_command() -> list[str]:
 
 def start_sidecar(workdir: Path, config: Mapping[str, Any], env: Mapping[str, str]) -> Sidecar:
     """Write ``config``, start ``claimgate run`` on it and wait until it is listening."""
+    config = {**config, "admin": {"listen": "127.0.0.1:0", **config.get("admin", {})}}
     config_path = workdir / "claimgate.toml"
     config_path.write_text(toml_document(config))
     process_env = {k: v for k, v in os.environ.items() if not k.upper().endswith("_PROXY")}

@@ -14,7 +14,10 @@ from mitmproxy.test import taddons, tflow, tutils
 from structlog.testing import capture_logs
 
 from claimgate import onoffice
+from claimgate.activity import Activity
 from claimgate.addon import VIOLATION_HEADER, Claimgate, Role, listener_modes
+from claimgate.metrics import Metrics
+from claimgate.monitor import Monitor
 from claimgate.settings import (
     CaptureSettings,
     Customer,
@@ -45,8 +48,12 @@ def settings(mode: Mode = Mode.INJECT, **customer) -> Settings:
     )
 
 
+def new_addon(settings_: Settings, store: MemoryStore) -> Claimgate:
+    return Claimgate(settings_, store, Monitor(Metrics(store.__len__), Activity()))
+
+
 def make_addon(mode: Mode = Mode.INJECT, store=None, **customer) -> Claimgate:
-    return Claimgate(settings(mode, **customer), MemoryStore(3600, 100) if store is None else store)
+    return new_addon(settings(mode, **customer), MemoryStore(3600, 100) if store is None else store)
 
 
 def spec(addon: Claimgate, role: Role) -> ProxyMode:
@@ -333,17 +340,17 @@ def signed(base: str, claim: str = "abc") -> str:
 
 
 async def test_explicit_port_in_the_host_is_part_of_the_signed_url():
-    addon = Claimgate(capture_settings(), MemoryStore(3600, 10))
+    addon = new_addon(capture_settings(), MemoryStore(3600, 10))
     flow = link_flow(addon, signed("http://provider.example:8081"), "provider.example:8081")
     assert await captured_claims(addon, flow) == "abc"
-    addon = Claimgate(capture_settings(), MemoryStore(3600, 10))
+    addon = new_addon(capture_settings(), MemoryStore(3600, 10))
     flow = link_flow(addon, signed("http://provider.example"), "provider.example:8081")
     assert await captured_claims(addon, flow) is None
 
 
 async def test_public_base_url_wins_when_tls_ends_in_front():
     settings_ = capture_settings(public_base_url="https://app.example.com")
-    addon = Claimgate(settings_, MemoryStore(3600, 10))
+    addon = new_addon(settings_, MemoryStore(3600, 10))
     flow = link_flow(addon, signed("https://app.example.com"), "10.0.0.5:8081")
     assert await captured_claims(addon, flow) == "abc"
 
@@ -353,7 +360,7 @@ async def test_forwarded_headers_count_only_from_trusted_proxies(peer, expected)
     from ipaddress import ip_network
 
     settings_ = capture_settings(trusted_proxies=(ip_network("10.0.0.0/8"),))
-    addon = Claimgate(settings_, MemoryStore(3600, 10))
+    addon = new_addon(settings_, MemoryStore(3600, 10))
     flow = link_flow(
         addon,
         signed("https://app.example.com"),
@@ -379,7 +386,7 @@ def adoption_addon() -> Claimgate:
         api=ApiSettings(listen=ListenAddress("127.0.0.1", 8083)),
         customers=(Customer("21312", Secret(TOKEN)),),
     )
-    return Claimgate(settings_, MemoryStore(3600, 10))
+    return new_addon(settings_, MemoryStore(3600, 10))
 
 
 def on(addon: Claimgate, role: Role, flow):

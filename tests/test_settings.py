@@ -110,7 +110,11 @@ EVERY_KEY = {
         "max_entries": "50",
     },
     "policy": {"mode": '"enforce"', "provider_tokens": '["ABCDEF012345", "env:PROVIDER_TOKEN"]'},
-    "admin": {"listen": '"0.0.0.0:9100"', "token": '"env:ADMIN_TOKEN"'},
+    "admin": {
+        "listen": '"0.0.0.0:9100"',
+        "token": '"env:ADMIN_TOKEN"',
+        "shutdown_grace": '"45s"',
+    },
     "log": {"format": '"console"', "level": '"debug"'},
 }
 CUSTOMERS = """
@@ -181,6 +185,7 @@ def test_every_key_is_read_from_the_file(tmp_path: Path) -> None:
     assert settings.policy.provider_tokens == ("abcdef012345", fingerprint(TOKEN))
     assert settings.admin.listen == ListenAddress("0.0.0.0", 9100)
     assert settings.admin.token == Secret("admin-token")
+    assert settings.admin.shutdown_grace == 45.0
     assert settings.log.format is LogFormat.CONSOLE
     assert settings.log.level is LogLevel.DEBUG
     assert settings.customers == (

@@ -114,3 +114,15 @@ def test_concurrent_threads_keep_the_newest():
 
 def test_claim_repr_shows_a_fingerprint_not_the_claim():
     assert "secret-claim" not in repr(Claim("c", "u", "secret-claim", 1))
+
+
+async def test_claims_lists_each_customers_freshest_and_ping_answers():
+    store = MemoryStore(ttl=60, max_entries=10)
+    await store.put(claim("a", 1))
+    await store.put(claim("a", 2))
+    await store.put(claim("b", 5))
+    assert sorted((c.customer_web_id, c.timestamp) for c in await store.claims()) == [
+        ("a", 2),
+        ("b", 5),
+    ]
+    await store.ping()

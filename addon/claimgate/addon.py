@@ -13,9 +13,10 @@ catches its own errors and decides explicitly (DESIGN 2.7). The only edits to a 
 one assignment of a fully built body, or one answer set in its place.
 """
 
+import asyncio
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import replace
 from enum import StrEnum
 from ipaddress import ip_address
 from typing import Any
@@ -26,15 +27,21 @@ from mitmproxy.net.http import url
 from mitmproxy.proxy import mode_specs
 
 from claimgate import capture, onoffice, policy, rewrite
+from claimgate.admin import AdminServer, Ingested
 from claimgate.fingerprint import fingerprint
+from claimgate.monitor import Monitor, RequestContext
 from claimgate.policy import Decision, Kind, Verdict, Violation
 from claimgate.scope import ApiHosts
 from claimgate.settings import ListenAddress, Mode, Settings
+from claimgate.status import claim_report, status_report
 from claimgate.store import Claim, ClaimStore
 from claimgate.telemetry import get_logger, redact
 
 VIOLATION_HEADER = "X-Claimgate-Violation"
 METADATA_KEY = "claimgate"
+IN_FLIGHT_KEY = "claimgate_in_flight"
+DRAIN_POLL = 0.05
+STORE_PING_TIMEOUT = 1.0
 
 log = get_logger()
 
@@ -73,29 +80,14 @@ def _at(address: ListenAddress) -> str:
     return f"{address.host}:{address.port}"
 
 
-@dataclass(slots=True)
-class RequestContext:
-    """What the request hook decided, kept in ``flow.metadata`` for the response hook."""
-
-    token_fp: str
-    customer: str | None
-    actions: int
-    verdict: Verdict
-    claim: Claim | None
-    own_seconds: float
-    answered_locally: bool = False
-    internal_error: bool = False
-    """claimgate failed on this request; it was forwarded untouched or answered 502."""
-    logged: bool = False
-
-
 class Claimgate:
-    """Capture claims on the capture listener; inject them on the forward listener."""
+    """Capture claims on the capture listeners; inject them on the forward and API listeners."""
 
-    def __init__(self, settings: Settings, store: ClaimStore) -> None:
+    def __init__(self, settings: Settings, store: ClaimStore, monitor: Monitor) -> None:
         self.settings = settings
         self.store = store
-        self.roles = {spec: role for spec, role in listener_modes(settings).items()}
+        self.monitor = monitor
+        self.roles = listener_modes(settings)
         self.api_hosts = ApiHosts(settings.proxy.api_hosts)
         self.mode = settings.policy.mode
         self.provider_tokens = frozenset(settings.policy.provider_tokens)
@@ -109,21 +101,50 @@ class Claimgate:
         self.api_upstream = (upstream.hostname or "", upstream.port or 443)
         self.api_upstream_host = url.hostport("https", *self.api_upstream)
         """The Host the API must see: its own name, whatever the integration called us."""
+        self.admin = AdminServer(settings.admin, self)
+        self.listeners: dict[str, str] = {}
+        self.in_flight = 0
+        """Requests between their headers and their answer: what a graceful stop waits for."""
+        self.shutting_down = False
 
     def role_of(self, proxy_mode: mode_specs.ProxyMode) -> Role | None:
         return self.roles.get(proxy_mode.full_spec)
 
-    # --- hooks ----------------------------------------------------------------------
+    # --- lifecycle ------------------------------------------------------------------
 
     async def running(self) -> None:
         proxyserver = ctx.master.addons.get("proxyserver")
-        listeners = {}
         for server in proxyserver.servers:
             role = self.role_of(server.mode)
             if role is not None and server.listen_addrs:
                 host, port = server.listen_addrs[0][:2]
-                listeners[role.value] = f"{host}:{port}"
-        log.info("claimgate_ready", listeners=listeners, mode=self.mode.value)
+                self.listeners[role.value] = f"{host}:{port}"
+        self.listeners["admin"] = self.admin.start()
+        log.info("claimgate_ready", listeners=self.listeners, mode=self.mode.value)
+
+    async def done(self) -> None:
+        await self.admin.stop()
+
+    async def drain_and_stop(self, grace: float) -> None:
+        """Stop gracefully: not ready at once, no new connections, requests in flight finish.
+
+        mitmproxy has no graceful stop of its own (it cancels live connections), so the
+        listeners are closed first and the process ends when nothing is in flight or
+        ``grace`` seconds have passed, whichever comes first.
+        """
+        if self.shutting_down:
+            ctx.master.shutdown()  # a second signal: stop now
+            return
+        self.shutting_down = True
+        log.info("shutdown_started", in_flight=self.in_flight, grace_seconds=grace)
+        ctx.options.update(server=False)
+        deadline = asyncio.get_running_loop().time() + grace
+        while self.in_flight > 0 and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(DRAIN_POLL)
+        log.info("shutdown_drained", in_flight=self.in_flight)
+        ctx.master.shutdown()
+
+    # --- hooks ----------------------------------------------------------------------
 
     def tls_clienthello(self, data: tls.ClientHelloData) -> None:
         """Pass every non-API host through untouched: its own certificate reaches the client."""
@@ -142,6 +163,10 @@ class Claimgate:
         """Only the forward listener tunnels; a CONNECT elsewhere is refused."""
         if self.role_of(flow.client_conn.proxy_mode) is not Role.FORWARD:
             flow.response = _refusal(405, "CONNECT is only accepted on the forward listener")
+
+    def requestheaders(self, flow: http.HTTPFlow) -> None:
+        self.in_flight += 1
+        flow.metadata[IN_FLIGHT_KEY] = True
 
     async def request(self, flow: http.HTTPFlow) -> None:
         match self.role_of(flow.client_conn.proxy_mode):
@@ -162,79 +187,62 @@ class Claimgate:
                 await self._inject(flow)
 
     def response(self, flow: http.HTTPFlow) -> None:
+        self._settle(flow)
         context = flow.metadata.get(METADATA_KEY)
         if context is None:
             return
         try:
             if not context.answered_locally and flow.response is not None:
-                _report_rejections(flow.response, context)
-            _log_decision(context, flow.response.status_code if flow.response else None)
+                self._report_rejections(flow.response, context)
+            self.monitor.decision(context, flow.response.status_code if flow.response else None)
         except Exception:
             log.exception("internal_error", hook="response")
 
     def error(self, flow: http.HTTPFlow) -> None:
+        self._settle(flow)
         context = flow.metadata.get(METADATA_KEY)
-        if context is None or context.logged:
+        if context is None:
             return
         try:
             error = redact(str(flow.error)) if flow.error else None
-            _log_decision(context, None, upstream_error=error)
+            self.monitor.decision(context, None, upstream_error=error)
         except Exception:
             log.exception("internal_error", hook="error")
+
+    def _settle(self, flow: http.HTTPFlow) -> None:
+        if flow.metadata.pop(IN_FLIGHT_KEY, False):
+            self.in_flight -= 1
 
     # --- capture --------------------------------------------------------------------
 
     async def _capture(self, flow: http.HTTPFlow) -> None:
         """Learn from a Marketplace link; the request itself goes on unchanged, always."""
         try:
-            link = _link_request(flow, self.settings)
-            result = capture.examine(
-                link, self.provider_secret, self.settings.capture.max_age, time.time()
-            )
-            if result is None:
-                return
-            if isinstance(result, capture.Refused):
-                _log_violation(
-                    Violation(
-                        Kind(result.violation),
-                        {
-                            "reason": result.reason,
-                            "link": result.kind.value,
-                            "customer": result.customer_web_id,
-                            "user": result.user_id,
-                            "claim_fp": result.claim_fingerprint,
-                            "path": link.path,
-                        },
-                    )
-                )
-                return
-            await self._store_capture(result)
+            await self.ingest(_link_request(flow, self.settings), "link")
         except Exception:
             log.exception("internal_error", hook="request", listener=Role.CAPTURE.value)
 
-    async def _store_capture(self, result: capture.Captured) -> None:
-        claim = result.claim
+    async def ingest(self, link: capture.LinkRequest, source: str) -> Ingested:
+        """Verify a link and learn from it: one path for listeners and ``POST /claims``."""
+        result = capture.examine(
+            link, self.provider_secret, self.settings.capture.max_age, time.time()
+        )
+        if result is None:
+            return Ingested(None)
+        if isinstance(result, capture.Refused):
+            self.monitor.refused_link(result, link.path, source)
+            return Ingested(result)
+        claim = replace(result.claim, source=source)
         if result.kind is capture.LinkKind.ACTIVATION:
             assert result.api_token is not None
             await self.store.learn_token(result.api_token, claim.customer_web_id)
-            log.info(
-                "token_learned",
-                customer=claim.customer_web_id,
-                user=claim.user_id,
-                token_fp=fingerprint(result.api_token),
+            self.monitor.token_learned(
+                claim.customer_web_id, claim.user_id, result.api_token, source
             )
-            return
+            return Ingested(result)
         stored = await self.store.put(claim)
-        log.info(
-            "claim_captured",
-            link=result.kind.value,
-            customer=claim.customer_web_id,
-            user=claim.user_id,
-            claim_fp=fingerprint(claim.claim),
-            call_timestamp=claim.timestamp,
-            stored=stored,
-            **({} if stored else {"reason": "the store holds a newer claim"}),
-        )
+        self.monitor.captured(claim, result.kind, stored)
+        return Ingested(result, stored)
 
     # --- injection ------------------------------------------------------------------
 
@@ -322,7 +330,7 @@ class Claimgate:
         Nothing after the edit can fail, so an error never leaves an edited request behind.
         """
         for violation in verdict.violations:
-            _log_violation(violation)
+            self.monitor.violation(violation)
         blocked = verdict.decision is Decision.BLOCKED
         flow.metadata[METADATA_KEY] = RequestContext(
             token_fp=token_fp,
@@ -339,6 +347,60 @@ class Claimgate:
             flow.response = _answer(status, policy.block_response(request), kinds)
         elif new_body is not None:
             flow.request.content = new_body
+
+    def _report_rejections(self, response: http.Response, context: RequestContext) -> None:
+        """Per-action errors 193/201/248 mean the API refused the claim (DESIGN 2.8)."""
+        for index, code in _rejected_claims(response):
+            violation = Violation(
+                Kind.API_REJECTED_CLAIM,
+                {
+                    "action": index,
+                    "errorcode": code,
+                    "customer": context.customer,
+                    "token_fp": context.token_fp,
+                    "claim_fp": fingerprint(context.claim.claim) if context.claim else None,
+                },
+            )
+            self.monitor.violation(violation)
+            context.verdict = _with_violation(context.verdict, violation)
+
+    # --- for the admin listener -----------------------------------------------------
+
+    async def readiness(self) -> str | None:
+        if self.shutting_down:
+            return "shutting down"
+        proxyserver = ctx.master.addons.get("proxyserver")
+        if not proxyserver.is_running or not all(s.is_running for s in proxyserver.servers):
+            return "listeners not bound"
+        try:
+            async with asyncio.timeout(STORE_PING_TIMEOUT):
+                await self.store.ping()
+        except Exception as error:
+            return f"store not answering ({type(error).__name__})"
+        return None
+
+    async def status(self) -> dict[str, Any]:
+        return status_report(
+            claims=await self.store.claims(),
+            activity=self.monitor.activity,
+            listeners=self.listeners,
+            mode=self.mode.value,
+            ready=await self.readiness() is None,
+            ttl=self.settings.claims.ttl,
+            now=time.time(),
+        )
+
+    async def claim_status(self, customer_web_id: str) -> dict[str, Any] | None:
+        claim = await self.store.freshest(customer_web_id)
+        return None if claim is None else claim_report(claim, time.time(), self.settings.claims.ttl)
+
+    async def forget(self, customer_web_id: str) -> bool:
+        forgotten = await self.store.forget(customer_web_id)
+        log.info("claim_forgotten", customer=customer_web_id, had_claim=forgotten)
+        return forgotten
+
+    def metrics_text(self) -> bytes:
+        return self.monitor.metrics.render()
 
 
 # --- helpers outside the class: no state, testable alone -------------------------------
@@ -410,28 +472,15 @@ def _from_trusted_proxy(flow: http.HTTPFlow, settings: Settings) -> bool:
     return any(peer in network for network in settings.capture.trusted_proxies)
 
 
-def _report_rejections(response: http.Response, context: RequestContext) -> None:
-    """Per-action errors 193/201/248 mean the API refused the claim (DESIGN 2.8)."""
+def _rejected_claims(response: http.Response) -> list[tuple[int, int]]:
     content = response.get_content(strict=False) or b""
+    # Cheap test first: most responses carry none of the three codes.
     if not any(code in content for code in (b"193", b"201", b"248")):
-        return
+        return []
     try:
-        rejected = onoffice.rejected_claim_codes(response.json())
+        return onoffice.rejected_claim_codes(json.loads(content))
     except ValueError:
-        return
-    for index, code in rejected:
-        violation = Violation(
-            Kind.API_REJECTED_CLAIM,
-            {
-                "action": index,
-                "errorcode": code,
-                "customer": context.customer,
-                "token_fp": context.token_fp,
-                "claim_fp": fingerprint(context.claim.claim) if context.claim else None,
-            },
-        )
-        _log_violation(violation)
-        context.verdict = _with_violation(context.verdict, violation)
+        return []
 
 
 def _with_violation(verdict: Verdict, violation: Violation) -> Verdict:
@@ -442,34 +491,3 @@ def _with_violation(verdict: Verdict, violation: Violation) -> Verdict:
         verdict.resign,
         verdict.would,
     )
-
-
-def _log_violation(violation: Violation) -> None:
-    log.warning("violation", kind=violation.kind.value, **violation.context)
-
-
-def _log_decision(
-    context: RequestContext, upstream_status: int | None, upstream_error: str | None = None
-) -> None:
-    verdict = context.verdict
-    fields: dict[str, Any] = {
-        "customer": context.customer,
-        "token_fp": context.token_fp,
-        "actions": context.actions,
-        "decision": verdict.decision.value,
-        "violations": [v.kind.value for v in verdict.violations],
-        "upstream_status": None if context.answered_locally else upstream_status,
-        "duration_ms": round(context.own_seconds * 1000, 3),
-    }
-    if verdict.would is not None:
-        fields["would"] = verdict.would.value
-    if context.claim is not None:
-        fields["claim_fp"] = fingerprint(context.claim.claim)
-        fields["claim_age"] = round(policy.claim_age(context.claim, time.time()))
-        fields["user"] = context.claim.user_id
-    if upstream_error:
-        fields["upstream_error"] = upstream_error
-    if context.internal_error:
-        fields["error"] = "internal_error"
-    context.logged = True
-    log.info("api_request", **fields)

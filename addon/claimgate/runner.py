@@ -12,7 +12,10 @@ import signal
 from mitmproxy import options
 from mitmproxy.tools.dump import DumpMaster
 
+from claimgate.activity import Activity
 from claimgate.addon import Claimgate, listener_modes
+from claimgate.metrics import Metrics
+from claimgate.monitor import Monitor
 from claimgate.settings import Settings
 from claimgate.store.memory import MemoryStore
 
@@ -36,12 +39,21 @@ def mitmproxy_options(settings: Settings) -> dict[str, object]:
 
 
 async def serve(settings: Settings) -> None:
-    """Run until SIGTERM or SIGINT."""
+    """Run until SIGTERM or SIGINT, then stop gracefully (``Claimgate.drain_and_stop``)."""
     master = DumpMaster(options.Options(), with_termlog=False, with_dumper=False)
     store = MemoryStore(settings.claims.ttl, settings.claims.max_entries)
-    master.addons.add(Claimgate(settings, store))
+    monitor = Monitor(Metrics(claims_cached=store.__len__), Activity())
+    addon = Claimgate(settings, store, monitor)
+    master.addons.add(addon)
     master.options.update(**mitmproxy_options(settings))
     loop = asyncio.get_running_loop()
+    stopping: set[asyncio.Task[None]] = set()  # keeps the drain task referenced until done
+
+    def stop() -> None:
+        task = loop.create_task(addon.drain_and_stop(settings.admin.shutdown_grace))
+        stopping.add(task)
+        task.add_done_callback(stopping.discard)
+
     for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, master.shutdown)
+        loop.add_signal_handler(signum, stop)
     await master.run()

@@ -202,6 +202,8 @@ class AdminSettings:
 
     listen: ListenAddress = ListenAddress("127.0.0.1", 8082)
     token: Secret | None = None
+    shutdown_grace: float = 20.0
+    """Seconds requests in flight may take to finish after SIGTERM before claimgate exits."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -423,7 +425,7 @@ def _section_parsers(environ: Mapping[str, str]) -> dict[str, dict[str, Parser]]
             "mode": partial(_choice, enum=Mode),
             "provider_tokens": partial(_provider_tokens, environ=environ),
         },
-        "admin": {"listen": _listen, "token": secret},
+        "admin": {"listen": _listen, "token": secret, "shutdown_grace": _duration},
         "log": {
             "format": partial(_choice, enum=LogFormat),
             "level": partial(_choice, enum=LogLevel),

@@ -66,6 +66,14 @@ class ClaimStore(Protocol):
         """Drop a customer's claim; True if there was one."""
         ...
 
+    async def claims(self) -> list[Claim]:
+        """Every customer's freshest claim (for the status page)."""
+        ...
+
+    async def ping(self) -> None:
+        """Return when the store answers; raise when it does not (readiness)."""
+        ...
+
     def __len__(self) -> int:
         """Number of customers with a claim (for the ``claimgate_claims_cached`` gauge)."""
         ...

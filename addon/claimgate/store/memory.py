@@ -67,6 +67,14 @@ class MemoryStore:
         with self._lock:
             return self._claims.pop(customer_web_id, None) is not None
 
+    async def claims(self) -> list[Claim]:
+        with self._lock:
+            self._claims.expire()
+            return list(self._claims.values())
+
+    async def ping(self) -> None:
+        """Memory always answers."""
+
     def __len__(self) -> int:
         with self._lock:
             self._claims.expire()

@@ -1,0 +1,69 @@
+"""Prometheus metrics (DESIGN 3.5). The names are a contract; no label carries a customer id,
+a token or a claim, so the series stay few and the scrape stays free of secrets.
+
+Every label value is created at start, so a rate over a counter that has not moved yet is 0
+rather than absent.
+"""
+
+from collections.abc import Callable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from claimgate.policy import Decision, Kind
+
+CAPTURE_SOURCES = ("link", "admin")
+
+# claimgate's own work per request is well under a millisecond; the buckets resolve that.
+DURATION_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5)
+
+
+class Metrics:
+    """One registry per process (not the global one, so tests can have several)."""
+
+    def __init__(self, claims_cached: Callable[[], int]) -> None:
+        self.registry = CollectorRegistry()
+        self.api_requests = Counter(
+            "claimgate_api_requests",
+            "API requests seen, by the decision taken.",
+            ["decision"],
+            registry=self.registry,
+        )
+        self.violations = Counter(
+            "claimgate_violations",
+            "Violations of the extendedclaim rules, by kind.",
+            ["kind"],
+            registry=self.registry,
+        )
+        self.claims_captured = Counter(
+            "claimgate_claims_captured",
+            "Verified claims captured: link (service call or webhook) or admin (POST /claims).",
+            ["source"],
+            registry=self.registry,
+        )
+        self.claims_cached = Gauge(
+            "claimgate_claims_cached",
+            "Customers with a claim in this process's store.",
+            registry=self.registry,
+        )
+        self.claims_cached.set_function(claims_cached)
+        self.request_duration = Histogram(
+            "claimgate_request_duration_seconds",
+            "claimgate's own time per API request (parse, decide, rewrite), not the API's.",
+            buckets=DURATION_BUCKETS,
+            registry=self.registry,
+        )
+        self.store_errors = Counter(
+            "claimgate_store_errors",
+            "Store operations that failed or timed out.",
+            registry=self.registry,
+        )
+        for decision in Decision:
+            self.api_requests.labels(decision.value)
+        for kind in Kind:
+            self.violations.labels(kind.value)
+        for source in CAPTURE_SOURCES:
+            self.claims_captured.labels(source)
+
+    def render(self) -> bytes:
+        """The Prometheus text exposition of every metric."""
+        return generate_latest(self.registry)

@@ -1,0 +1,102 @@
+"""What the status page and ``GET /claims/<id>`` show: per customer, ages and fingerprints.
+
+Pure: built from the store's claims and the recent activity. Never a claim, a token or a
+secret: claims appear as fingerprints. The customer list is capped, so a store with 100,000
+customers still gives a page a browser can render; the newest activity comes first.
+"""
+
+from typing import Any
+
+from claimgate.activity import Activity
+from claimgate.fingerprint import fingerprint
+from claimgate.policy import Decision, Kind, claim_age, is_expired
+from claimgate.store import Claim
+
+MAX_ROWS = 500
+
+
+def claim_report(claim: Claim, now: float, ttl: float) -> dict[str, Any]:
+    """One customer's claim, as the admin API shows it."""
+    return {
+        "customer": claim.customer_web_id,
+        "user": claim.user_id,
+        "claim_fp": fingerprint(claim.claim),
+        "source": claim.source,
+        "call_timestamp": claim.timestamp,
+        "claim_age": round(claim_age(claim, now)),
+        "expires_at": claim.timestamp + ttl,
+        "expires_in": round(claim.timestamp + ttl - now),
+        "expired": is_expired(claim, now, ttl),
+    }
+
+
+def status_report(
+    *,
+    claims: list[Claim],
+    activity: Activity,
+    listeners: dict[str, str],
+    mode: str,
+    ready: bool,
+    ttl: float,
+    now: float,
+) -> dict[str, Any]:
+    """The document behind the status page (``GET /status.json``)."""
+    rows: dict[str, dict[str, Any]] = {}
+    for claim in claims:
+        report = claim_report(claim, now, ttl)
+        rows[claim.customer_web_id] = {
+            key: report[key]
+            for key in (
+                "customer",
+                "user",
+                "claim_fp",
+                "source",
+                "claim_age",
+                "expires_in",
+                "expired",
+            )
+        }
+    for customer in activity.customers_with_violations():
+        rows.setdefault(
+            customer,
+            {
+                "customer": customer,
+                "user": None,
+                "claim_fp": None,
+                "source": None,
+                "claim_age": None,
+                "expires_in": None,
+                "expired": False,
+            },
+        )
+    for customer, row in rows.items():
+        last = activity.last_violation(customer)
+        row["last_violation"] = (
+            None if last is None else {"kind": last.kind, "age": round(now - last.at)}
+        )
+    ordered = sorted(rows.values(), key=lambda row: _recency(row))[:MAX_ROWS]
+    violations = activity.violations_last_hour()
+    decisions = activity.decisions_last_hour()
+    return {
+        "generated_at": now,
+        "mode": mode,
+        "ready": ready,
+        "listeners": listeners,
+        "customers_total": len(rows),
+        "customers": ordered,
+        "violations_last_hour": {kind.value: violations.get(kind.value, 0) for kind in Kind},
+        "decisions_last_hour": {d.value: decisions.get(d.value, 0) for d in Decision},
+        "recent_violations": [
+            {"kind": kind, "customer": customer, "age": round(now - at)}
+            for at, kind, customer in activity.recent_violations()
+        ],
+    }
+
+
+def _recency(row: dict[str, Any]) -> float:
+    """Sort key: the most recently active customers first."""
+    ages = [row["claim_age"]]
+    if row["last_violation"] is not None:
+        ages.append(row["last_violation"]["age"])
+    known = [age for age in ages if age is not None]
+    return min(known) if known else float("inf")
