@@ -241,8 +241,10 @@ class Customer:
         self.secret = make_secret()
 
 
-def api_request(customer: Customer, *resourcetypes: str, version: int | None = 2) -> bytes:
-    """A request as a legacy integration sends it: signed, without any claim."""
+def api_request(
+    customer: Customer, *resourcetypes: str, version: int | None = 2, claim: str | None = None
+) -> bytes:
+    """A request as a legacy integration sends it: signed, without a claim unless ``claim``."""
     timestamp = int(time.time())
     actions = []
     for resourcetype in resourcetypes or ("estate",):
@@ -254,6 +256,8 @@ def api_request(customer: Customer, *resourcetypes: str, version: int | None = 2
             "timestamp": timestamp,
             "parameters": {"data": ["Id", "ort"], "listlimit": 10},
         }
+        if claim is not None:
+            action["parameters"]["extendedclaim"] = claim
         if version == 2:
             action["hmac_version"] = 2
             action["hmac"] = onoffice.hmac_v2(

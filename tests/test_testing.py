@@ -639,3 +639,15 @@ def test_make_token_and_secret_lengths() -> None:
     assert len(make_secret()) == 64
     assert make_token() != make_token()
     assert make_token().isalnum() and make_secret().isalnum()
+
+
+def test_delay_holds_the_answer_but_records_the_request_at_once(
+    api: ApiDouble, client: httpx.Client
+) -> None:
+    api.delay = 0.5
+    started = time.monotonic()
+    worker = threading.Thread(target=client.post, args=(api.url,), kwargs={"content": b"{}"})
+    worker.start()
+    api.wait_for_requests(1, timeout=0.45)
+    worker.join(5)
+    assert time.monotonic() - started >= 0.5

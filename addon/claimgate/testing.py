@@ -191,6 +191,9 @@ class ApiDouble:
         self._state = threading.Condition()
         self._requests: list[ReceivedRequest] = []
         self._outdated: set[str] = set()
+        self.delay = 0.0
+        """Seconds to wait before answering each request: a slow API, for timeout and
+        shutdown tests. The request is recorded when it arrives, before the wait."""
         # Set by start() and cleared by stop(); only the thread that owns the double
         # starts and stops it.
         self._server: _Server | None = None
@@ -336,6 +339,8 @@ class ApiDouble:
         with self._state:
             self._requests.append(received)
             self._state.notify_all()
+        if self.delay > 0:
+            time.sleep(self.delay)
         return response
 
     def _evaluate(self, body: bytes) -> tuple[tuple[int, ...], bytes]:

@@ -1,0 +1,314 @@
+"""End to end, as an operations team runs claimgate: probes, metrics, the claims API, every
+violation kind in the log and in the metric, and a graceful stop with a request in flight.
+"""
+
+import base64
+import json
+import signal
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from claimgate.fingerprint import fingerprint
+from claimgate.testing import ApiDouble, make_claim, make_secret, service_call_url
+from tests.support import PROVIDER_SECRET, App, Customer, World, api_request, run_world
+
+ADMIN_TOKEN = make_secret()
+TTL = 30
+
+
+def config_for(tmp: Path, app: App, api: ApiDouble, **sections: dict) -> dict:
+    config = {
+        "proxy": {
+            "listen": "127.0.0.1:0",
+            "api_hosts": [f"localhost:{api.port}"],
+            "upstream_ca": str(api.ca_path),
+            "ca_dir": str(tmp / "ca"),
+        },
+        "capture": {"listen": "127.0.0.2:0", "upstream": app.url, "provider_secret": "env:TEST_PS"},
+        "claims": {"ttl": f"{TTL}s"},
+        "admin": {"listen": "127.0.0.6:0", "token": "env:TEST_ADMIN_TOKEN"},
+    }
+    for name, keys in sections.items():
+        config[name] = {**config.get(name, {}), **keys}
+    return config
+
+
+ENV = {"TEST_PS": PROVIDER_SECRET, "TEST_ADMIN_TOKEN": ADMIN_TOKEN}
+
+
+@pytest.fixture(scope="module")
+def customers() -> list[Customer]:
+    return [Customer(str(41000 + i)) for i in range(12)]
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory, customers) -> Iterator[World]:
+    tmp = tmp_path_factory.mktemp("operations")
+    with App() as app, ApiDouble({c.token: c.secret for c in customers}) as api:
+        world_iter = run_world(tmp, config_for(tmp, app, api), ENV, app, api, customers)
+        for world in world_iter:
+            world.secrets.add(ADMIN_TOKEN)
+            yield world
+
+
+def admin(world: World, method: str, path: str, token: str | None = ADMIN_TOKEN, **kw):
+    headers = kw.pop("headers", {})
+    if token is not None:
+        headers.setdefault("Authorization", f"Bearer {token}")
+    return httpx.request(
+        method,
+        f"http://{world.sidecar.listeners['admin']}{path}",
+        headers=headers,
+        trust_env=False,
+        **kw,
+    )
+
+
+def metrics(world: World) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    text = admin(world, "GET", "/metrics", token=None).text
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def value(scrape: dict, name: str, **labels: str) -> float:
+    return scrape.get((name, tuple(sorted(labels.items()))), 0.0)
+
+
+def signed_call(
+    customer: Customer, claim: str, timestamp: int | None = None, secret: str = PROVIDER_SECRET
+) -> str:
+    return service_call_url(
+        "http://provider.example/service",
+        secret,
+        customer_web_id=customer.web_id,
+        user_id="17",
+        claim=claim,
+        timestamp=timestamp,
+    )
+
+
+def test_probes_answer_without_a_token(world):
+    assert admin(world, "GET", "/healthz", token=None).json() == {"status": "ok"}
+    ready = admin(world, "GET", "/readyz", token=None)
+    assert (ready.status_code, ready.json()["status"]) == (200, "ready")
+
+
+def test_metrics_count_real_traffic(world, customers):
+    fed, starved = customers[0], customers[1]
+    world.activate(fed)
+    world.activate(starved)
+    before = metrics(world)
+    claim = make_claim()
+    world.service_call(fed, claim)
+    world.call_api(api_request(fed))
+    world.call_api(api_request(fed, "estate", "address"))
+    world.call_api(api_request(starved))
+    after = metrics(world)
+
+    def delta(name: str, **labels: str) -> float:
+        return value(after, name, **labels) - value(before, name, **labels)
+
+    assert delta("claimgate_claims_captured_total", source="link") == 1
+    assert delta("claimgate_api_requests_total", decision="injected") == 2
+    assert delta("claimgate_api_requests_total", decision="passed") == 1
+    assert delta("claimgate_violations_total", kind="missing_claim") == 1
+    assert delta("claimgate_request_duration_seconds_count") == 3
+    assert value(after, "claimgate_claims_cached") >= 1
+    assert value(after, "claimgate_store_errors_total") == 0
+    text = admin(world, "GET", "/metrics", token=None).text
+    for secret in (claim, fed.token, fed.web_id):
+        assert secret not in text  # no label carries a claim, a token or a customer
+
+
+def test_claims_api_needs_the_token(world, customers):
+    customer = customers[2]
+    for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "Basic !!"}):
+        refused = admin(world, "GET", f"/claims/{customer.web_id}", token=None, headers=headers)
+        assert refused.status_code == 401
+        assert refused.headers["WWW-Authenticate"].startswith("Basic")
+        assert "error" in refused.json()
+    basic = base64.b64encode(f"ops:{ADMIN_TOKEN}".encode()).decode()
+    found = admin(
+        world,
+        "GET",
+        f"/claims/{customer.web_id}",
+        token=None,
+        headers={"Authorization": f"Basic {basic}"},
+    )
+    assert found.status_code == 404  # authenticated; no claim yet
+
+
+def test_claims_api_stores_shows_and_forgets(world, customers):
+    customer = customers[3]
+    world.activate(customer)
+    claim, older = make_claim(), make_claim()
+    world.secrets |= {claim, older}
+    posted = admin(world, "POST", "/claims", json={"url": signed_call(customer, claim)})
+    assert posted.status_code == 201
+    assert posted.json() == {
+        "link": "service_call",
+        "customer": customer.web_id,
+        "user": "17",
+        "stored": True,
+    }
+    shown = admin(world, "GET", f"/claims/{customer.web_id}")
+    assert shown.json()["claim_fp"] == fingerprint(claim)
+    assert claim not in shown.text
+    assert shown.json()["expired"] is False
+    late = admin(
+        world, "POST", "/claims", json={"url": signed_call(customer, older, int(time.time()) - 30)}
+    )
+    assert late.status_code == 409
+    received, _ = world.call_api(api_request(customer))
+    assert received.claims() == [claim]
+    assert admin(world, "DELETE", f"/claims/{customer.web_id}").status_code == 204
+    assert admin(world, "GET", f"/claims/{customer.web_id}").status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "status"),
+    [
+        ("POST", "/claims", b"not json", 400),
+        ("POST", "/claims", b'{"link": 1}', 400),
+        ("POST", "/claims", json.dumps({"url": "https://p.example/x?a=1"}).encode(), 400),
+        ("POST", "/claims", b'{"url": "' + b"x" * 70_000 + b'"}', 413),
+        ("GET", "/claims", None, 405),
+        ("PUT", "/claims/123", b"{}", 405),
+        ("GET", "/nowhere", None, 404),
+        ("POST", "/healthz", b"", 405),
+    ],
+)
+def test_bad_admin_requests_get_a_clear_json_error(world, method, path, body, status):
+    answer = admin(world, method, path, content=body)
+    assert answer.status_code == status
+    assert answer.headers["Content-Type"].startswith("application/json")
+    assert answer.json()["error"] and "Traceback" not in answer.text
+
+
+def test_forged_link_via_the_claims_api_is_refused(world, customers):
+    answer = admin(
+        world,
+        "POST",
+        "/claims",
+        json={"url": signed_call(customers[4], make_claim(), secret=make_secret())},
+    )
+    assert answer.status_code == 422
+    assert answer.json()["violation"] == "bad_signature"
+
+
+def test_every_violation_kind_is_logged_and_counted(world, customers):
+    a, b, c, d = customers[5:9]
+    for customer in (a, b, c, d):
+        world.activate(customer)
+    before = metrics(world)
+    now = int(time.time())
+    a_claim, c_old, c_new = make_claim(), make_claim(), make_claim()
+    world.service_call(a, a_claim)
+    world.service_call(c, c_old, now - 20)
+    world.service_call(c, c_new, now - 10)
+    world.service_call(d, make_claim(), now - 2 * TTL)  # accepted, but already past the TTL
+    world.service_call(a, make_claim(), secret=make_secret())  # bad_signature
+    world.service_call(a, make_claim(), now - 3600)  # stale_service_call
+    world.call_api(api_request(b))  # missing_claim
+    world.call_api(api_request(d))  # expired_claim
+    world.call_api(api_request(Customer("nobody")))  # unknown_token
+    world.call_api(api_request(c, claim=c_old))  # stale_claim
+    world.call_api(api_request(c, claim=a_claim))  # foreign_claim
+    world.call_api(api_request(a, version=None))  # hmac_v1
+    world.call_api(b'{"token": "t", "request": [')  # malformed_request
+    world.api.mark_outdated(c_new)
+    world.call_api(api_request(c))  # api_rejected_claim
+    after = metrics(world)
+
+    kinds = [
+        "missing_claim",
+        "expired_claim",
+        "unknown_token",
+        "stale_claim",
+        "foreign_claim",
+        "hmac_v1",
+        "malformed_request",
+        "bad_signature",
+        "stale_service_call",
+        "api_rejected_claim",
+    ]
+    for kind in kinds:
+        world.sidecar.wait_for("violation", lambda e, kind=kind: e["kind"] == kind)
+        counted = value(after, "claimgate_violations_total", kind=kind)
+        assert counted - value(before, "claimgate_violations_total", kind=kind) >= 1, kind
+    foreign = world.sidecar.wait_for("violation", lambda e: e["kind"] == "foreign_claim")
+    assert foreign["claim_owner"] == a.web_id and foreign["customer"] == c.web_id
+    rejected = world.sidecar.wait_for(
+        "violation", lambda e: e["kind"] == "api_rejected_claim" and e["errorcode"] == 201
+    )
+    assert (rejected["customer"], rejected["claim_fp"]) == (c.web_id, fingerprint(c_new))
+    decision = world.sidecar.wait_for(
+        "api_request", lambda e: "api_rejected_claim" in e["violations"]
+    )
+    assert decision["upstream_status"] == 200 and decision["duration_ms"] >= 0
+
+
+def test_status_document_shows_customers_by_fingerprint(world, customers):
+    customer = customers[9]
+    world.activate(customer)
+    claim = make_claim()
+    world.service_call(customer, claim)
+    status = admin(world, "GET", "/status.json").json()
+    row = next(r for r in status["customers"] if r["customer"] == customer.web_id)
+    assert row["claim_fp"] == fingerprint(claim) and row["expired"] is False
+    assert status["ready"] is True and status["listeners"]["admin"]
+    assert claim not in json.dumps(status)
+    assert admin(world, "GET", "/status.json", token=None).status_code == 401
+
+
+def test_sigterm_lets_a_request_in_flight_finish(tmp_path, customers):
+    customer = customers[10]
+    with App() as app, ApiDouble({customer.token: customer.secret}) as api:
+        config = config_for(tmp_path, app, api, admin={"shutdown_grace": "10s"})
+        worlds = run_world(tmp_path, config, ENV, app, api, [customer])
+        world = next(worlds)
+        try:
+            world.activate(customer)
+            claim = make_claim()
+            world.service_call(customer, claim)
+            api.delay = 1.5
+            answers: list[httpx.Response] = []
+
+            def call() -> None:
+                answers.append(world.client.post(api.url, content=api_request(customer)))
+
+            in_flight = threading.Thread(target=call)
+            in_flight.start()
+            api.wait_for_requests(1)
+            world.sidecar.process.send_signal(signal.SIGTERM)
+            ready = wait_for_status(world, "/readyz", 503)
+            assert ready.json()["reason"] == "shutting down"
+            host, port = world.sidecar.listeners["forward"].rsplit(":", 1)
+            with pytest.raises(OSError):
+                socket.create_connection((host, int(port)), timeout=1).close()
+            in_flight.join(10)
+            assert answers and answers[0].status_code == 200
+            assert answers[0].json()["status"]["errorcode"] == 0
+            assert api.requests[0].claims() == [claim]
+            assert world.sidecar.process.wait(10) == 0
+        finally:
+            worlds.close()  # stops what is still running, checks exit 0 and the logs
+
+
+def wait_for_status(world: World, path: str, status: int, timeout: float = 3.0) -> httpx.Response:
+    deadline = time.monotonic() + timeout
+    while True:
+        answer = admin(world, "GET", path, token=None)
+        if answer.status_code == status or time.monotonic() > deadline:
+            return answer
+        time.sleep(0.05)
