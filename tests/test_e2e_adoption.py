@@ -144,3 +144,10 @@ def test_a_forged_mirrored_call_stores_nothing(world, customers):
     )
     received, _ = world.call_api(api_request(customer), url=api_listener_url(world))
     assert received.claims() == [None]
+
+
+def test_without_an_admin_token_claims_are_off_and_the_loopback_page_is_served(world):
+    base = f"http://{world.sidecar.listeners['admin']}"
+    off = httpx.post(f"{base}/claims", json={"url": "https://p.example/x"}, trust_env=False)
+    assert off.status_code == 404 and "admin.token" in off.json()["error"]
+    assert httpx.get(f"{base}/", trust_env=False).status_code == 200

@@ -1,0 +1,46 @@
+from prometheus_client.parser import text_string_to_metric_families
+
+from claimgate.metrics import Metrics
+from claimgate.policy import Decision, Kind
+
+
+def samples(metrics: Metrics) -> dict[tuple[str, tuple], float]:
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(metrics.render().decode())
+        for s in family.samples
+    }
+
+
+def test_names_are_the_contract_and_every_label_value_exists_at_zero():
+    scrape = samples(Metrics(claims_cached=lambda: 7))
+    for decision in Decision:
+        assert scrape[("claimgate_api_requests_total", (("decision", decision.value),))] == 0
+    for kind in Kind:
+        assert scrape[("claimgate_violations_total", (("kind", kind.value),))] == 0
+    for source in ("link", "admin"):
+        assert scrape[("claimgate_claims_captured_total", (("source", source),))] == 0
+    assert scrape[("claimgate_claims_cached", ())] == 7
+    assert scrape[("claimgate_store_errors_total", ())] == 0
+    assert scrape[("claimgate_request_duration_seconds_count", ())] == 0
+
+
+def test_counts_move_and_registries_are_separate():
+    one, other = Metrics(lambda: 0), Metrics(lambda: 0)
+    one.violations.labels("missing_claim").inc()
+    one.request_duration.observe(0.0004)
+    scrape = samples(one)
+    assert scrape[("claimgate_violations_total", (("kind", "missing_claim"),))] == 1
+    assert scrape[("claimgate_request_duration_seconds_bucket", (("le", "0.0005"),))] == 1
+    assert scrape[("claimgate_request_duration_seconds_bucket", (("le", "0.00025"),))] == 0
+    assert samples(other)[("claimgate_violations_total", (("kind", "missing_claim"),))] == 0
+
+
+def test_no_label_but_decision_kind_and_source():
+    labels = {
+        name
+        for family in text_string_to_metric_families(Metrics(lambda: 0).render().decode())
+        for sample in family.samples
+        for name in sample.labels
+    }
+    assert labels <= {"decision", "kind", "source", "le"}

@@ -1,0 +1,55 @@
+from claimgate.activity import Activity
+from claimgate.fingerprint import fingerprint
+from claimgate.policy import Decision, Kind
+from claimgate.status import MAX_ROWS, claim_report, status_report
+from claimgate.store import Claim
+
+NOW = 1_800_000_000.0
+
+
+def report(claims, activity=None, **kw):
+    return status_report(
+        claims=claims,
+        activity=activity or Activity(lambda: NOW),
+        listeners={"admin": "x"},
+        mode="inject",
+        ready=True,
+        ttl=3600,
+        now=NOW,
+        **kw,
+    )
+
+
+def test_claim_report_names_the_claim_by_fingerprint():
+    row = claim_report(Claim("1", "17", "secret-claim", int(NOW) - 4000), NOW, 3600)
+    assert row["claim_fp"] == fingerprint("secret-claim")
+    assert "secret-claim" not in repr(row)
+    assert (row["claim_age"], row["expires_in"], row["expired"]) == (4000, -400, True)
+
+
+def test_customers_with_claims_or_violations_appear_newest_first():
+    activity = Activity(lambda: NOW)
+    activity.violation("missing_claim", "no-claim")
+    status = report(
+        [Claim("old", "1", "a", int(NOW) - 900), Claim("new", "2", "b", int(NOW) - 5)], activity
+    )
+    assert [r["customer"] for r in status["customers"]] == ["no-claim", "new", "old"]
+    no_claim = status["customers"][0]
+    assert no_claim["claim_fp"] is None and no_claim["last_violation"] == {
+        "kind": "missing_claim",
+        "age": 0,
+    }
+    assert status["violations_last_hour"]["missing_claim"] == 1
+    assert set(status["violations_last_hour"]) == {k.value for k in Kind}
+    assert set(status["decisions_last_hour"]) == {d.value for d in Decision}
+    assert status["recent_violations"] == [
+        {"kind": "missing_claim", "customer": "no-claim", "age": 0}
+    ]
+
+
+def test_rows_are_capped():
+    claims = [Claim(str(i), "u", f"c{i}", int(NOW) - i) for i in range(MAX_ROWS + 50)]
+    status = report(claims)
+    assert len(status["customers"]) == MAX_ROWS
+    assert status["customers_total"] == MAX_ROWS + 50
+    assert status["customers"][0]["customer"] == "0"
