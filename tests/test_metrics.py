@@ -44,3 +44,7 @@ def test_no_label_but_decision_kind_and_source():
         for name in sample.labels
     }
     assert labels <= {"decision", "kind", "source", "le"}
+
+
+def test_no_created_series():
+    assert b"_created" not in Metrics(lambda: 0).render()

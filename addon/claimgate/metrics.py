@@ -7,9 +7,19 @@ rather than absent.
 
 from collections.abc import Callable
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+)
 
 from claimgate.policy import Decision, Kind
+
+# The ``*_created`` series add a timestamp per label value that no dashboard here needs.
+disable_created_metrics()
 
 CAPTURE_SOURCES = ("link", "admin")
 

@@ -120,11 +120,12 @@ def configure_logging(
     root = logging.getLogger()
     root.handlers = [handler]
     root.setLevel(numeric_level)
-    # mitmproxy says "client connect" and the like at INFO for every connection: noise for
-    # operators unless they asked for debug output.
-    logging.getLogger("mitmproxy").setLevel(
-        logging.DEBUG if numeric_level <= logging.DEBUG else logging.WARNING
-    )
+    # mitmproxy says "client connect" at INFO for every connection, tornado logs every probe
+    # and scrape: noise for operators unless they asked for debug output.
+    for chatty in ("mitmproxy", "tornado.access"):
+        logging.getLogger(chatty).setLevel(
+            logging.DEBUG if numeric_level <= logging.DEBUG else logging.WARNING
+        )
 
 
 def get_logger() -> structlog.typing.FilteringBoundLogger:
