@@ -49,7 +49,9 @@ def settings(mode: Mode = Mode.INJECT, **customer) -> Settings:
 
 
 def new_addon(settings_: Settings, store: MemoryStore) -> Claimgate:
-    return Claimgate(settings_, store, Monitor(Metrics(store.__len__), Activity()))
+    monitor = Monitor(Metrics(), Activity())
+    monitor.metrics.count_claims_with(store.__len__)
+    return Claimgate(settings_, store, monitor)
 
 
 def make_addon(mode: Mode = Mode.INJECT, store=None, **customer) -> Claimgate:

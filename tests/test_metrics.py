@@ -13,7 +13,9 @@ def samples(metrics: Metrics) -> dict[tuple[str, tuple], float]:
 
 
 def test_names_are_the_contract_and_every_label_value_exists_at_zero():
-    scrape = samples(Metrics(claims_cached=lambda: 7))
+    metrics = Metrics()
+    metrics.count_claims_with(lambda: 7)
+    scrape = samples(metrics)
     for decision in Decision:
         assert scrape[("claimgate_api_requests_total", (("decision", decision.value),))] == 0
     for kind in Kind:
@@ -26,7 +28,7 @@ def test_names_are_the_contract_and_every_label_value_exists_at_zero():
 
 
 def test_counts_move_and_registries_are_separate():
-    one, other = Metrics(lambda: 0), Metrics(lambda: 0)
+    one, other = Metrics(), Metrics()
     one.violations.labels("missing_claim").inc()
     one.request_duration.observe(0.0004)
     scrape = samples(one)
@@ -39,7 +41,7 @@ def test_counts_move_and_registries_are_separate():
 def test_no_label_but_decision_kind_and_source():
     labels = {
         name
-        for family in text_string_to_metric_families(Metrics(lambda: 0).render().decode())
+        for family in text_string_to_metric_families(Metrics().render().decode())
         for sample in family.samples
         for name in sample.labels
     }
@@ -47,4 +49,4 @@ def test_no_label_but_decision_kind_and_source():
 
 
 def test_no_created_series():
-    assert b"_created" not in Metrics(lambda: 0).render()
+    assert b"_created" not in Metrics().render()

@@ -18,7 +18,7 @@ def counter(monitor: Monitor, name: str, **labels: str) -> float:
 
 
 def new_monitor() -> Monitor:
-    return Monitor(Metrics(lambda: 0), Activity())
+    return Monitor(Metrics(), Activity())
 
 
 def test_a_violation_is_logged_counted_and_remembered_at_once():

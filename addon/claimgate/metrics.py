@@ -30,7 +30,7 @@ DURATION_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 
 class Metrics:
     """One registry per process (not the global one, so tests can have several)."""
 
-    def __init__(self, claims_cached: Callable[[], int]) -> None:
+    def __init__(self) -> None:
         self.registry = CollectorRegistry()
         self.api_requests = Counter(
             "claimgate_api_requests",
@@ -55,7 +55,6 @@ class Metrics:
             "Customers with a claim in this process's store.",
             registry=self.registry,
         )
-        self.claims_cached.set_function(claims_cached)
         self.request_duration = Histogram(
             "claimgate_request_duration_seconds",
             "claimgate's own time per API request (parse, decide, rewrite), not the API's.",
@@ -73,6 +72,10 @@ class Metrics:
             self.violations.labels(kind.value)
         for source in CAPTURE_SOURCES:
             self.claims_captured.labels(source)
+
+    def count_claims_with(self, count: Callable[[], int]) -> None:
+        """Read ``claimgate_claims_cached`` from ``count`` at every scrape."""
+        self.claims_cached.set_function(count)
 
     def render(self) -> bytes:
         """The Prometheus text exposition of every metric."""

@@ -85,6 +85,16 @@ class Monitor:
             source=source,
         )
 
+    def store_error(self, operation: str, error: BaseException) -> None:
+        self.metrics.store_errors.inc()
+        log.info("store_error", operation=operation, error=type(error).__name__)
+
+    def store_unavailable(self, reason: str) -> None:
+        self.violation(Violation(policy.Kind.STORE_UNAVAILABLE, {"reason": reason}))
+
+    def store_recovered(self, written: int) -> None:
+        log.info("store_recovered", pending_written=written)
+
     def decision(
         self,
         context: RequestContext,

@@ -17,6 +17,7 @@ from claimgate.addon import Claimgate, listener_modes
 from claimgate.metrics import Metrics
 from claimgate.monitor import Monitor
 from claimgate.settings import Settings
+from claimgate.store import ClaimStore, StoreEvents
 from claimgate.store.memory import MemoryStore
 
 
@@ -41,8 +42,10 @@ def mitmproxy_options(settings: Settings) -> dict[str, object]:
 async def serve(settings: Settings) -> None:
     """Run until SIGTERM or SIGINT, then stop gracefully (``Claimgate.drain_and_stop``)."""
     master = DumpMaster(options.Options(), with_termlog=False, with_dumper=False)
-    store = MemoryStore(settings.claims.ttl, settings.claims.max_entries)
-    monitor = Monitor(Metrics(claims_cached=store.__len__), Activity())
+    monitor = Monitor(Metrics(), Activity())
+    store = make_store(settings, monitor)
+    monitor.metrics.count_claims_with(store.__len__)
+    await store.start()
     addon = Claimgate(settings, store, monitor)
     master.addons.add(addon)
     master.options.update(**mitmproxy_options(settings))
@@ -56,4 +59,25 @@ async def serve(settings: Settings) -> None:
 
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop)
-    await master.run()
+    try:
+        await master.run()
+    finally:
+        await store.close()
+
+
+def make_store(settings: Settings, events: StoreEvents) -> ClaimStore:
+    """The memory store, or the shared Redis store when ``claims.store`` is a URL."""
+    claims = settings.claims
+    if claims.store == "memory":
+        return MemoryStore(claims.ttl, claims.max_entries)
+    from claimgate.store.redis import RedisStore
+
+    password = claims.store_password.reveal() if claims.store_password else None
+    return RedisStore(
+        claims.store,
+        password=password,
+        prefix=claims.store_prefix,
+        ttl=claims.ttl,
+        max_entries=claims.max_entries,
+        events=events,
+    )

@@ -3,8 +3,9 @@
 Every store keeps, per customer, only the freshest claim (DESIGN 2.4): the one from the
 newest verified service call by the call's own timestamp, so a late, older call never wins.
 It also keeps which customer an API token belongs to (learned from activation links, keyed
-by the token's SHA-256 so the store never holds a token in clear) and which customer a claim
-was issued to (to tell a stale claim from a foreign one).
+by the token's SHA-256 so the store never holds a token in clear; kept without expiry, since
+a customer is activated once) and which customer a claim was issued to (to tell a stale
+claim from a foreign one).
 """
 
 import hashlib
@@ -39,8 +40,30 @@ def secret_key(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
+class StoreEvents(Protocol):
+    """What a shared store reports, so operators see its trouble (DESIGN 3.4, 3.5)."""
+
+    def store_error(self, operation: str, error: BaseException) -> None:
+        """One operation failed or timed out."""
+        ...
+
+    def store_unavailable(self, reason: str) -> None:
+        """The store stopped answering; the local copy serves from now on."""
+        ...
+
+    def store_recovered(self, written: int) -> None:
+        """The store answers again; ``written`` captures made meanwhile were written."""
+        ...
+
+
 class ClaimStore(Protocol):
     """What the addon needs from a store. Methods are async so a networked store fits."""
+
+    async def start(self) -> None:
+        """Connect and load what is shared; never fails for an unreachable server."""
+        ...
+
+    async def close(self) -> None: ...
 
     async def put(self, claim: Claim) -> bool:
         """Keep ``claim`` if it is newer than the customer's current one; True if kept."""

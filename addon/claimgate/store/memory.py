@@ -13,7 +13,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from cachetools import TTLCache
+from cachetools import LRUCache, TTLCache
 
 from claimgate.store import Claim, secret_key
 
@@ -34,7 +34,8 @@ class MemoryStore:
         self._lock = threading.Lock()
         self._claims: TTLCache[str, Claim] = TTLCache(max_entries, retention, timer=timer)
         # Keyed by secret_key(token) / secret_key(claim): no token or claim is held as a key.
-        self._token_owners: TTLCache[str, str] = TTLCache(max_entries, retention, timer=timer)
+        # Tokens do not expire (activation happens once per customer); the size bound holds.
+        self._token_owners: LRUCache[str, str] = LRUCache(max_entries)
         self._claim_owners: TTLCache[str, str] = TTLCache(max_entries * 4, retention, timer=timer)
 
     async def put(self, claim: Claim) -> bool:
@@ -46,6 +47,12 @@ class MemoryStore:
             self._claims[claim.customer_web_id] = claim
             self._claim_owners[secret_key(claim.claim)] = claim.customer_web_id
             return True
+
+    async def start(self) -> None:
+        """Nothing to connect to."""
+
+    async def close(self) -> None:
+        """Nothing to release."""
 
     async def freshest(self, customer_web_id: str) -> Claim | None:
         with self._lock:
@@ -71,6 +78,11 @@ class MemoryStore:
         with self._lock:
             self._claims.expire()
             return list(self._claims.values())
+
+    def token_entries(self) -> list[tuple[str, str]]:
+        """(secret_key(token), customer) pairs: what a shared store writes back after an outage."""
+        with self._lock:
+            return list(self._token_owners.items())
 
     async def ping(self) -> None:
         """Memory always answers."""
