@@ -23,7 +23,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 
 import pytest
 import redis
@@ -113,11 +113,9 @@ class RedisServer:
     def running(self) -> bool:
         return self._process is not None and self._process.poll() is None
 
-    def client(self, **options: object) -> redis.Redis:
+    def client(self, **options: Any) -> redis.Redis:
         """A plain synchronous client, to look at what the store really wrote."""
-        return redis.Redis(
-            host="127.0.0.1", port=self.port, password=self.password, **options
-        )  # type: ignore[arg-type]
+        return redis.Redis(host="127.0.0.1", port=self.port, password=self.password, **options)
 
     def start(self) -> None:
         """Start and return once the server answers PING.

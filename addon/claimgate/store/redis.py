@@ -24,6 +24,7 @@ server must be private to the provider.
 import asyncio
 import contextlib
 import json
+import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -38,6 +39,7 @@ RECONNECT_DELAY = 1.0
 LISTEN_TIMEOUT = 1.0
 """Seconds the supervisor waits for a message before checking the store's health again."""
 SCAN_BATCH = 500
+MAX_CONNECTIONS = 50
 
 # KEYS: claim key, owner key. ARGV: ts, user, claim, source, retention ms, customer, channel,
 # message. Newest wins by the call's own timestamp; an equal one replaces (later arrival).
@@ -75,13 +77,20 @@ class RedisStore:
         timeout: float = 0.25,
     ) -> None:
         self._local = MemoryStore(ttl, max_entries)
-        self._client = aioredis.from_url(
+        # Blocking: a burst of lookups waits for a free connection (within the operation
+        # timeout) instead of failing at once when the pool is exhausted.
+        pool = aioredis.BlockingConnectionPool.from_url(
             url,
             password=password,
+            max_connections=MAX_CONNECTIONS,
+            timeout=timeout,
             socket_timeout=timeout,
             socket_connect_timeout=timeout,
             decode_responses=True,
         )
+        self._client = aioredis.Redis(connection_pool=pool)
+        self._origin = uuid.uuid4().hex
+        """Marks this replica's own messages, which its local copy already reflects."""
         self._put_script = self._client.register_script(_PUT)
         self._prefix = prefix
         self._channel = f"{prefix}events"
@@ -115,7 +124,7 @@ class RedisStore:
 
     async def put(self, claim: Claim) -> bool:
         kept_locally = await self._local.put(claim)
-        message = json.dumps({"op": "put", **_claim_fields(claim)})
+        message = json.dumps({"op": "put", "origin": self._origin, **_claim_fields(claim)})
         keys = [self._claim_key(claim.customer_web_id), self._owner_key(claim.claim)]
         args = [
             claim.timestamp,
@@ -166,7 +175,7 @@ class RedisStore:
 
     async def forget(self, customer_web_id: str) -> bool:
         forgotten = await self._local.forget(customer_web_id)
-        message = json.dumps({"op": "forget", "customer": customer_web_id})
+        message = json.dumps({"op": "forget", "customer": customer_web_id, "origin": self._origin})
 
         async def delete() -> int:
             async with self._client.pipeline(transaction=True) as pipe:
@@ -268,10 +277,16 @@ class RedisStore:
         raise ConnectionError("an operation failed; reconnecting")
 
     async def _apply(self, data: Any) -> None:
-        """A message from another replica (or ourselves): update the local copy."""
+        """A message from another replica: update the local copy.
+
+        Our own messages are skipped: applying one late could put back a claim that an
+        equally fresh, later capture has already replaced locally.
+        """
         try:
             event = json.loads(data)
         except (TypeError, ValueError):
+            return
+        if not isinstance(event, dict) or event.get("origin") == self._origin:
             return
         if event.get("op") == "forget":
             await self._local.forget(str(event.get("customer")))
@@ -319,7 +334,7 @@ class RedisStore:
         return len(claims) + len(tokens)
 
     def _put_arguments(self, claim: Claim) -> tuple[list[str], list[Any]]:
-        message = json.dumps({"op": "put", **_claim_fields(claim)})
+        message = json.dumps({"op": "put", "origin": self._origin, **_claim_fields(claim)})
         keys = [self._claim_key(claim.customer_web_id), self._owner_key(claim.claim)]
         args = [
             claim.timestamp,

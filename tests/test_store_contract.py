@@ -1,0 +1,436 @@
+"""The claim store contract, run against every store: the memory one and Redis.
+
+The addon only sees ``ClaimStore``, so both stores must agree on newest-wins, owners, tokens,
+forgetting, listing and expiry. The Redis store runs against a real ``redis-server`` (see
+``tests/redis_server.py``) and is also checked for what it really writes, for how fast other
+instances hear of a new claim, for prefix isolation, and for two processes writing at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import select
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+
+from claimgate.store import Claim, ClaimStore, secret_key
+from claimgate.store.memory import RETENTION_FACTOR, MemoryStore
+from claimgate.store.redis import RedisStore
+
+if TYPE_CHECKING:  # imported by pytest_plugins, so pytest can rewrite its asserts
+    from tests.redis_server import RedisServer
+
+pytest_plugins = ("tests.redis_server",)
+
+ROOT = Path(__file__).resolve().parent.parent
+NOW = int(time.time())
+"""Realistic timestamps: a store must not judge them, but nothing should look odd either."""
+SEEN_WITHIN = 0.1
+"""A claim put on one replica is used by another within 100 ms (issue 5)."""
+
+
+def claim(customer: str = "c1", at: int = 0, value: str | None = None, user: str = "u") -> Claim:
+    """A claim ``at`` seconds after NOW; the value names customer and time unless given."""
+    return Claim(customer, user, value or f"claim-{customer}-{at}", NOW + at)
+
+
+class Clock:
+    """The memory store's timer, moved by the test instead of by sleeping."""
+
+    def __init__(self) -> None:
+        self.now = time.time()
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Events:
+    """Records what a Redis store reports; with a healthy server nothing should arrive."""
+
+    def __init__(self) -> None:
+        self.errors: list[tuple[str, BaseException]] = []
+        self.unavailable: list[str] = []
+        self.recovered: list[int] = []
+
+    def store_error(self, operation: str, error: BaseException) -> None:
+        self.errors.append((operation, error))
+
+    def store_unavailable(self, reason: str) -> None:
+        self.unavailable.append(reason)
+
+    def store_recovered(self, written: int) -> None:
+        self.recovered.append(written)
+
+    def assert_quiet(self) -> None:
+        """A healthy local server gave no reason for trouble: any report is the store's fault."""
+        assert not self.errors, f"store_error with a healthy server: {self.errors[:3]}"
+        assert not self.unavailable, f"store_unavailable with a healthy server: {self.unavailable}"
+
+
+class Backend:
+    """Makes stores of one kind for a test, and lets time pass for them."""
+
+    async def open(self, ttl: float = 60, max_entries: int = 1000) -> ClaimStore:
+        raise NotImplementedError
+
+    async def wait(self, seconds: float) -> None:
+        raise NotImplementedError
+
+    async def close(self) -> None:
+        """Release every store opened."""
+
+
+class MemoryBackend(Backend):
+    def __init__(self) -> None:
+        self.clock = Clock()
+
+    async def open(self, ttl: float = 60, max_entries: int = 1000) -> ClaimStore:
+        return MemoryStore(ttl, max_entries, timer=self.clock)
+
+    async def wait(self, seconds: float) -> None:
+        self.clock.now += seconds
+
+
+class RedisBackend(Backend):
+    """Stores on one real server under one prefix unique to the test; all closed at the end."""
+
+    def __init__(self, server: RedisServer) -> None:
+        self.server = server
+        self.prefix = f"cgtest-{uuid.uuid4().hex[:8]}:"
+        self.events = Events()
+        self.stores: list[RedisStore] = []
+
+    async def open(
+        self, ttl: float = 60, max_entries: int = 1000, prefix: str | None = None
+    ) -> RedisStore:
+        store = RedisStore(
+            self.server.url,
+            password=self.server.password,
+            prefix=self.prefix if prefix is None else prefix,
+            ttl=ttl,
+            max_entries=max_entries,
+            events=self.events,
+        )
+        self.stores.append(store)
+        await store.start()
+        return store
+
+    async def wait(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+
+    async def close(self) -> None:
+        for store in self.stores:
+            await store.close()
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def backend(request: pytest.FixtureRequest) -> AsyncIterator[Backend]:
+    made: Backend = (
+        MemoryBackend()
+        if request.param == "memory"
+        else RedisBackend(request.getfixturevalue("redis_server"))
+    )
+    try:
+        yield made
+    finally:
+        await made.close()
+    if isinstance(made, RedisBackend):
+        made.events.assert_quiet()
+
+
+@pytest.fixture
+async def store(backend: Backend) -> ClaimStore:
+    return await backend.open()
+
+
+@pytest.fixture
+async def redis_backend(redis_server: RedisServer) -> AsyncIterator[RedisBackend]:
+    made = RedisBackend(redis_server)
+    try:
+        yield made
+    finally:
+        await made.close()
+    made.events.assert_quiet()
+
+
+# --- the contract, for every store ----------------------------------------------------
+
+
+async def test_newer_claim_replaces_older(store: ClaimStore):
+    assert await store.put(claim(at=0))
+    assert await store.put(claim(at=1, user="other"))
+    found = await store.freshest("c1")
+    assert found == claim(at=1, user="other")
+
+
+async def test_late_older_claim_never_wins_but_its_owner_is_recorded(store: ClaimStore):
+    assert await store.put(claim(at=100))
+    assert not await store.put(claim(at=50, value="late"))
+    assert await store.freshest("c1") == claim(at=100)
+    assert await store.owner_of_claim("late") == "c1"
+
+
+async def test_equal_timestamp_later_arrival_wins(store: ClaimStore):
+    assert await store.put(claim(value="first"))
+    assert await store.put(claim(value="second"))
+    assert (await store.freshest("c1")).claim == "second"
+
+
+async def test_customers_are_independent(store: ClaimStore):
+    await store.put(claim("a", 5))
+    await store.put(claim("b", 1))
+    assert not await store.put(claim("a", 3))
+    assert await store.put(claim("b", 2))
+    assert await store.freshest("a") == claim("a", 5)
+    assert await store.freshest("b") == claim("b", 2)
+    assert await store.freshest("nobody") is None
+
+
+async def test_replaced_claims_keep_their_owner(store: ClaimStore):
+    await store.put(claim("a", 1, "a-old"))
+    await store.put(claim("a", 2, "a-new"))
+    await store.put(claim("b", 1, "b-1"))
+    assert await store.owner_of_claim("a-old") == "a"
+    assert await store.owner_of_claim("a-new") == "a"
+    assert await store.owner_of_claim("b-1") == "b"
+    assert await store.owner_of_claim("nobody's") is None
+
+
+async def test_tokens_map_to_their_customer(store: ClaimStore):
+    await store.learn_token("token-1", "c1")
+    await store.learn_token("token-2", "c2")
+    assert await store.customer_of_token("token-1") == "c1"
+    assert await store.customer_of_token("token-2") == "c2"
+    assert await store.customer_of_token("unknown") is None
+
+
+async def test_forget(store: ClaimStore):
+    await store.put(claim())
+    assert await store.forget("c1")
+    assert not await store.forget("c1")
+    assert await store.freshest("c1") is None
+    assert await store.claims() == []
+
+
+async def test_claims_lists_each_customers_freshest_and_ping_answers(store: ClaimStore):
+    await store.put(claim("a", 1))
+    await store.put(claim("a", 2))
+    await store.put(claim("b", 5))
+    assert sorted(await store.claims(), key=lambda c: c.customer_web_id) == [
+        claim("a", 2),
+        claim("b", 5),
+    ]
+    assert len(store) == 2
+    await store.ping()
+
+
+async def test_concurrent_puts_keep_the_newest(store: ClaimStore):
+    offsets = list(range(300))
+    random.Random(7).shuffle(offsets)
+    kept = await asyncio.gather(*(store.put(claim(at=at)) for at in offsets))
+    assert await store.freshest("c1") == claim(at=299)
+    assert kept[offsets.index(299)]
+
+
+async def test_a_claim_outlives_its_ttl_then_leaves_after_the_retention(backend: Backend):
+    """Kept past the TTL so the caller can say ``expired_claim``; gone after twice the TTL."""
+    store = await backend.open(ttl=1)
+    await store.put(claim())
+    await store.learn_token("token", "c1")
+    await backend.wait(1.2)
+    assert await store.freshest("c1") == claim()
+    await backend.wait(1.0 * RETENTION_FACTOR - 1.2 + 0.2)
+    assert await store.freshest("c1") is None
+    assert await store.claims() == []
+    assert len(store) == 0
+    assert await store.customer_of_token("token") == "c1"  # tokens never expire
+
+
+# --- the Redis store, beyond the contract ----------------------------------------------
+
+
+async def test_redis_holds_the_claim_the_token_and_the_owner_without_a_raw_token(
+    redis_backend: RedisBackend,
+):
+    ttl = 60
+    store = await redis_backend.open(ttl=ttl)
+    token = f"token-{uuid.uuid4().hex}"
+    the_claim = Claim("c1", "u7", f"claim-{uuid.uuid4().hex}", NOW, "admin")
+    await store.put(the_claim)
+    await store.learn_token(token, "c1")
+    prefix = redis_backend.prefix
+
+    with redis_backend.server.client(decode_responses=True) as client:
+        assert client.hgetall(f"{prefix}claim:c1") == {
+            "ts": str(NOW),
+            "user": "u7",
+            "claim": the_claim.claim,
+            "source": "admin",
+        }
+        assert 0 < client.pttl(f"{prefix}claim:c1") <= ttl * RETENTION_FACTOR * 1000
+        token_key = f"{prefix}token:{secret_key(token)}"
+        assert client.get(token_key) == "c1"
+        assert client.ttl(token_key) == -1
+        assert client.get(f"{prefix}owner:{secret_key(the_claim.claim)}") == "c1"
+
+        everything = []
+        for key in client.scan_iter("*"):
+            everything.append(key)
+            kind = client.type(key)
+            if kind == "hash":
+                everything += client.hgetall(key).values()
+            elif kind == "string":
+                everything.append(client.get(key))
+            else:
+                pytest.fail(f"unexpected {kind} key {key}")
+        assert all(key.startswith(prefix) for key in client.scan_iter("*"))
+        assert not [text for text in everything if token in text]
+
+
+async def test_a_second_instance_uses_a_new_claim_within_100ms(redis_backend: RedisBackend):
+    replica_a = await redis_backend.open()
+    replica_b = await redis_backend.open()
+    # B holds an older claim locally: only the update it hears can make it return the new one.
+    await replica_b.put(claim(at=0))
+    assert await replica_b.freshest("c1") == claim(at=0)
+
+    started = time.monotonic()
+    assert await replica_a.put(claim(at=1))
+    seen = await first_seen(replica_b, claim(at=1), deadline=started + 1.0)
+    assert seen - started <= SEEN_WITHIN, f"seen after {seen - started:.3f} s"
+
+
+async def test_a_new_instance_finds_what_an_earlier_one_stored(redis_backend: RedisBackend):
+    """A restarted replica keeps its customers' claims, tokens and owners."""
+    first = await redis_backend.open()
+    await first.put(claim("a", 1, "a-old"))
+    await first.put(claim("a", 2))
+    await first.put(claim("b", 3))
+    await first.learn_token("token-a", "a")
+    await first.close()
+
+    second = await redis_backend.open()
+    assert await second.freshest("a") == claim("a", 2)
+    assert sorted(await second.claims(), key=lambda c: c.customer_web_id) == [
+        claim("a", 2),
+        claim("b", 3),
+    ]
+    assert await second.customer_of_token("token-a") == "a"
+    assert await second.owner_of_claim("a-old") == "a"
+
+
+async def test_prefixes_do_not_see_each_other(redis_backend: RedisBackend):
+    prod = await redis_backend.open(prefix="prod:")
+    prod_sibling = await redis_backend.open(prefix="prod:")
+    staging = await redis_backend.open(prefix="staging:")
+    await staging.put(claim(at=0, value="staging-claim"))
+
+    await prod.put(claim(at=1))
+    await prod.learn_token("token", "c1")
+    await first_seen(prod_sibling, claim(at=1), deadline=time.monotonic() + 1.0)
+
+    assert await staging.freshest("c1") == claim(at=0, value="staging-claim")
+    assert await staging.owner_of_claim(claim(at=1).claim) is None
+    assert await staging.customer_of_token("token") is None
+    assert await staging.claims() == [claim(at=0, value="staging-claim")]
+    with redis_backend.server.client(decode_responses=True) as client:
+        assert client.hget("staging:claim:c1", "claim") == "staging-claim"
+
+
+async def first_seen(store: ClaimStore, wanted: Claim, deadline: float) -> float:
+    """The monotonic time at which ``store`` first returns ``wanted``; fails at ``deadline``."""
+    while True:
+        if await store.freshest(wanted.customer_web_id) == wanted:
+            return time.monotonic()
+        if time.monotonic() > deadline:
+            found = await store.freshest(wanted.customer_web_id)
+            pytest.fail(f"never saw {wanted!r}; still {found!r}")
+        await asyncio.sleep(0.002)
+
+
+# --- two processes writing at once -------------------------------------------------------
+
+WRITER = ROOT / "tests" / "store_writer.py"
+WRITES = 400
+
+
+@pytest.fixture
+def writers(redis_server: RedisServer) -> Iterator[list[subprocess.Popen[str]]]:
+    """Two writer processes on one server and prefix, waiting for ``go``; always ended."""
+    processes = [
+        subprocess.Popen(
+            [sys.executable, str(WRITER), redis_server.url, "race:", str(seed), str(WRITES)],
+            cwd=ROOT,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "PYTHONPATH": str(ROOT / "addon")},
+        )
+        for seed in (1, 2)
+    ]
+    try:
+        yield processes
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.kill()
+            process.communicate(timeout=10)
+
+
+def read_line(process: subprocess.Popen[str], timeout: float) -> str:
+    assert process.stdout is not None
+    ready, _, _ = select.select([process.stdout], [], [], timeout)
+    if not ready:
+        pytest.fail("a writer did not get ready in time")
+    return process.stdout.readline().strip()
+
+
+def test_two_processes_writing_at_once_keep_the_newest(
+    redis_server: RedisServer, writers: list[subprocess.Popen[str]]
+):
+    for process in writers:
+        assert read_line(process, timeout=20) == "ready", process.communicate(timeout=10)
+    reports = []
+    for process in writers:
+        assert process.stdin is not None
+        process.stdin.write("go\n")
+        process.stdin.flush()
+    for process in writers:
+        out, err = process.communicate(timeout=60)
+        assert process.returncode == 0, (out, err)
+        reports.append(json.loads(out))
+
+    newest = max(ts for report in reports for ts, _ in report["results"])
+    first, second = reports
+    assert first["started"] < second["ended"] and second["started"] < first["ended"], (
+        "the writers did not overlap, so they did not race"
+    )
+    for seed, report in zip((1, 2), reports, strict=True):
+        results = report["results"]
+        assert len(results) == WRITES
+        # Equal timestamps: the later arrival wins, so both writers' newest puts are kept.
+        assert dict(results)[newest] is True
+        # Puts are sequential within a process: once one was kept, the server holds at least
+        # its timestamp, so every later, older put of the same process must lose.
+        floor = None
+        for ts, kept in results:
+            if floor is not None and ts < floor:
+                assert kept is False, f"writer {seed}: {ts} kept after {floor}"
+            if kept:
+                floor = ts if floor is None else max(floor, ts)
+
+    with redis_server.client(decode_responses=True) as client:
+        stored = client.hgetall("race:claim:shared")
+    assert stored["ts"] == str(newest)
+    assert stored["claim"] in {f"claim-{seed}-{newest}" for seed in (1, 2)}
