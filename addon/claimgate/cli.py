@@ -54,6 +54,9 @@ def _parser() -> argparse.ArgumentParser:
     _config_option(ca)
     ca.set_defaults(handler=_ca)
 
+    demo = commands.add_parser("demo", help="see claimgate work on loopback in seconds")
+    demo.set_defaults(handler=_demo)
+
     for name, handler, text in (
         ("sign-url", _sign_url, "sign a Marketplace link as onOffice does"),
         ("verify-url", _verify_url, "check a Marketplace link signature"),
@@ -107,6 +110,12 @@ def _ca(args: argparse.Namespace) -> int:
     CertStore.from_store(ca_dir, "mitmproxy", 2048)
     print(ca_dir / "mitmproxy-ca-cert.pem")
     return 0
+
+
+def _demo(_args: argparse.Namespace) -> int:
+    from claimgate.demo import run_demo
+
+    return run_demo()
 
 
 def _secret(var: str) -> str:
