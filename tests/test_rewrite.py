@@ -187,7 +187,7 @@ def test_large_body_is_handled_faithfully():
     [
         (b"", "empty"),
         (b"{", "expected a member name at offset 1"),
-        (b'{"token":"t" "request":{}}', "expected ',' or '}' at offset 12"),
+        (b'{"token":"t" "request":{}}', "expected ',' or '}' at offset 13"),
         (b'{"token":tru}', "not valid JSON"),
         (b"\xff", "not UTF-8"),
         (b"[]", "expected an object at offset 0"),
