@@ -2,6 +2,8 @@ import gzip
 import json
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from claimgate import onoffice
 from claimgate.rewrite import MalformedRequest, ParametersShape, parse, rewrite
@@ -212,3 +214,155 @@ def test_reasons_never_quote_the_body():
     with pytest.raises(MalformedRequest) as error:
         parse(b'{"token":"secret-token-value","request":5 x}')
     assert "secret-token-value" not in str(error.value)
+
+
+# --- properties (hypothesis): any valid request, any spelling ---------------------------
+
+
+json_scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(10**20), max_value=10**20)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=20)
+)
+json_values = st.recursive(
+    json_scalars,
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
+    max_leaves=12,
+)
+parameter_objects = st.dictionaries(
+    st.text(max_size=12).filter(lambda k: k != "extendedclaim"), json_values, max_size=6
+)
+
+
+@st.composite
+def actions(draw):
+    action = {
+        "actionid": draw(st.sampled_from([READ, onoffice.ACTION_PREFIX + "get"])),
+        "resourceid": draw(st.none() | st.text(max_size=6)),
+        "resourcetype": draw(st.sampled_from(["estate", "address", "calendar", "unlockProvider"])),
+        "identifier": draw(st.none() | st.text(max_size=6)),
+        "timestamp": draw(st.integers(min_value=0, max_value=2**31)),
+        "hmac": draw(st.text(alphabet="abcdefABCDEF0123456789+/=", max_size=44)),
+    }
+    version = draw(st.sampled_from([2, "2", 1, None]))
+    if version is not None:
+        action["hmac_version"] = version
+    shape = draw(st.sampled_from(["object", "object", "object", "empty_array", "null", "missing"]))
+    if shape == "object":
+        action["parameters"] = draw(parameter_objects)
+    elif shape == "empty_array":
+        action["parameters"] = []
+    elif shape == "null":
+        action["parameters"] = None
+    keys = list(action)
+    order = draw(st.permutations(keys))
+    return {key: action[key] for key in order}
+
+
+@st.composite
+def spelled_requests(draw):
+    """A valid request, serialised the way some real client might: spacing, escapes."""
+    document = {
+        "token": draw(st.text(min_size=1, max_size=32)),
+        "request": {"actions": draw(st.lists(actions(), min_size=1, max_size=4))},
+    }
+    indent = draw(st.sampled_from([None, None, 1, 4]))
+    separators = draw(st.sampled_from([(",", ":"), (", ", ": "), (",", ": ")]))
+    text = json.dumps(
+        document, indent=indent, separators=separators, ensure_ascii=draw(st.booleans())
+    )
+    if draw(st.booleans()):  # PHP's json_encode: '/' only occurs in strings, as '\/'
+        text = text.replace("/", "\\/")
+    return document, text.encode()
+
+
+claims = st.text(alphabet="ABCDEFabcdef0123456789+/=-_", min_size=1, max_size=64)
+
+
+@settings(max_examples=200, suppress_health_check=[HealthCheck.too_slow])
+@given(spelled_requests(), claims, st.data())
+def test_any_valid_request_changes_only_by_the_claim(spelled, claim, data):
+    document, raw = spelled
+    request = parse(raw)
+    count = len(request.actions)
+    targets = data.draw(st.sets(st.integers(0, count - 1)))
+    result = rewrite(request, claim, targets)
+
+    expected = json.loads(raw)
+    for index in targets:
+        action = expected["request"]["actions"][index]
+        if not isinstance(action.get("parameters"), dict):
+            action["parameters"] = {}
+        action["parameters"]["extendedclaim"] = claim
+    assert json.loads(result) == expected
+
+    # Byte level: the edits are exactly the claim insertions (for object parameters,
+    # the common case); removing them gives the original bytes back.
+    if all(isinstance(document["request"]["actions"][i].get("parameters"), dict) for i in targets):
+        encoded = json.dumps(claim)
+        if b"\\/" in raw:
+            encoded = encoded.replace("/", "\\/")
+        stripped = result
+        for piece in (f',"extendedclaim":{encoded}', f'"extendedclaim":{encoded}'):
+            stripped = stripped.replace(piece.encode(), b"")
+        assert stripped == raw
+
+
+@settings(max_examples=150, suppress_health_check=[HealthCheck.too_slow])
+@given(spelled_requests(), st.integers(min_value=1))
+def test_truncated_requests_are_refused_never_crash(spelled, cut):
+    _, raw = spelled
+    truncated = raw[: cut % len(raw)]
+    with pytest.raises(MalformedRequest):
+        parse(truncated)
+
+
+@settings(max_examples=500)
+@given(st.binary(max_size=200) | st.text(max_size=200).map(str.encode))
+def test_arbitrary_bytes_parse_or_are_refused(raw):
+    try:
+        request = parse(raw)
+    except MalformedRequest:
+        return
+    assert rewrite(request, "c", range(len(request.actions)))
+
+
+def test_deep_nesting_is_refused_cleanly():
+    deep = (
+        b'{"token":"t","request":{"actions":[{"actionid":"a","resourcetype":"r","parameters":'
+        + (b"[" * 100_000)
+        + (b"]" * 100_000)
+        + b"}]}}"
+    )
+    with pytest.raises(MalformedRequest, match=r"nested too deeply|not an object"):
+        parse(deep)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("token", 5),
+        ("token", None),
+        ("request", "x"),
+        ("request", {"actions": {}}),
+        ("actionid", 7),
+        ("resourcetype", None),
+        ("parameters", "p"),
+        ("parameters", 3),
+    ],
+)
+def test_wrong_types_are_refused_with_a_reason(field, value):
+    document = {
+        "token": "t",
+        "request": {"actions": [{"actionid": READ, "resourcetype": "estate", "parameters": {}}]},
+    }
+    if field in ("token", "request"):
+        document[field] = value
+    else:
+        document["request"]["actions"][0][field] = value
+    with pytest.raises(MalformedRequest):
+        parse(json.dumps(document).encode())

@@ -76,6 +76,7 @@ __all__ = [
     "ApiDouble",
     "ReceivedRequest",
     "activation_url",
+    "make_certificates",
     "make_claim",
     "make_secret",
     "make_token",
@@ -209,7 +210,7 @@ class ApiDouble:
             raise RuntimeError("ApiDouble is already running")
         tempdir = Path(tempfile.mkdtemp(prefix="claimgate-testing-"))
         try:
-            ca_path, cert_path, key_path = _make_certificates(
+            ca_path, cert_path, key_path = make_certificates(
                 tempdir, [self.hostname, "localhost", self.host]
             )
             context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -637,7 +638,7 @@ def _netloc(hostname: str, port: int) -> str:
     return f"[{hostname}]:{port}" if _is_ipv6(hostname) else f"{hostname}:{port}"
 
 
-def _make_certificates(directory: Path, names: list[str]) -> tuple[Path, Path, Path]:
+def make_certificates(directory: Path, names: list[str]) -> tuple[Path, Path, Path]:
     """Write a new CA and a server certificate for ``names`` into ``directory``.
 
     Returns the paths of the CA certificate, the server certificate and its key. The
