@@ -8,6 +8,7 @@ import json
 import os
 import queue
 import signal
+import socket
 import ssl
 import subprocess
 import sys
@@ -50,6 +51,13 @@ SDK_HEADERS = {
     "Accept-Encoding": "deflate, gzip",
     "Content-Type": "application/x-www-form-urlencoded",
 }
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on (for a moment): for servers that must be absent."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 def toml_value(value: Any) -> str:

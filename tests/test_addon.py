@@ -402,6 +402,7 @@ async def test_api_listener_injects_and_presents_the_real_api_host():
         await stored(addon)
         flow = on(addon, Role.API, api_flow(addon, api_body(), host="api.onoffice.de"))
         flow.request.headers["host"] = "127.0.0.1:8083"
+        addon.requestheaders(flow)  # as mitmproxy calls them: headers first, then the body
         await addon.request(flow)
     assert flow.request.headers["host"] == "api.onoffice.de"
     assert sent_claim(flow) == "the-claim"
@@ -449,3 +450,45 @@ async def test_mirror_listener_captures_and_answers_204():
         other = on(addon, Role.MIRROR, api_flow(addon, b"anything"))
         await addon.request(other)
         assert other.response.status_code == 204
+
+
+async def test_a_body_too_large_to_hold_passes_untouched_with_a_violation():
+    addon = make_addon()
+    with taddons.context(addon), capture_logs() as logs:
+        flow = api_flow(addon, api_body())
+        flow.request.stream = True  # what mitmproxy does above proxy.max_body_size
+        addon.requestheaders(flow)
+        await addon.request(flow)
+        assert flow.request.host == "api.onoffice.de" and flow.response is None
+    (violation,) = [e for e in logs if e["event"] == "violation"]
+    assert violation["kind"] == "malformed_request"
+    assert "max_body_size" in violation["reason"]
+
+
+async def test_enforce_sends_a_body_too_large_to_the_sink():
+    addon = make_addon(Mode.ENFORCE)
+    with taddons.context(addon):
+        addon.sink_address = ("127.0.0.1", 4242)
+        flow = api_flow(addon, api_body())
+        flow.request.stream = True
+        addon.requestheaders(flow)
+        assert (flow.request.host, flow.request.port, flow.request.scheme) == (
+            "127.0.0.1",
+            4242,
+            "http",
+        )
+
+
+async def test_enforce_holds_a_chunked_body_at_the_sink_until_it_is_read_whole():
+    addon = make_addon(Mode.ENFORCE)
+    with taddons.context(addon):
+        await stored(addon)
+        addon.sink_address = ("127.0.0.1", 4242)
+        flow = api_flow(addon, api_body())
+        flow.request.headers.pop("content-length", None)
+        flow.request.headers["transfer-encoding"] = "chunked"
+        addon.requestheaders(flow)
+        assert flow.request.port == 4242
+        await addon.request(flow)  # read whole: back to the API, with the claim
+        assert (flow.request.host, flow.request.port) == ("api.onoffice.de", 443)
+        assert sent_claim(flow) == "the-claim"

@@ -91,6 +91,7 @@ EVERY_KEY = {
         "api_hosts": '["API.onoffice.de", "api.test:8443", "[::1]:9443"]',
         "upstream_ca": "'{ca}'",
         "ca_dir": "'{ca_dir}'",
+        "max_body_size": '"512k"',
     },
     "capture": {
         "upstream": '"http://app:9000/"',
@@ -163,6 +164,7 @@ def test_every_key_is_read_from_the_file(tmp_path: Path) -> None:
     assert settings.proxy.api_hosts == ("api.onoffice.de", "api.test:8443", "[::1]:9443")
     assert settings.proxy.upstream_ca == tmp_path / "ca.pem"
     assert settings.proxy.ca_dir == tmp_path / "ca-dir"
+    assert settings.proxy.max_body_size == 512 * 1024
     assert settings.capture.upstream == "http://app:9000"
     assert settings.capture.listen == ListenAddress("::", 8181)
     assert settings.capture.public_base_url == "https://app.example.com"
@@ -736,3 +738,22 @@ def test_the_example_documents_every_key() -> None:
             section_type = type(getattr(Settings(), section))
             assert set(values) == {item.name for item in dataclasses.fields(section_type)}
     assert set(document) == {item.name for item in dataclasses.fields(Settings)}
+
+
+@pytest.mark.parametrize(
+    ("value", "size"),
+    [('"4m"', 4 * 1024**2), ('"4MiB"', 4 * 1024**2), ('"512 kb"', 512 * 1024), ("65536", 65536),
+     ('"1g"', 1024**3)],
+)
+def test_sizes(tmp_path, value, size):
+    config = tmp_path / "c.toml"
+    config.write_text(f"[proxy]\nmax_body_size = {value}\n")
+    assert load_settings(config, {}).proxy.max_body_size == size
+
+
+@pytest.mark.parametrize("value", ['"lots"', '"-1k"', "12", '"4 tb"'])
+def test_bad_sizes_name_the_key(tmp_path, value):
+    config = tmp_path / "c.toml"
+    config.write_text(f"[proxy]\nmax_body_size = {value}\n")
+    with pytest.raises(ConfigError, match=r"^proxy\.max_body_size: "):
+        load_settings(config, {})

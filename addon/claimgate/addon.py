@@ -33,6 +33,7 @@ from claimgate.monitor import Monitor, RequestContext
 from claimgate.policy import Decision, Kind, Verdict, Violation
 from claimgate.scope import ApiHosts
 from claimgate.settings import ListenAddress, Mode, Settings
+from claimgate.sink import DiscardSink
 from claimgate.status import claim_report, status_report
 from claimgate.store import Claim, ClaimStore
 from claimgate.telemetry import get_logger, redact
@@ -40,6 +41,7 @@ from claimgate.telemetry import get_logger, redact
 VIOLATION_HEADER = "X-Claimgate-Violation"
 METADATA_KEY = "claimgate"
 IN_FLIGHT_KEY = "claimgate_in_flight"
+DESTINATION_KEY = "claimgate_destination"
 DRAIN_POLL = 0.05
 STORE_PING_TIMEOUT = 1.0
 
@@ -102,6 +104,8 @@ class Claimgate:
         self.api_upstream_host = url.hostport("https", *self.api_upstream)
         """The Host the API must see: its own name, whatever the integration called us."""
         self.admin = AdminServer(settings.admin, self)
+        self.sink = DiscardSink(settings.proxy.max_body_size)
+        self.sink_address = ("127.0.0.1", 0)
         self.listeners: dict[str, str] = {}
         self.in_flight = 0
         """Requests between their headers and their answer: what a graceful stop waits for."""
@@ -120,10 +124,12 @@ class Claimgate:
                 host, port = server.listen_addrs[0][:2]
                 self.listeners[role.value] = f"{host}:{port}"
         self.listeners["admin"] = self.admin.start()
+        self.sink_address = self.sink.start()
         log.info("claimgate_ready", listeners=self.listeners, mode=self.mode.value)
 
     async def done(self) -> None:
         await self.admin.stop()
+        await self.sink.stop()
 
     async def drain_and_stop(self, grace: float) -> None:
         """Stop gracefully: not ready at once, no new connections, requests in flight finish.
@@ -165,26 +171,76 @@ class Claimgate:
             flow.response = _refusal(405, "CONNECT is only accepted on the forward listener")
 
     def requestheaders(self, flow: http.HTTPFlow) -> None:
+        """Count the request in flight; decide now about API bodies too large to hold."""
         self.in_flight += 1
         flow.metadata[IN_FLIGHT_KEY] = True
+        try:
+            role = self.role_of(flow.client_conn.proxy_mode)
+            if not self._is_api(flow, role):
+                return
+            if role is Role.API:
+                flow.request.host_header = self.api_upstream_host
+            if flow.request.stream:  # its declared size is above proxy.max_body_size
+                self._too_large(flow, time.perf_counter())
+            elif self.mode is Mode.ENFORCE and "content-length" not in flow.request.headers:
+                # Its size shows only while it is read; should it grow too large, mitmproxy
+                # streams it, and it must then go to the sink, not the API. The request hook
+                # points a body that was read whole back at the API.
+                flow.metadata[DESTINATION_KEY] = _destination(flow)
+                _point_at(flow, self.sink_address)
+        except Exception:
+            log.exception("internal_error", hook="requestheaders")
 
     async def request(self, flow: http.HTTPFlow) -> None:
-        match self.role_of(flow.client_conn.proxy_mode):
-            case Role.CAPTURE:
-                await self._capture(flow)
-            case Role.MIRROR:
-                await self._capture(flow)
+        role = self.role_of(flow.client_conn.proxy_mode)
+        if role in (Role.CAPTURE, Role.MIRROR):
+            await self._capture(flow)
+            if role is Role.MIRROR:
                 flow.response = http.Response.make(204)
-            case Role.API:
-                if _names_another_host(flow, self.api_upstream):
-                    flow.response = _refusal(
-                        MISDIRECTED, f"this listener only forwards to {self.api_upstream_host}"
-                    )
-                    return
-                flow.request.host_header = self.api_upstream_host
-                await self._inject(flow)
-            case Role.FORWARD if (flow.request.host, flow.request.port) in self.api_hosts:
-                await self._inject(flow)
+            return
+        if flow.request.stream and DESTINATION_KEY in flow.metadata:
+            self._too_large(flow, time.perf_counter())  # grew too large: it went to the sink
+            return
+        if DESTINATION_KEY in flow.metadata:  # read whole: back to the API
+            _point_at(flow, flow.metadata.pop(DESTINATION_KEY))
+        if not self._is_api(flow, role) or METADATA_KEY in flow.metadata:
+            return  # not the API, or decided at the headers (too large)
+        if flow.request.stream:  # grew past proxy.max_body_size while it was read
+            self._too_large(flow, time.perf_counter())
+            return
+        if role is Role.API and _names_another_host(flow, self.api_upstream):
+            flow.response = _refusal(
+                MISDIRECTED, f"this listener only forwards to {self.api_upstream_host}"
+            )
+            return
+        await self._inject(flow)
+
+    def _is_api(self, flow: http.HTTPFlow, role: Role | None) -> bool:
+        return role is Role.API or (
+            role is Role.FORWARD and (flow.request.host, flow.request.port) in self.api_hosts
+        )
+
+    def _too_large(self, flow: http.HTTPFlow, started: float) -> None:
+        """A body above ``proxy.max_body_size``: never held, so never rewritten.
+
+        It is streamed on untouched, or, in ``enforce``, to the sink that answers 413.
+        """
+        size = flow.request.headers.get("content-length", "unknown (chunked)")
+        reason = f"body larger than proxy.max_body_size ({size} bytes)"
+        verdict = policy.malformed(reason, self.mode)
+        if verdict.decision is Decision.BLOCKED:
+            _point_at(flow, self.sink_address)
+        for violation in verdict.violations:
+            self.monitor.violation(violation)
+        flow.metadata[METADATA_KEY] = RequestContext(
+            token_fp="",
+            customer=None,
+            actions=0,
+            verdict=verdict,
+            claim=None,
+            own_seconds=time.perf_counter() - started,
+            answered_locally=verdict.decision is Decision.BLOCKED,
+        )
 
     def response(self, flow: http.HTTPFlow) -> None:
         self._settle(flow)
@@ -412,6 +468,18 @@ def _answer(status: int, body: bytes, violation: str) -> http.Response:
         body,
         {"Content-Type": "application/json", VIOLATION_HEADER: violation},
     )
+
+
+def _destination(flow: http.HTTPFlow) -> tuple[str, int, str]:
+    return flow.request.host, flow.request.port, flow.request.scheme
+
+
+def _point_at(flow: http.HTTPFlow, destination: tuple[str, int] | tuple[str, int, str]) -> None:
+    """Send the request elsewhere, leaving its Host header as it is."""
+    host, port, *scheme = destination
+    flow.request.data.host = host
+    flow.request.data.port = port
+    flow.request.scheme = scheme[0] if scheme else "http"
 
 
 def _refusal(status: int, reason: str) -> http.Response:

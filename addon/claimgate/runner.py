@@ -33,6 +33,8 @@ def mitmproxy_options(settings: Settings) -> dict[str, object]:
         # requests a 502, not every connection on the listener.
         "connection_strategy": "lazy",
         "onboarding": False,
+        # Never hold a body larger than this: stream it (the addon reports API requests).
+        "stream_large_bodies": str(settings.proxy.max_body_size),
     }
     if settings.proxy.upstream_ca:
         opts["ssl_verify_upstream_trusted_ca"] = str(settings.proxy.upstream_ca)

@@ -137,6 +137,9 @@ class ProxySettings:
     upstream_ca: Path | None = None
     """CA bundle that verifies the API host; None trusts the system store."""
     ca_dir: Path = field(default_factory=_default_ca_dir)
+    max_body_size: int = 4 * 1024 * 1024
+    """Bytes of a request body held in memory at most; larger bodies are streamed untouched
+    (an API request that large is reported, and answered 413 in ``enforce``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -403,6 +406,7 @@ def _section_parsers(environ: Mapping[str, str]) -> dict[str, dict[str, Parser]]
             "api_hosts": _api_hosts,
             "upstream_ca": _existing_file,
             "ca_dir": _directory,
+            "max_body_size": _size,
         },
         "capture": {
             "upstream": partial(_origin, schemes=("http", "https")),
@@ -544,6 +548,24 @@ def _positive_int(value: object, key: str) -> int:
     if value < 1:
         raise ConfigError(key, f"must be at least 1, got {value}")
     return value
+
+
+_SIZE = re.compile(r"(\d+)\s*(|b|k|kb|kib|m|mb|mib|g|gb|gib)")
+_SIZE_UNITS = {"": 1, "b": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
+
+
+def _size(value: object, key: str) -> int:
+    """Bytes, from an integer or a text such as "512k", "4MiB" or "1g" (binary units)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        size = value
+    else:
+        found = _SIZE.fullmatch(_string(value, key).strip().lower())
+        if found is None:
+            raise ConfigError(key, f"expected a size such as 512k, 4m or 1g, got {value!r}")
+        size = int(found.group(1)) * _SIZE_UNITS[found.group(2)[:1]]
+    if size < 1024:
+        raise ConfigError(key, f"must be at least 1k, got {value!r}")
+    return size
 
 
 def _choice[E: StrEnum](value: object, key: str, enum: type[E]) -> E:
