@@ -1,6 +1,6 @@
 """One of several processes writing claims for the same customer through ``RedisStore`` at once.
 
-Run as ``python tests/store_writer.py URL PREFIX SEED COUNT``: it connects, prints ``ready``,
+Run as ``python tests/store_writer.py URL PREFIX SEED COUNT BASE``: it connects, prints ``ready``,
 waits for ``go`` on standard input (so the writers start together and really overlap), puts
 COUNT claims for customer ``shared`` with timestamps ``BASE + 0 .. BASE + COUNT - 1`` in an
 order shuffled by SEED, one after another, and prints one JSON line: every put's timestamp
@@ -18,7 +18,7 @@ from claimgate.store import Claim
 from claimgate.store.redis import RedisStore
 
 CUSTOMER = "shared"
-BASE = 1_700_000_000
+
 GO_TIMEOUT = 30.0
 
 
@@ -42,7 +42,7 @@ def claim_value(seed: int, timestamp: int) -> str:
     return f"claim-{seed}-{timestamp}"
 
 
-async def write(url: str, prefix: str, seed: int, count: int) -> int:
+async def write(url: str, prefix: str, seed: int, count: int, base: int) -> int:
     events = Events()
     store = RedisStore(url, password=None, prefix=prefix, ttl=600, max_entries=1000, events=events)
     await store.start()
@@ -51,7 +51,7 @@ async def write(url: str, prefix: str, seed: int, count: int) -> int:
         go = await asyncio.wait_for(asyncio.to_thread(sys.stdin.readline), GO_TIMEOUT)
         if go.strip() != "go":
             return 2
-        timestamps = list(range(BASE, BASE + count))
+        timestamps = list(range(base, base + count))
         random.Random(seed).shuffle(timestamps)
         results: list[tuple[int, bool]] = []
         started = time.monotonic()
@@ -70,8 +70,11 @@ async def write(url: str, prefix: str, seed: int, count: int) -> int:
 
 def main() -> int:
     url, prefix, seed, count = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+    # Both writers get the same recent base, so they also race on equal timestamps (a claim
+    # past its retention would not be stored at all).
+    base = int(sys.argv[5]) if len(sys.argv) > 5 else int(time.time())
     try:
-        return asyncio.run(write(url, prefix, seed, count))
+        return asyncio.run(write(url, prefix, seed, count, base))
     except TimeoutError:
         return 2
 

@@ -93,6 +93,7 @@ class Backend:
 class MemoryBackend(Backend):
     def __init__(self) -> None:
         self.clock = Clock()
+        self.clock.now = NOW  # claims are stamped relative to NOW
 
     async def open(self, ttl: float = 60, max_entries: int = 1000) -> ClaimStore:
         return MemoryStore(ttl, max_entries, timer=self.clock)
@@ -243,13 +244,16 @@ async def test_concurrent_puts_keep_the_newest(store: ClaimStore):
 
 
 async def test_a_claim_outlives_its_ttl_then_leaves_after_the_retention(backend: Backend):
-    """Kept past the TTL so the caller can say ``expired_claim``; gone after twice the TTL."""
-    store = await backend.open(ttl=1)
-    await store.put(claim())
+    """Kept past the TTL so the caller can say ``expired_claim``; gone after twice the TTL,
+    counted from the service call's own timestamp."""
+    store = await backend.open(ttl=2)
+    now = backend.clock.now if isinstance(backend, MemoryBackend) else time.time()
+    fresh = Claim("c1", "u", "claim-now", int(now))
+    await store.put(fresh)
     await store.learn_token("token", "c1")
-    await backend.wait(1.2)
-    assert await store.freshest("c1") == claim()
-    await backend.wait(1.0 * RETENTION_FACTOR - 1.2 + 0.2)
+    await backend.wait(2.2)
+    assert await store.freshest("c1") == fresh
+    await backend.wait(2.0 * RETENTION_FACTOR - 2.2 + 1.0)
     assert await store.freshest("c1") is None
     assert await store.claims() == []
     assert len(store) == 0
@@ -369,7 +373,15 @@ def writers(redis_server: RedisServer) -> Iterator[list[subprocess.Popen[str]]]:
     """Two writer processes on one server and prefix, waiting for ``go``; always ended."""
     processes = [
         subprocess.Popen(
-            [sys.executable, str(WRITER), redis_server.url, "race:", str(seed), str(WRITES)],
+            [
+                sys.executable,
+                str(WRITER),
+                redis_server.url,
+                "race:",
+                str(seed),
+                str(WRITES),
+                str(NOW),
+            ],
             cwd=ROOT,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
@@ -434,3 +446,9 @@ def test_two_processes_writing_at_once_keep_the_newest(
         stored = client.hgetall("race:claim:shared")
     assert stored["ts"] == str(newest)
     assert stored["claim"] in {f"claim-{seed}-{newest}" for seed in (1, 2)}
+
+
+async def test_a_claim_already_past_its_retention_is_not_kept(backend: Backend):
+    store = await backend.open(ttl=60)
+    assert not await store.put(claim(at=-60 * RETENTION_FACTOR - 5))
+    assert await store.freshest("c1") is None

@@ -1,35 +1,39 @@
 import asyncio
 import random
 import threading
+import time
 
 from claimgate.store import Claim
 from claimgate.store.memory import RETENTION_FACTOR, MemoryStore
 
+T0 = int(time.time())
+"""Claims are kept for their retention counted from their own timestamp: keep them recent."""
+
 
 class Clock:
     def __init__(self) -> None:
-        self.now = 1_000.0
+        self.now = float(T0)
 
     def __call__(self) -> float:
         return self.now
 
 
 def claim(customer: str = "c1", timestamp: int = 100, value: str | None = None, user: str = "u"):
-    return Claim(customer, user, value or f"claim-{customer}-{timestamp}", timestamp)
+    return Claim(customer, user, value or f"claim-{customer}-{timestamp}", T0 + timestamp)
 
 
 async def test_newer_claim_replaces_older():
     store = MemoryStore(ttl=60, max_entries=10)
     assert await store.put(claim(timestamp=100))
     assert await store.put(claim(timestamp=101, user="other"))
-    assert (await store.freshest("c1")).timestamp == 101
+    assert (await store.freshest("c1")).timestamp == T0 + 101
 
 
 async def test_late_older_claim_never_wins_but_is_known_as_the_customers():
     store = MemoryStore(ttl=60, max_entries=10)
     await store.put(claim(timestamp=200))
     assert not await store.put(claim(timestamp=150, value="late"))
-    assert (await store.freshest("c1")).timestamp == 200
+    assert (await store.freshest("c1")).timestamp == T0 + 200
     assert await store.owner_of_claim("late") == "c1"
 
 
@@ -55,7 +59,7 @@ async def test_customers_are_independent_and_replaced_claims_keep_their_owner():
 async def test_entries_outlive_the_ttl_to_report_expiry_then_leave():
     clock = Clock()
     store = MemoryStore(ttl=60, max_entries=10, timer=clock)
-    await store.put(claim())
+    await store.put(claim(timestamp=0))
     clock.now += 61
     assert await store.freshest("c1") is not None
     clock.now += 60 * RETENTION_FACTOR
@@ -92,7 +96,7 @@ async def test_concurrent_tasks_keep_the_newest():
     timestamps = list(range(500))
     random.Random(7).shuffle(timestamps)
     await asyncio.gather(*(store.put(claim(timestamp=t)) for t in timestamps))
-    assert (await store.freshest("c1")).timestamp == 499
+    assert (await store.freshest("c1")).timestamp == T0 + 499
 
 
 def test_concurrent_threads_keep_the_newest():
@@ -109,7 +113,7 @@ def test_concurrent_threads_keep_the_newest():
         thread.start()
     for thread in threads:
         thread.join()
-    assert asyncio.run(store.freshest("c1")).timestamp == 1999
+    assert asyncio.run(store.freshest("c1")).timestamp == T0 + 1999
 
 
 def test_claim_repr_shows_a_fingerprint_not_the_claim():
@@ -121,8 +125,17 @@ async def test_claims_lists_each_customers_freshest_and_ping_answers():
     await store.put(claim("a", 1))
     await store.put(claim("a", 2))
     await store.put(claim("b", 5))
-    assert sorted((c.customer_web_id, c.timestamp) for c in await store.claims()) == [
+    assert sorted((c.customer_web_id, c.timestamp - T0) for c in await store.claims()) == [
         ("a", 2),
         ("b", 5),
     ]
     await store.ping()
+
+
+async def test_retention_counts_from_the_calls_own_timestamp():
+    clock = Clock()
+    store = MemoryStore(ttl=60, max_entries=10, timer=clock)
+    assert not await store.put(claim(timestamp=-60 * RETENTION_FACTOR - 1))
+    assert await store.put(claim(timestamp=-60 * RETENTION_FACTOR + 5))
+    clock.now += 6
+    assert await store.freshest("c1") is None

@@ -35,9 +35,13 @@ class Claim:
         )
 
 
+SECRET_KEY_LENGTH = 32
+"""Hex digits of SHA-256 kept: 128 bits, collision-free in practice, half the memory."""
+
+
 def secret_key(secret: str) -> str:
-    """The full SHA-256 of a token or claim: how stores index them without holding them."""
-    return hashlib.sha256(secret.encode()).hexdigest()
+    """How stores index a token or claim without holding it: its SHA-256, shortened."""
+    return hashlib.sha256(secret.encode()).hexdigest()[:SECRET_KEY_LENGTH]
 
 
 class StoreEvents(Protocol):

@@ -15,8 +15,8 @@ hot path never waits on the network. Redis is the shared truth:
   Redis, and a Redis that came back empty (no persistence) is filled again.
 
 Keys (``prefix`` lets one server hold several environments): ``claim:<customer>`` a hash
-(ts, user, claim, source) expiring after the retention (the claim TTL twice, as in the
-memory store), ``token:<sha256(token)>`` the customer (no expiry: activation happens once),
+(ts, user, claim, source) expiring at the call's timestamp plus the retention (the claim
+TTL twice, as in the memory store), ``token:<sha256(token)>`` the customer (no expiry: activation happens once),
 ``owner:<sha256(claim)>`` the customer a claim was issued to. Claims are secrets: the Redis
 server must be private to the provider.
 """
@@ -24,6 +24,7 @@ server must be private to the provider.
 import asyncio
 import contextlib
 import json
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -39,18 +40,19 @@ RECONNECT_DELAY = 1.0
 LISTEN_TIMEOUT = 1.0
 """Seconds the supervisor waits for a message before checking the store's health again."""
 SCAN_BATCH = 500
-MAX_CONNECTIONS = 50
+MAX_CONNECTIONS = 100
 
-# KEYS: claim key, owner key. ARGV: ts, user, claim, source, retention ms, customer, channel,
-# message. Newest wins by the call's own timestamp; an equal one replaces (later arrival).
+# KEYS: claim key, owner key. ARGV: ts, user, claim, source, expiry (Unix ms: the call's
+# timestamp plus the retention), customer, channel, message. Newest wins by the call's own
+# timestamp; an equal one replaces (the later arrival).
 _PUT = """
-redis.call('SET', KEYS[2], ARGV[6], 'PX', ARGV[5])
+redis.call('SET', KEYS[2], ARGV[6], 'PXAT', ARGV[5])
 local current = redis.call('HGET', KEYS[1], 'ts')
 if current and tonumber(current) > tonumber(ARGV[1]) then
   return 0
 end
 redis.call('HSET', KEYS[1], 'ts', ARGV[1], 'user', ARGV[2], 'claim', ARGV[3], 'source', ARGV[4])
-redis.call('PEXPIRE', KEYS[1], ARGV[5])
+redis.call('PEXPIREAT', KEYS[1], ARGV[5])
 redis.call('PUBLISH', ARGV[7], ARGV[8])
 return 1
 """
@@ -74,7 +76,7 @@ class RedisStore:
         ttl: float,
         max_entries: int,
         events: StoreEvents,
-        timeout: float = 0.25,
+        timeout: float = 0.5,
     ) -> None:
         self._local = MemoryStore(ttl, max_entries)
         # Blocking: a burst of lookups waits for a free connection (within the operation
@@ -94,7 +96,7 @@ class RedisStore:
         self._put_script = self._client.register_script(_PUT)
         self._prefix = prefix
         self._channel = f"{prefix}events"
-        self._retention_ms = int(ttl * RETENTION_FACTOR * 1000)
+        self._retention = ttl * RETENTION_FACTOR
         self._timeout = timeout
         self._events = events
         self._available = False
@@ -123,19 +125,10 @@ class RedisStore:
     # --- the protocol ---------------------------------------------------------------
 
     async def put(self, claim: Claim) -> bool:
+        if claim.timestamp + self._retention <= time.time():
+            return False  # past its retention already: nothing to keep, here or there
         kept_locally = await self._local.put(claim)
-        message = json.dumps({"op": "put", "origin": self._origin, **_claim_fields(claim)})
-        keys = [self._claim_key(claim.customer_web_id), self._owner_key(claim.claim)]
-        args = [
-            claim.timestamp,
-            claim.user_id,
-            claim.claim,
-            claim.source,
-            self._retention_ms,
-            claim.customer_web_id,
-            self._channel,
-            message,
-        ]
+        keys, args = self._put_arguments(claim)
         stored = await self._shared("put", lambda: self._put_script(keys=keys, args=args))
         if stored is _UNANSWERED:
             return kept_locally  # written back when Redis returns
@@ -336,12 +329,13 @@ class RedisStore:
     def _put_arguments(self, claim: Claim) -> tuple[list[str], list[Any]]:
         message = json.dumps({"op": "put", "origin": self._origin, **_claim_fields(claim)})
         keys = [self._claim_key(claim.customer_web_id), self._owner_key(claim.claim)]
+        expire_at_ms = int((claim.timestamp + self._retention) * 1000)
         args = [
             claim.timestamp,
             claim.user_id,
             claim.claim,
             claim.source,
-            self._retention_ms,
+            expire_at_ms,
             claim.customer_web_id,
             self._channel,
             message,
