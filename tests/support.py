@@ -96,6 +96,8 @@ class Sidecar:
     lines: list[str] = field(default_factory=list)
     _events: "queue.Queue[dict[str, Any]]" = field(default_factory=queue.Queue)
     _seen: list[dict[str, Any]] = field(default_factory=list)
+    _reader: threading.Thread | None = None
+    """Reads the output; once it is done with an exited process, no event can still come."""
 
     @property
     def proxy_url(self) -> str:
@@ -126,7 +128,8 @@ class Sidecar:
             for logged in self.events(event):
                 if where(logged):
                     return logged
-            if time.monotonic() > deadline:
+            finished = self._reader is not None and not self._reader.is_alive()
+            if time.monotonic() > deadline or (finished and self._events.empty()):
                 raise AssertionError(
                     f"no {event!r} event; saw {[e.get('event') for e in self._seen]}"
                 )
@@ -174,9 +177,10 @@ def start_sidecar(workdir: Path, config: Mapping[str, Any], env: Mapping[str, st
             except ValueError:
                 events.put({"event": "unparsed", "line": line})
 
-    threading.Thread(target=pump, daemon=True).start()
+    reader = threading.Thread(target=pump, daemon=True)
+    reader.start()
     ca_dir = Path(config["proxy"]["ca_dir"])
-    sidecar = Sidecar(process, {}, ca_dir / "mitmproxy-ca-cert.pem", lines, events)
+    sidecar = Sidecar(process, {}, ca_dir / "mitmproxy-ca-cert.pem", lines, events, _reader=reader)
     try:
         ready = sidecar.wait_for("claimgate_ready", timeout=STARTUP_TIMEOUT)
     except AssertionError:

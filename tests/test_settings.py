@@ -742,8 +742,13 @@ def test_the_example_documents_every_key() -> None:
 
 @pytest.mark.parametrize(
     ("value", "size"),
-    [('"4m"', 4 * 1024**2), ('"4MiB"', 4 * 1024**2), ('"512 kb"', 512 * 1024), ("65536", 65536),
-     ('"1g"', 1024**3)],
+    [
+        ('"4m"', 4 * 1024**2),
+        ('"4MiB"', 4 * 1024**2),
+        ('"512 kb"', 512 * 1024),
+        ("65536", 65536),
+        ('"1g"', 1024**3),
+    ],
 )
 def test_sizes(tmp_path, value, size):
     config = tmp_path / "c.toml"
@@ -757,3 +762,12 @@ def test_bad_sizes_name_the_key(tmp_path, value):
     config.write_text(f"[proxy]\nmax_body_size = {value}\n")
     with pytest.raises(ConfigError, match=r"^proxy\.max_body_size: "):
         load_settings(config, {})
+
+
+def test_two_proxy_listeners_on_one_host_with_port_zero_are_refused(tmp_path):
+    config = tmp_path / "c.toml"
+    config.write_text('[proxy]\nlisten = "127.0.0.1:0"\n[api]\nlisten = "127.0.0.1:0"\n')
+    with pytest.raises(ConfigError, match=r"^api\.listen: port 0 on 127\.0\.0\.1"):
+        load_settings(config, {})
+    config.write_text('[proxy]\nlisten = "127.0.0.1:0"\n[admin]\nlisten = "127.0.0.1:0"\n')
+    assert load_settings(config, {}).admin.listen.port == 0

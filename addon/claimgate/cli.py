@@ -88,10 +88,15 @@ def _settings(path: Path | None) -> Settings:
 
 def _run(args: argparse.Namespace) -> int:
     settings = _settings(args.config)
+    from mitmproxy.exceptions import OptionsError
+
     from claimgate import runner, telemetry
 
     telemetry.configure_logging(settings.log.format, settings.log.level)
-    asyncio.run(runner.serve(settings))
+    try:
+        asyncio.run(runner.serve(settings))
+    except OptionsError as error:  # mitmproxy refused what the settings asked of it
+        raise UsageError(f"mitmproxy: {error}") from None
     return 0
 
 

@@ -513,12 +513,26 @@ def _check_listeners(settings: Settings) -> None:
         for other_key, other in listeners[:index]:
             if _clash(address, other):
                 raise ConfigError(key, f"{address} clashes with {other_key} ({other})")
+            if _same_any_port(key, address, other_key, other):
+                raise ConfigError(
+                    key,
+                    f"port 0 on {address.host} is taken by {other_key} too: mitmproxy cannot "
+                    "run two listeners on one host with port 0; use another host (e.g. "
+                    "127.0.0.2) or a fixed port",
+                )
 
 
 def _clash(one: ListenAddress, other: ListenAddress) -> bool:
     if one.port == 0 or one.port != other.port:
         return False
     return one.host == other.host or bool({one.host, other.host} & _WILDCARD_HOSTS)
+
+
+def _same_any_port(key: str, one: ListenAddress, other_key: str, other: ListenAddress) -> bool:
+    """mitmproxy refuses two of its listeners on (host, 0); the admin listener is not one."""
+    if "admin.listen" in (key, other_key):
+        return False
+    return one.port == 0 and other.port == 0 and one.host == other.host
 
 
 # Values

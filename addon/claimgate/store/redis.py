@@ -16,9 +16,9 @@ hot path never waits on the network. Redis is the shared truth:
 
 Keys (``prefix`` lets one server hold several environments): ``claim:<customer>`` a hash
 (ts, user, claim, source) expiring at the call's timestamp plus the retention (the claim
-TTL twice, as in the memory store), ``token:<sha256(token)>`` the customer (no expiry: activation happens once),
-``owner:<sha256(claim)>`` the customer a claim was issued to. Claims are secrets: the Redis
-server must be private to the provider.
+TTL twice, as in the memory store), ``token:<secret_key(token)>`` the customer (no expiry:
+activation happens once), ``owner:<secret_key(claim)>`` the customer a claim was issued
+to. Claims are secrets: the Redis server must be private to the provider.
 """
 
 import asyncio
