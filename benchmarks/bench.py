@@ -34,18 +34,34 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from claimgate import onoffice
-from claimgate.testing import make_certificates, make_claim, make_secret, make_token
-from claimgate.testing import service_call_url
+from claimgate.testing import (
+    make_certificates,
+    make_claim,
+    make_secret,
+    make_token,
+    service_call_url,
+)
 
 READ = onoffice.ACTION_PREFIX + "read"
 CUSTOMER = "4711"
-ANSWER = json.dumps({
-    "status": {"code": 200, "errorcode": 0, "message": "OK"},
-    "response": {"results": [{"actionid": READ, "resourceid": "", "resourcetype": "estate",
-                              "cacheable": True, "identifier": "",
-                              "data": {"meta": {"cntabsolute": 1}, "records": []},
-                              "status": {"errorcode": 0, "message": "OK"}}]},
-})
+ANSWER = json.dumps(
+    {
+        "status": {"code": 200, "errorcode": 0, "message": "OK"},
+        "response": {
+            "results": [
+                {
+                    "actionid": READ,
+                    "resourceid": "",
+                    "resourcetype": "estate",
+                    "cacheable": True,
+                    "identifier": "",
+                    "data": {"meta": {"cntabsolute": 1}, "records": []},
+                    "status": {"errorcode": 0, "message": "OK"},
+                }
+            ]
+        },
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -62,23 +78,36 @@ def free_port() -> int:
 
 
 def ensure_tools() -> None:
-    missing = [name for name, tool in (("nginx", "nginx"), ("hey", "hey"))
-               if shutil.which(tool) is None and not Path(f"/usr/sbin/{tool}").exists()]
+    missing = [
+        name
+        for name, tool in (("nginx", "nginx"), ("hey", "hey"))
+        if shutil.which(tool) is None and not Path(f"/usr/sbin/{tool}").exists()
+    ]
     if missing:
         print(f"installing {', '.join(missing)} with apt-get ...", flush=True)
         env = os.environ | {"DEBIAN_FRONTEND": "noninteractive"}
         subprocess.run(["apt-get", "update", "-qq"], check=True, env=env)
-        subprocess.run(["apt-get", "install", "-y", "-qq", "--no-install-recommends", *missing],
-                       check=True, env=env, stdout=subprocess.DEVNULL)
+        subprocess.run(
+            ["apt-get", "install", "-y", "-qq", "--no-install-recommends", *missing],
+            check=True,
+            env=env,
+            stdout=subprocess.DEVNULL,
+        )
 
 
 def body_of_size(size: int, token: str, secret: str) -> bytes:
     """A signed onOffice request of about ``size`` bytes, without a claim."""
     timestamp = int(time.time())
-    action = {"actionid": READ, "identifier": "", "resourceid": "", "resourcetype": "estate",
-              "timestamp": timestamp, "hmac_version": 2,
-              "hmac": onoffice.hmac_v2(secret, timestamp, token, "estate", READ),
-              "parameters": {"data": ["Id", "kaufpreis", "ort"], "listlimit": 10}}
+    action = {
+        "actionid": READ,
+        "identifier": "",
+        "resourceid": "",
+        "resourcetype": "estate",
+        "timestamp": timestamp,
+        "hmac_version": 2,
+        "hmac": onoffice.hmac_v2(secret, timestamp, token, "estate", READ),
+        "parameters": {"data": ["Id", "kaufpreis", "ort"], "listlimit": 10},
+    }
     body = {"token": token, "request": {"actions": [action]}}
     base = len(json.dumps(body))
     fields = [f"feld{i:05d}" for i in range(max(0, (size - base) // 12))]
@@ -89,8 +118,9 @@ def body_of_size(size: int, token: str, secret: str) -> bytes:
 @contextmanager
 def process(args: list[str], log: Path, env: dict[str, str] | None = None) -> Iterator[None]:
     with log.open("wb") as out:
-        child = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT,
-                                 stdin=subprocess.DEVNULL, env=env)
+        child = subprocess.Popen(
+            args, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env
+        )
         try:
             yield
         finally:
@@ -145,12 +175,24 @@ http {{
 
 
 def hey(url: str, body: Path, duration: float, concurrency: int, proxy: str | None) -> Result:
-    args = ["hey", "-z", f"{duration}s", "-c", str(concurrency), "-m", "POST",
-            "-T", "application/x-www-form-urlencoded", "-D", str(body)]
+    args = [
+        "hey",
+        "-z",
+        f"{duration}s",
+        "-c",
+        str(concurrency),
+        "-m",
+        "POST",
+        "-T",
+        "application/x-www-form-urlencoded",
+        "-D",
+        str(body),
+    ]
     if proxy:
         args += ["-x", proxy]
-    output = subprocess.run([*args, url], capture_output=True, text=True, check=True,
-                            timeout=duration + 60).stdout
+    output = subprocess.run(
+        [*args, url], capture_output=True, text=True, check=True, timeout=duration + 60
+    ).stdout
     errors = re.search(r"Error distribution:(.*)", output, re.S)
     if errors:
         raise RuntimeError("hey saw errors:\n" + errors.group(1)[:2000])
@@ -165,27 +207,41 @@ def hey(url: str, body: Path, duration: float, concurrency: int, proxy: str | No
 
 
 def median(results: list[Result]) -> Result:
-    return Result(statistics.median(r.rps for r in results),
-                  statistics.median(r.p50_ms for r in results),
-                  statistics.median(r.p99_ms for r in results))
+    return Result(
+        statistics.median(r.rps for r in results),
+        statistics.median(r.p50_ms for r in results),
+        statistics.median(r.p99_ms for r in results),
+    )
 
 
 def mitmdump_args(port: int, confdir: Path, upstream_ca: Path) -> list[str]:
     executable = str(Path(sys.executable).with_name("mitmdump"))
-    return [executable, "--mode", f"regular@127.0.0.1:{port}", "--set", f"confdir={confdir}",
-            "--set", f"ssl_verify_upstream_trusted_ca={upstream_ca}", "--set", "onboarding=false",
-            "--set", "connection_strategy=lazy", "-q"]
+    return [
+        executable,
+        "--mode",
+        f"regular@127.0.0.1:{port}",
+        "--set",
+        f"confdir={confdir}",
+        "--set",
+        f"ssl_verify_upstream_trusted_ca={upstream_ca}",
+        "--set",
+        "onboarding=false",
+        "--set",
+        "connection_strategy=lazy",
+        "-q",
+    ]
 
 
-def claimgate_config(work: Path, port: int, admin: int, capture: int, upstream: int,
-                     upstream_ca: Path) -> Path:
+def claimgate_config(
+    work: Path, port: int, admin: int, capture: int, upstream: int, upstream_ca: Path
+) -> Path:
     config = work / "claimgate.toml"
     config.write_text(f"""
 [proxy]
 listen = "127.0.0.1:{port}"
 api_hosts = ["localhost:{upstream}"]
 upstream_ca = "{upstream_ca}"
-ca_dir = "{work / 'claimgate-ca'}"
+ca_dir = "{work / "claimgate-ca"}"
 [capture]
 listen = "127.0.0.1:{capture}"
 upstream = "http://127.0.0.1:9"
@@ -202,11 +258,19 @@ token = "env:BENCH_API_TOKEN"
 
 def give_claim(admin: int, admin_token: str, provider_secret: str) -> None:
     """Store the customer's claim through the admin API, so every request gets injected."""
-    url = service_call_url("https://provider.example/service", provider_secret,
-                           customer_web_id=CUSTOMER, user_id="17", claim=make_claim())
+    url = service_call_url(
+        "https://provider.example/service",
+        provider_secret,
+        customer_web_id=CUSTOMER,
+        user_id="17",
+        claim=make_claim(),
+    )
     request = urllib.request.Request(
-        f"http://127.0.0.1:{admin}/claims", data=json.dumps({"url": url}).encode(),
-        headers={"Authorization": f"Bearer {admin_token}"}, method="POST")
+        f"http://127.0.0.1:{admin}/claims",
+        data=json.dumps({"url": url}).encode(),
+        headers={"Authorization": f"Bearer {admin_token}"},
+        method="POST",
+    )
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
     with opener.open(request, timeout=10) as answer:
         assert answer.status == 201, answer.status
@@ -224,11 +288,18 @@ def run(args: argparse.Namespace) -> None:
             mitm_port, cg_port = free_port(), free_port()
             admin, capture = free_port(), free_port()
             config = claimgate_config(work, cg_port, admin, capture, upstream, ca)
-            env = os.environ | {"BENCH_PROVIDER_SECRET": provider_secret,
-                                "BENCH_ADMIN_TOKEN": admin_token, "BENCH_API_TOKEN": token,
-                                "CLAIMGATE_LOG_FORMAT": "json"}
-            claimgate = [str(Path(sys.executable).with_name("claimgate")), "run", "--config",
-                         str(config)]
+            env = os.environ | {
+                "BENCH_PROVIDER_SECRET": provider_secret,
+                "BENCH_ADMIN_TOKEN": admin_token,
+                "BENCH_API_TOKEN": token,
+                "CLAIMGATE_LOG_FORMAT": "json",
+            }
+            claimgate = [
+                str(Path(sys.executable).with_name("claimgate")),
+                "run",
+                "--config",
+                str(config),
+            ]
             rows = []
             with (
                 process(mitmdump_args(mitm_port, work / "mitm-ca", ca), work / "mitmdump.log"),
@@ -240,25 +311,34 @@ def run(args: argparse.Namespace) -> None:
                 for size in args.sizes:
                     body_file = work / f"body-{size}.json"
                     body_file.write_bytes(body_of_size(size, token, secret))
-                    targets = {"direct": None, "mitmdump": f"http://127.0.0.1:{mitm_port}",
-                               "claimgate": f"http://127.0.0.1:{cg_port}"}
+                    targets = {
+                        "direct": None,
+                        "mitmdump": f"http://127.0.0.1:{mitm_port}",
+                        "claimgate": f"http://127.0.0.1:{cg_port}",
+                    }
                     measured: dict[str, list[Result]] = {name: [] for name in targets}
-                    for name, proxy in targets.items():  # warm-up: TLS, certificate cache
+                    for proxy in targets.values():  # warm-up: TLS, certificate cache
                         hey(url, body_file, 2, args.concurrency, proxy)
                     for _ in range(args.runs):  # interleaved, so drift hits all alike
                         for name, proxy in targets.items():
                             measured[name].append(
-                                hey(url, body_file, args.duration, args.concurrency, proxy))
+                                hey(url, body_file, args.duration, args.concurrency, proxy)
+                            )
                     rows.append((size, {name: median(r) for name, r in measured.items()}))
-            decisions = [json.loads(line) for line in (work / "claimgate.log").read_text()
-                         .splitlines() if '"api_request"' in line]
+            decisions = [
+                json.loads(line)
+                for line in (work / "claimgate.log").read_text().splitlines()
+                if '"api_request"' in line
+            ]
             injected = sum(1 for d in decisions if d.get("decision") == "injected")
         report(rows, args, injected, len(decisions))
 
 
 def report(rows, args: argparse.Namespace, injected: int, decisions: int) -> None:
-    print(f"\nhey -c {args.concurrency}, {args.runs} x {args.duration:g} s per cell (median), "
-          f"keep-alive, intercepted HTTPS through the forward listener; upstream nginx\n")
+    print(
+        f"\nhey -c {args.concurrency}, {args.runs} x {args.duration:g} s per cell (median), "
+        f"keep-alive, intercepted HTTPS through the forward listener; upstream nginx\n"
+    )
     print(f"{'body':>8} {'target':<10} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8}  ratio")
     for size, results in rows:
         for name in ("direct", "mitmdump", "claimgate"):
@@ -275,8 +355,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--duration", type=float, default=10.0)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--concurrency", type=int, default=16)
-    parser.add_argument("--sizes", type=lambda v: [int(s) for s in v.split(",")],
-                        default=[1024, 65536])
+    parser.add_argument(
+        "--sizes", type=lambda v: [int(s) for s in v.split(",")], default=[1024, 65536]
+    )
     run(parser.parse_args(argv))
 
 

@@ -139,3 +139,35 @@ async def test_retention_counts_from_the_calls_own_timestamp():
     assert await store.put(claim(timestamp=-60 * RETENTION_FACTOR + 5))
     clock.now += 6
     assert await store.freshest("c1") is None
+
+
+def test_100_000_customers_fit_in_100_mb():
+    """DESIGN 5, measured: the store's structures (tracemalloc) plus the claim and customer
+    strings it holds (256-character claims, as onOffice's)."""
+    import base64
+    import os
+    import sys
+    import tracemalloc
+
+    customers = [str(100_000 + index) for index in range(100_000)]
+    claims = [base64.b64encode(os.urandom(191)).decode() for _ in customers]
+    tokens = [os.urandom(16).hex() for _ in customers]
+    held = sum(sys.getsizeof(c) + sys.getsizeof(x) for c, x in zip(customers, claims, strict=True))
+
+    async def fill() -> MemoryStore:
+        store = MemoryStore(ttl=3600, max_entries=100_000)
+        for customer, value, token in zip(customers, claims, tokens, strict=True):
+            await store.put(Claim(customer, "17", value, T0))
+            await store.learn_token(token, customer)
+        return store
+
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        store = asyncio.run(fill())
+        structures = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert len(store) == 100_000
+    used = structures + held
+    assert used < 100 * 1024 * 1024, f"{used / 1024**2:.1f} MiB"

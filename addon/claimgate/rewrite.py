@@ -263,10 +263,8 @@ _EMPTY_ARRAY = re.compile(r"[ \t\n\r]*]")
 
 
 def _skip(text: str, at: int) -> int:
-    """The first non-whitespace index from ``at``; most bodies are compact, so check first."""
-    if text[at : at + 1] in _SPACE:
-        return _WHITESPACE.match(text, at).end()  # type: ignore[union-attr]  # always matches
-    return at
+    """The first non-whitespace index from ``at``."""
+    return _WHITESPACE.match(text, at).end()  # type: ignore[union-attr]  # always matches
 
 
 def _any_value(text: str, at: int) -> tuple[Any, int]:
@@ -285,17 +283,21 @@ def _object(text: str, at: int, nested: Mapping[str, _ValueParser]) -> tuple[_Ob
     if text[at : at + 1] != "{":
         raise ValueError(f"expected an object at offset {at}")
     i = _skip(text, at + 1)
-    members = []
+    members: list[_Member] = []
     if text[i : i + 1] == "}":
         return _Object(at, ()), i + 1
     while True:
         if text[i : i + 1] != '"':
             raise ValueError(f"expected a member name at offset {i}")
         key, i = scanstring(text, i + 1)
-        i = _skip(text, i)
+        # Clients mostly send compact JSON: test for the next character before skipping.
         if text[i : i + 1] != ":":
-            raise ValueError(f"expected ':' at offset {i}")
-        value_start = _skip(text, i + 1)
+            i = _skip(text, i)
+            if text[i : i + 1] != ":":
+                raise ValueError(f"expected ':' at offset {i}")
+        value_start = i + 1
+        if text[value_start : value_start + 1] in _SPACE:
+            value_start = _skip(text, value_start)
         parser = nested.get(key)
         if parser is None:
             try:
@@ -305,13 +307,20 @@ def _object(text: str, at: int, nested: Mapping[str, _ValueParser]) -> tuple[_Ob
         else:
             value, value_end = parser(text, value_start)
         members.append(_Member(key, value_start, value_end, value))
-        i = _skip(text, value_end)
-        separator = text[i : i + 1]
+        separator = text[value_end : value_end + 1]
+        if separator in _SPACE:
+            i = _skip(text, value_end)
+            separator = text[i : i + 1]
+        else:
+            i = value_end
+        if separator == ",":
+            i += 1
+            if text[i : i + 1] in _SPACE:
+                i = _skip(text, i)
+            continue
         if separator == "}":
             return _Object(at, tuple(members)), i + 1
-        if separator != ",":
-            raise ValueError(f"expected ',' or '}}' at offset {i}")
-        i = _skip(text, i + 1)
+        raise ValueError(f"expected ',' or '}}' at offset {i}")
 
 
 def _array(text: str, at: int, item: _ValueParser) -> tuple[list[Any], int]:

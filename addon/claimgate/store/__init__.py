@@ -40,7 +40,10 @@ SECRET_KEY_LENGTH = 32
 
 
 def secret_key(secret: str) -> str:
-    """How stores index a token or claim without holding it: its SHA-256, shortened."""
+    """How stores index a token or claim without holding it: its SHA-256, shortened.
+
+    The same 128 bits as the memory store's binary digest, so keys carry over.
+    """
     return hashlib.sha256(secret.encode()).hexdigest()[:SECRET_KEY_LENGTH]
 
 

@@ -321,8 +321,8 @@ class RedisStore:
                     await self._put_script(keys=keys, args=args, client=pipe)
                 await pipe.execute()
         async with self._client.pipeline(transaction=False) as pipe:
-            for key, customer in tokens:
-                pipe.set(self._prefix + "token:" + key, customer)
+            for digest, customer in tokens:  # digest.hex() is secret_key(token)
+                pipe.set(self._prefix + "token:" + digest.hex(), customer)
             await pipe.execute()
         return len(claims) + len(tokens)
 

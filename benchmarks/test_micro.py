@@ -1,0 +1,100 @@
+"""Microbenchmarks of the per-request work claimgate adds (pytest-benchmark).
+
+``./dev microbench``. Not part of ``./dev test``: numbers, not verdicts. Recorded in
+docs/performance.md.
+"""
+
+import asyncio
+import json
+import time
+
+import pytest
+
+from claimgate import onoffice, policy, rewrite, signature
+from claimgate.capture import LinkRequest, examine
+from claimgate.settings import Mode
+from claimgate.store import Claim
+from claimgate.store.memory import MemoryStore
+from claimgate.testing import make_claim, service_call_url
+
+READ = onoffice.ACTION_PREFIX + "read"
+CLAIM = make_claim("bench")
+
+
+def request_of_size(size: int) -> bytes:
+    timestamp = int(time.time())
+    action = {
+        "actionid": READ,
+        "identifier": "",
+        "resourceid": "",
+        "resourcetype": "estate",
+        "timestamp": timestamp,
+        "hmac_version": 2,
+        "hmac": "x" * 44,
+        "parameters": {"data": ["Id", "kaufpreis", "ort"], "listlimit": 10},
+    }
+    body = {"token": "t" * 32, "request": {"actions": [action]}}
+    action["parameters"]["data"] += [f"feld{i:05d}" for i in range(max(0, size // 12 - 20))]
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
+@pytest.mark.parametrize("size", [1024, 65536])
+def test_parse_and_rewrite(benchmark, size):
+    body = request_of_size(size)
+
+    def run() -> bytes:
+        parsed = rewrite.parse(body)
+        return rewrite.rewrite(parsed, CLAIM, range(len(parsed.actions)))
+
+    assert b"extendedclaim" in benchmark(run)
+
+
+@pytest.mark.parametrize("size", [1024, 65536])
+def test_json_loads_for_comparison(benchmark, size):
+    body = request_of_size(size)
+    benchmark(json.loads, body)
+
+
+def test_decide(benchmark):
+    request = rewrite.parse(request_of_size(1024))
+    facts = policy.Facts(
+        Mode.INJECT,
+        "21312",
+        False,
+        Claim("21312", "17", CLAIM, int(time.time())),
+        time.time(),
+        3600,
+    )
+    assert benchmark(policy.decide, request, facts).decision is policy.Decision.INJECTED
+
+
+def test_link_verification(benchmark):
+    url = service_call_url(
+        "https://provider.example/service",
+        "secret",
+        customer_web_id="21312",
+        user_id="17",
+        claim=CLAIM,
+    )
+    base, path, query = signature.split_url(url)
+    link = LinkRequest("GET", base, path, query)
+    result = benchmark(examine, link, "secret", 600, time.time())
+    assert result is not None and not hasattr(result, "violation")
+
+
+def test_store_lookup(benchmark):
+    store = MemoryStore(3600, 100_000)
+    loop = asyncio.new_event_loop()
+    for index in range(100_000):
+        loop.run_until_complete(store.put(Claim(str(index), "17", f"c{index}", int(time.time()))))
+
+    def lookup() -> Claim | None:
+        coroutine = store.freshest("54321")
+        try:
+            coroutine.send(None)
+        except StopIteration as done:  # completes at once: no event loop round trip measured
+            return done.value
+        raise AssertionError("the memory store never waits")
+
+    assert benchmark(lookup) is not None
+    loop.close()
