@@ -7,10 +7,10 @@ digest: a third of the memory of a cache per entry (100,000 customers with their
 tokens and claim owners take about 75 MB; ``tests/test_store_memory.py`` measures it).
 
 A claim is kept for its retention, counted from the service call's own timestamp, and read
-as absent after it; the
-retention is longer than the claim TTL on purpose: an expired claim is still found, so the
-caller can report ``expired_claim`` rather than ``missing_claim``. (A per-entry timer, as in
-``TTLCache``, would cost twice the memory and measure from the wrong moment.)
+as absent after it; the retention is longer than the claim TTL on purpose: an expired claim
+is still found, so the caller can report ``expired_claim`` rather than ``missing_claim``.
+(A per-entry timer, as in ``TTLCache``, would cost twice the memory and measure from the
+wrong moment.)
 
 All mutations happen under one lock and never await, so concurrent hooks (tasks on the event
 loop, or threads) cannot interleave a compare with its write: newest-wins holds.
