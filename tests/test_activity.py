@@ -1,4 +1,4 @@
-from claimgate.activity import MAX_CUSTOMERS, RECENT, WINDOW, Activity
+from claimgate.activity import BUCKET, MAX_CUSTOMERS, RECENT, WINDOW, Activity
 
 
 class Clock:
@@ -14,11 +14,11 @@ def test_counts_cover_the_last_hour_only():
     activity = Activity(clock)
     activity.violation("missing_claim", "1")
     activity.decision("passed")
-    clock.now += WINDOW - 1
+    clock.now += WINDOW - BUCKET
     activity.violation("missing_claim", "2")
     activity.decision("injected")
     assert activity.violations_last_hour()["missing_claim"] == 2
-    clock.now += 2
+    clock.now += 2 * BUCKET
     assert activity.violations_last_hour()["missing_claim"] == 1
     assert activity.decisions_last_hour() == {"injected": 1}
 
@@ -44,3 +44,16 @@ def test_customers_remembered_are_bounded():
     remembered = activity.customers_with_violations()
     assert len(remembered) == MAX_CUSTOMERS
     assert "0" not in remembered and str(MAX_CUSTOMERS + 9) in remembered
+
+
+def test_memory_does_not_grow_with_traffic():
+    clock = Clock()
+    activity = Activity(clock)
+    for _ in range(20_000):
+        clock.now += 0.5  # 10,000 s of steady traffic
+        activity.decision("injected")
+        activity.violation("missing_claim", None)
+    assert len(activity._decisions._buckets) <= WINDOW / BUCKET + 1
+    per_hour = WINDOW / 0.5
+    per_bucket = BUCKET / 0.5  # counted to the minute: one bucket more or less
+    assert abs(sum(activity.decisions_last_hour().values()) - per_hour) <= per_bucket
