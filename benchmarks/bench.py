@@ -40,6 +40,7 @@ from claimgate.testing import (
     make_secret,
     make_token,
     service_call_url,
+    signed_request,
 )
 
 READ = onoffice.ACTION_PREFIX + "read"
@@ -96,23 +97,10 @@ def ensure_tools() -> None:
 
 
 def body_of_size(size: int, token: str, secret: str) -> bytes:
-    """A signed onOffice request of about ``size`` bytes, without a claim."""
-    timestamp = int(time.time())
-    action = {
-        "actionid": READ,
-        "identifier": "",
-        "resourceid": "",
-        "resourcetype": "estate",
-        "timestamp": timestamp,
-        "hmac_version": 2,
-        "hmac": onoffice.hmac_v2(secret, timestamp, token, "estate", READ),
-        "parameters": {"data": ["Id", "kaufpreis", "ort"], "listlimit": 10},
-    }
-    body = {"token": token, "request": {"actions": [action]}}
-    base = len(json.dumps(body))
-    fields = [f"feld{i:05d}" for i in range(max(0, (size - base) // 12))]
-    action["parameters"]["data"] += fields
-    return json.dumps(body, separators=(",", ":")).encode()
+    """A signed onOffice request of about ``size`` bytes (a long field list), without a claim."""
+    base = len(signed_request(token, secret))
+    fields = [f"feld{i:05d}" for i in range(max(0, (size - base) // 13))]
+    return signed_request(token, secret, parameters={"data": ["Id", *fields], "listlimit": 10})
 
 
 @contextmanager

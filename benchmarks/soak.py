@@ -27,10 +27,15 @@ from pathlib import Path
 
 import httpx
 
-from claimgate import onoffice
-from claimgate.testing import ApiDouble, make_claim, make_secret, make_token, service_call_url
+from claimgate.testing import (
+    ApiDouble,
+    make_claim,
+    make_secret,
+    make_token,
+    service_call_url,
+    signed_request,
+)
 
-READ = onoffice.ACTION_PREFIX + "read"
 CUSTOMER = "4711"
 
 
@@ -45,21 +50,6 @@ def rss_mb(pid: int) -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     raise RuntimeError("no VmRSS")
-
-
-def api_body(token: str, secret: str) -> bytes:
-    timestamp = int(time.time())
-    action = {
-        "actionid": READ,
-        "identifier": "",
-        "resourceid": "",
-        "resourcetype": "estate",
-        "timestamp": timestamp,
-        "hmac_version": 2,
-        "hmac": onoffice.hmac_v2(secret, timestamp, token, "estate", READ),
-        "parameters": {"data": ["Id", "kaufpreis", "ort"], "listlimit": 10},
-    }
-    return json.dumps({"token": token, "request": {"actions": [action]}}).encode()
 
 
 @contextmanager
@@ -144,7 +134,7 @@ def run_soak(
         )
         assert answer.status_code == 201, answer.text
         trust = ssl.create_default_context(cafile=str(Path(tmp) / "ca" / "mitmproxy-ca-cert.pem"))
-        body = api_body(token, secret)
+        body = signed_request(token, secret)
         per_slice = max(1, requests // samples)
         result = [Sample(0, rss_mb(pid))]
         sent = 0

@@ -10,32 +10,20 @@ import time
 
 import pytest
 
+from benchmarks.bench import body_of_size
 from claimgate import onoffice, policy, rewrite, signature
 from claimgate.capture import LinkRequest, examine
 from claimgate.settings import Mode
 from claimgate.store import Claim
 from claimgate.store.memory import MemoryStore
-from claimgate.testing import make_claim, service_call_url
+from claimgate.testing import make_claim, make_secret, make_token, service_call_url
 
 READ = onoffice.ACTION_PREFIX + "read"
 CLAIM = make_claim("bench")
 
 
 def request_of_size(size: int) -> bytes:
-    timestamp = int(time.time())
-    action = {
-        "actionid": READ,
-        "identifier": "",
-        "resourceid": "",
-        "resourcetype": "estate",
-        "timestamp": timestamp,
-        "hmac_version": 2,
-        "hmac": "x" * 44,
-        "parameters": {"data": ["Id", "kaufpreis", "ort"], "listlimit": 10},
-    }
-    body = {"token": "t" * 32, "request": {"actions": [action]}}
-    action["parameters"]["data"] += [f"feld{i:05d}" for i in range(max(0, size // 12 - 20))]
-    return json.dumps(body, separators=(",", ":")).encode()
+    return body_of_size(size, make_token(), make_secret())
 
 
 @pytest.mark.parametrize("size", [1024, 65536])

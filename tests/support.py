@@ -30,6 +30,7 @@ from claimgate.testing import (
     make_secret,
     make_token,
     service_call_url,
+    signed_request,
 )
 
 STARTUP_TIMEOUT = 30.0
@@ -257,28 +258,9 @@ def api_request(
     customer: Customer, *resourcetypes: str, version: int | None = 2, claim: str | None = None
 ) -> bytes:
     """A request as a legacy integration sends it: signed, without a claim unless ``claim``."""
-    timestamp = int(time.time())
-    actions = []
-    for resourcetype in resourcetypes or ("estate",):
-        action = {
-            "actionid": READ,
-            "identifier": "",
-            "resourceid": "",
-            "resourcetype": resourcetype,
-            "timestamp": timestamp,
-            "parameters": {"data": ["Id", "ort"], "listlimit": 10},
-        }
-        if claim is not None:
-            action["parameters"]["extendedclaim"] = claim
-        if version == 2:
-            action["hmac_version"] = 2
-            action["hmac"] = onoffice.hmac_v2(
-                customer.secret, timestamp, customer.token, resourcetype, READ
-            )
-        else:
-            action["hmac"] = onoffice.hmac_v1(customer.secret, customer.token, action)
-        actions.append(action)
-    return json.dumps({"token": customer.token, "request": {"actions": actions}}).encode()
+    return signed_request(
+        customer.token, customer.secret, *resourcetypes, version=version, claim=claim
+    )
 
 
 class World:

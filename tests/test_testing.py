@@ -651,3 +651,17 @@ def test_delay_holds_the_answer_but_records_the_request_at_once(
     api.wait_for_requests(1, timeout=0.45)
     worker.join(5)
     assert time.monotonic() - started >= 0.5
+
+
+def test_signed_request_is_accepted_by_the_double_and_carries_no_claim(
+    api: ApiDouble, client: httpx.Client
+) -> None:
+    from claimgate.testing import signed_request
+
+    body = signed_request(TOKEN, SECRET, "estate", "address")
+    document = json.loads(body)
+    assert [a["resourcetype"] for a in document["request"]["actions"]] == ["estate", "address"]
+    assert all("extendedclaim" not in a["parameters"] for a in document["request"]["actions"])
+    assert results(client.post(api.url, content=body)) == [193, 193]  # signed, but no claim
+    with_claim = signed_request(TOKEN, SECRET, claim=CLAIM, version=None)
+    assert results(client.post(api.url, content=with_claim)) == [0]  # HMAC v1 covers it

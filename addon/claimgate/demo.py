@@ -24,7 +24,6 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, TextIO
 
-from claimgate import onoffice
 from claimgate.fingerprint import fingerprint
 from claimgate.testing import (
     ApiDouble,
@@ -33,12 +32,12 @@ from claimgate.testing import (
     make_secret,
     make_token,
     service_call_url,
+    signed_request,
 )
 
 CUSTOMER = "21312"
 USER = "17"
 STARTUP_TIMEOUT = 30.0
-READ = onoffice.ACTION_PREFIX + "read"
 
 
 class _ProviderApp(BaseHTTPRequestHandler):
@@ -126,26 +125,6 @@ class _Sidecar:
         return self.process.returncode
 
 
-def _legacy_api_request(token: str, secret: str) -> bytes:
-    """Two signed actions, as legacy code sends them: no extendedclaim anywhere."""
-    timestamp = int(time.time())
-    actions = []
-    for resourcetype in ("estate", "address"):
-        actions.append(
-            {
-                "actionid": READ,
-                "identifier": "",
-                "resourceid": "",
-                "resourcetype": resourcetype,
-                "timestamp": timestamp,
-                "hmac_version": 2,
-                "hmac": onoffice.hmac_v2(secret, timestamp, token, resourcetype, READ),
-                "parameters": {"data": ["Id"], "listlimit": 5},
-            }
-        )
-    return json.dumps({"token": token, "request": {"actions": actions}}).encode()
-
-
 def _get(url: str, host: str) -> int:
     request = urllib.request.Request(url, headers={"Host": host})
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
@@ -224,7 +203,7 @@ def run_demo(out: TextIO = sys.stdout) -> int:
                 urllib.request.ProxyHandler({"https": f"http://127.0.0.1:{forward}"}),
                 urllib.request.HTTPSHandler(context=ssl.create_default_context(cafile=ca)),
             )
-            body = _legacy_api_request(token, api_secret)
+            body = signed_request(token, api_secret, "estate", "address")
             with opener.open(urllib.request.Request(api.url, data=body), timeout=10) as answer:
                 errorcode = json.loads(answer.read())["status"]["errorcode"]
             (received,) = api.wait_for_requests(1)

@@ -81,6 +81,7 @@ __all__ = [
     "make_secret",
     "make_token",
     "service_call_url",
+    "signed_request",
     "webhook_url",
 ]
 
@@ -902,3 +903,46 @@ def make_token() -> str:
 def make_secret() -> str:
     """A random API secret: 64 letters and digits, like onOffice's."""
     return "".join(secrets.choice(_TOKEN_ALPHABET) for _ in range(64))
+
+
+# --- API requests, as legacy integrations send them ---------------------------------------
+
+DEFAULT_PARAMETERS: Mapping[str, Any] = {"data": ["Id", "ort"], "listlimit": 10}
+
+
+def signed_request(
+    token: str,
+    secret: str,
+    *resourcetypes: str,
+    parameters: Mapping[str, Any] | None = None,
+    version: int | None = 2,
+    claim: str | None = None,
+    timestamp: int | None = None,
+) -> bytes:
+    """A correctly signed read request, one action per resource type (default ``estate``).
+
+    Without ``claim`` it carries no ``extendedclaim``: what legacy code sends and claimgate
+    completes. ``version=None`` signs with the old HMAC (version 1), which covers the
+    parameters.
+    """
+    timestamp = _timestamp(timestamp)
+    actionid = onoffice.ACTION_PREFIX + "read"
+    actions = []
+    for resourcetype in resourcetypes or ("estate",):
+        action: dict[str, Any] = {
+            "actionid": actionid,
+            "identifier": "",
+            "resourceid": "",
+            "resourcetype": resourcetype,
+            "timestamp": timestamp,
+            "parameters": dict(DEFAULT_PARAMETERS if parameters is None else parameters),
+        }
+        if claim is not None:
+            action["parameters"]["extendedclaim"] = claim
+        if version == 2:
+            action["hmac_version"] = 2
+            action["hmac"] = onoffice.hmac_v2(secret, timestamp, token, resourcetype, actionid)
+        else:
+            action["hmac"] = onoffice.hmac_v1(secret, token, action)
+        actions.append(action)
+    return json.dumps({"token": token, "request": {"actions": actions}}).encode()
