@@ -3,11 +3,20 @@ import random
 import threading
 import time
 
+import pytest
+
 from claimgate.store import Claim
 from claimgate.store.memory import RETENTION_FACTOR, MemoryStore
 
 T0 = int(time.time())
-"""Claims are kept for their retention counted from their own timestamp: keep them recent."""
+"""Claims are kept for their retention counted from their own timestamp: keep them recent.
+Reset before every test (a module is imported long before its last test runs)."""
+
+
+@pytest.fixture(autouse=True)
+def recent_timestamps() -> None:
+    global T0
+    T0 = int(time.time())
 
 
 class Clock:
