@@ -7,7 +7,7 @@ stopped at the end whatever the test's outcome. A fresh CI machine has no server
 file lock); a failed install fails the test with apt's output instead of skipping it, since
 a skipped store test would hide a missing install step.
 
-A test module uses the fixtures with ``pytest_plugins = ("tests.redis_server",)``.
+The repository's conftest.py registers these fixtures for every test module.
 """
 
 import atexit

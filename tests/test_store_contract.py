@@ -27,10 +27,9 @@ from claimgate.store import Claim, ClaimStore, secret_key
 from claimgate.store.memory import RETENTION_FACTOR, MemoryStore
 from claimgate.store.redis import RedisStore
 
-if TYPE_CHECKING:  # imported by pytest_plugins, so pytest can rewrite its asserts
+if TYPE_CHECKING:  # the fixtures come from conftest.py's pytest_plugins (assert rewriting)
     from tests.redis_server import RedisServer
 
-pytest_plugins = ("tests.redis_server",)
 
 ROOT = Path(__file__).resolve().parent.parent
 NOW = int(time.time())
