@@ -339,6 +339,7 @@ class Claimgate:
             return
 
         token = request.token
+        token_fp = fingerprint(token)
         customer = self.static_customers.get(token) or await self.store.customer_of_token(token)
         claim = await self.store.freshest(customer) if customer else None
         carried = {c for a in request.actions for c in a.claims}
@@ -347,7 +348,7 @@ class Claimgate:
         facts = policy.Facts(
             mode=self.mode,
             customer_web_id=customer,
-            provider_token=fingerprint(token) in self.provider_tokens,
+            provider_token=token_fp in self.provider_tokens,
             claim=claim,
             now=time.time(),
             ttl=self.settings.claims.ttl,
@@ -360,7 +361,7 @@ class Claimgate:
             assert claim is not None
             secrets = {i: self.token_secrets[token] for i in verdict.resign}
             new_body = rewrite.rewrite(request, claim.claim, verdict.inject_into, secrets)
-        self._finish(flow, started, verdict, request, claim, fingerprint(token), customer, new_body)
+        self._finish(flow, started, verdict, request, claim, token_fp, customer, new_body)
 
     def _resignable(self, request: rewrite.ApiRequest) -> frozenset[int]:
         """Version-1 actions that may become version 2: secret known and their HMAC genuine.
