@@ -492,3 +492,14 @@ async def test_enforce_holds_a_chunked_body_at_the_sink_until_it_is_read_whole()
         await addon.request(flow)  # read whole: back to the API, with the claim
         assert (flow.request.host, flow.request.port) == ("api.onoffice.de", 443)
         assert sent_claim(flow) == "the-claim"
+
+
+async def test_a_request_sent_without_a_claim_is_not_reported_twice():
+    addon = make_addon()
+    with taddons.context(addon), capture_logs() as logs:
+        flow = api_flow(addon, api_body())  # no claim stored: forwarded without one
+        await addon.request(flow)
+        body = onoffice.response_body([onoffice.action_error_result({}, onoffice.CLAIM_REQUIRED)])
+        flow.response = tutils.tresp(content=body)
+        addon.response(flow)
+    assert [e["kind"] for e in logs if e["event"] == "violation"] == ["missing_claim"]

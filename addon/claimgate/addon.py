@@ -254,7 +254,11 @@ class Claimgate:
         if context is None:
             return
         try:
-            if not context.answered_locally and flow.response is not None:
+            if (
+                not context.answered_locally
+                and flow.response is not None
+                and not _sent_without_claim(context.verdict)
+            ):
                 self._report_rejections(flow.response, context)
             self.monitor.decision(context, flow.response.status_code if flow.response else None)
         except Exception:
@@ -474,6 +478,14 @@ def _answer(status: int, body: bytes, violation: str) -> http.Response:
         status,
         body,
         {"Content-Type": "application/json", VIOLATION_HEADER: violation},
+    )
+
+
+def _sent_without_claim(verdict: Verdict) -> bool:
+    """Forwarded knowingly without a claim: the API's 193 then repeats a violation already
+    reported (missing, expired, unknown token) rather than rejecting a claim."""
+    return verdict.decision is Decision.PASSED and any(
+        v.kind in policy.WITHOUT_CLAIM for v in verdict.violations
     )
 
 

@@ -45,6 +45,9 @@ class Kind(StrEnum):
     STORE_UNAVAILABLE = "store_unavailable"
 
 
+WITHOUT_CLAIM = frozenset({Kind.MISSING_CLAIM, Kind.EXPIRED_CLAIM, Kind.UNKNOWN_TOKEN})
+"""Kinds meaning no claim could be had for the request at all."""
+
 BLOCKING = frozenset(
     {
         Kind.MISSING_CLAIM,
