@@ -65,7 +65,7 @@ def test_link_verification(benchmark):
         claim=CLAIM,
     )
     base, path, query = signature.split_url(url)
-    link = LinkRequest("GET", base, path, query)
+    link = LinkRequest(base, path, query)
     result = benchmark(examine, link, "secret", 600, time.time())
     assert result is not None and not hasattr(result, "violation")
 

@@ -36,9 +36,9 @@ def link_url(
     return sign_url(f"{base}{path}?{urlencode(params)}", secret)
 
 
-def request_for(url: str, method: str = "GET", form: str | None = None) -> LinkRequest:
+def request_for(url: str, form: str | None = None) -> LinkRequest:
     base, path, query = split_url(url)
-    return LinkRequest(method=method, base=base, path=path, query=query, form=form)
+    return LinkRequest(base=base, path=path, query=query, form=form)
 
 
 def check(request: LinkRequest, secret: str | None = SECRET) -> Captured | Refused | None:
@@ -90,14 +90,14 @@ def test_post_form_body_service_call() -> None:
     base, path, query = split_url(signed)
     # The signature covers the merged set; here part of it travels in the body.
     fields, rest = query.split("&", 1)
-    result = captured(LinkRequest("POST", base, path, query=rest, form=fields))
+    result = captured(LinkRequest(base, path, query=rest, form=fields))
     assert result.claim.claim == CLAIM
 
 
 def test_form_values_win_a_clash() -> None:
     signed = link_url()
     base, path, query = split_url(signed)
-    request = LinkRequest("POST", base, path, query="customerWebId=999", form=query)
+    request = LinkRequest(base, path, query="customerWebId=999", form=query)
     assert captured(request).claim.customer_web_id == "21312"
 
 
@@ -216,7 +216,7 @@ def test_explicit_port_in_base() -> None:
     url = link_url(base="https://provider.example:8443")
     assert captured(request_for(url)).claim.claim == CLAIM
     _, path, query = split_url(url)
-    without_port = LinkRequest("GET", BASE, path, query)
+    without_port = LinkRequest(BASE, path, query)
     assert refused(without_port).violation == "bad_signature"
 
 

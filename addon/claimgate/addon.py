@@ -69,7 +69,8 @@ MISDIRECTED = 421
 def listener_modes(settings: Settings) -> dict[str, Role]:
     """mitmproxy ``mode`` specs for the configured listeners, and the role of each."""
     modes = {f"regular@{_at(settings.proxy.listen)}": Role.FORWARD}
-    if settings.capture.upstream and settings.capture.listen:
+    if settings.capture_enabled:
+        assert settings.capture.listen is not None  # settings default it with the upstream
         modes[f"reverse:{settings.capture.upstream}@{_at(settings.capture.listen)}"] = Role.CAPTURE
     if settings.capture.mirror_listen:
         modes[f"reverse:{MIRROR_TARGET}@{_at(settings.capture.mirror_listen)}"] = Role.MIRROR
@@ -526,9 +527,10 @@ def _link_request(flow: http.HTTPFlow, settings: Settings) -> capture.LinkReques
     if flow.request.method == "POST" and "x-www-form-urlencoded" in flow.request.headers.get(
         "content-type", ""
     ):
-        form = (flow.request.get_content(strict=False) or b"").decode("utf-8", "replace")
+        content = flow.request.get_content(strict=False) or b""
+        if capture.LINK_MARKER.encode() in content:  # else not a link: nothing to decode
+            form = content.decode("utf-8", "replace")
     return capture.LinkRequest(
-        method=flow.request.method,
         base=_signed_base(flow, settings),
         path=path,
         query=query,

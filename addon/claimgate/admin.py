@@ -180,7 +180,7 @@ class Claims(_Handler):
             raise web.HTTPError(413, f"body larger than {MAX_BODY} bytes")
         url = _url_from(self.request.body)
         base, path, query = signature.split_url(url)
-        ingested = await self.backend.ingest(capture.LinkRequest("GET", base, path, query), "admin")
+        ingested = await self.backend.ingest(capture.LinkRequest(base, path, query), "admin")
         self._answer_ingest(ingested)
 
     def _answer_ingest(self, ingested: Ingested) -> None:

@@ -22,6 +22,9 @@ FUTURE_SKEW = 120.0
 BAD_SIGNATURE = "bad_signature"
 STALE_SERVICE_CALL = "stale_service_call"
 
+LINK_MARKER = "apiClaim"
+"""Every Marketplace link carries it; a request without it is not parsed any further."""
+
 _TIMESTAMP = re.compile(r"-?[0-9]{1,19}")
 """An integer timestamp; the length cap keeps absurd values from costly ``int`` parsing."""
 
@@ -30,7 +33,6 @@ _TIMESTAMP = re.compile(r"-?[0-9]{1,19}")
 class LinkRequest:
     """What the capture listener saw, free of mitmproxy."""
 
-    method: str
     base: str
     """``scheme://host[:port]`` that onOffice signed: the caller decides from the public base
     URL, trusted forwarded headers, or Host and TLS."""
@@ -93,6 +95,8 @@ def examine(
     The signature is checked before the timestamp, so a forged link is always reported as
     ``bad_signature``, whatever timestamp it claims.
     """
+    if LINK_MARKER not in request.query and LINK_MARKER not in (request.form or ""):
+        return None  # the app's own traffic: not worth reading as PHP would
     params = _parameters(request)
     claim, customer = params.get("apiClaim"), params.get("customerWebId")
     token = params.get("apiToken")
