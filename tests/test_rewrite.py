@@ -114,6 +114,13 @@ def test_escaped_key_spelling_is_recognised():
     }
 
 
+def test_escaped_member_names_of_an_action_are_recognised():
+    raw = body(action('{"a":1}').replace('"parameters"', '"param\\u0065ters"'))
+    assert b"param\\u0065ters" in raw
+    result = inject_all(raw)
+    assert result == raw.replace(b'{"a":1}', b'{"a":1,"extendedclaim":"Yk+Q/3xZ=="}')
+
+
 def test_whitespace_numbers_escapes_and_unicode_survive_byte_for_byte():
     raw = (
         '{\n  "token" : "tok",\n  "request" : { "actions" : [\n    { "actionid" : "%s",'
@@ -191,6 +198,9 @@ def test_large_body_is_handled_faithfully():
         (b"{", "expected a member name at offset 1"),
         (b'{"token":"t" "request":{}}', "expected ',' or '}' at offset 13"),
         (b'{"token":tru}', "not valid JSON"),
+        (b'{"token" "t"}', "expected ':' at offset 9"),
+        (b'{"token":"t",}', "expected a member name at offset 13"),
+        (b'{"to\x01ken":"t"}', "not valid JSON"),
         (b"\xff", "not UTF-8"),
         (b"[]", "expected an object at offset 0"),
         (b'{"token":"t"}', "no request.actions"),
