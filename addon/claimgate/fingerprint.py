@@ -7,10 +7,12 @@ an operator holds, useless for recovering the value.
 """
 
 import hashlib
+from functools import lru_cache
 
 FINGERPRINT_LENGTH = 12
 
 
+@lru_cache(maxsize=4096)  # the same token and claim are named on every request of a customer
 def fingerprint(secret: str | bytes) -> str:
     """Return the short public name of ``secret``."""
     data = secret.encode() if isinstance(secret, str) else secret

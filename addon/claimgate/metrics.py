@@ -66,8 +66,8 @@ class Metrics:
             "Store operations that failed or timed out.",
             registry=self.registry,
         )
-        for decision in Decision:
-            self.api_requests.labels(decision.value)
+        self.api_requests_by_decision = {d: self.api_requests.labels(d.value) for d in Decision}
+        """Bound once: ``labels()`` takes a lock and builds a key on every call."""
         for kind in Kind:
             self.violations.labels(kind.value)
         for source in CAPTURE_SOURCES:

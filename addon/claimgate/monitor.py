@@ -126,6 +126,6 @@ class Monitor:
         if context.internal_error:
             fields["error"] = "internal_error"
         log.info("api_request", **fields)
-        self.metrics.api_requests.labels(verdict.decision.value).inc()
+        self.metrics.api_requests_by_decision[verdict.decision].inc()
         self.metrics.request_duration.observe(context.own_seconds)
         self.activity.decision(verdict.decision.value)

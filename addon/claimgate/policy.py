@@ -67,9 +67,13 @@ class Violation:
     """What an operator needs to act: ids and fingerprints, never a secret."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Facts:
-    """Everything the addon looked up for one request."""
+    """Everything the addon looked up for one request.
+
+    Read-only by convention: built for every request, and a frozen dataclass costs several
+    times more to build.
+    """
 
     mode: Mode
     customer_web_id: str | None

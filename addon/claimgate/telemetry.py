@@ -1,19 +1,22 @@
 """Logging for operators: one JSON stream, claimgate's events and mitmproxy's lines alike.
 
-claimgate's own events go through structlog's native pipeline (fast: one line per API
-request is on the hot path) and are built from ids and fingerprints only. mitmproxy logs
-through stdlib ``logging``; those lines are rendered into the same stream and scrubbed of
-anything that looks like a claim, token or signature, because their text is not ours to
-control (a URL with ``apiClaim=`` in an error message, say).
+claimgate's own events go through structlog's native pipeline, kept short because one line
+per API request is on the hot path: a cached second for the timestamp, orjson for the JSON
+(structlog's recommendation for speed). They are built from ids and fingerprints only.
+mitmproxy logs through stdlib ``logging``; those lines are rendered into the same stream and
+scrubbed of anything that looks like a claim, token or signature, because their text is not
+ours to control (a URL with ``apiClaim=`` in an error message, say).
 """
 
 import logging
 import re
 import sys
+import time
 import traceback
 from pathlib import Path
 from typing import Any, TextIO
 
+import orjson
 import structlog
 from structlog.typing import EventDict, Processor
 
@@ -67,10 +70,36 @@ def _summarise_exception(_logger: Any, _name: str, event_dict: EventDict) -> Eve
     return event_dict
 
 
+class _UtcTimestamp:
+    """``timestamp`` as ISO 8601 in UTC with microseconds, like structlog's ``TimeStamper``
+    at a fraction of its cost: the date and time are formatted once per second."""
+
+    __slots__ = ("_prefix", "_second")
+
+    def __init__(self) -> None:
+        self._second = -1
+        self._prefix = ""
+
+    def __call__(self, _logger: Any, _name: str, event_dict: EventDict) -> EventDict:
+        now = time.time()
+        second = int(now)
+        if second != self._second:
+            self._second = second
+            self._prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        event_dict["timestamp"] = f"{self._prefix}.{int((now - second) * 1e6):06d}Z"
+        return event_dict
+
+
+def _json(value: Any, **kwargs: Any) -> str:
+    return orjson.dumps(
+        value, default=kwargs.get("default"), option=orjson.OPT_NON_STR_KEYS
+    ).decode()
+
+
 def _renderer(log_format: str) -> Processor:
     if log_format == "console":
         return structlog.dev.ConsoleRenderer(colors=False)
-    return structlog.processors.JSONRenderer()
+    return structlog.processors.JSONRenderer(serializer=_json)
 
 
 def resolve_format(log_format: str | None, stream: TextIO) -> str:
@@ -87,7 +116,7 @@ def configure_logging(
     stream = stream or sys.stderr
     rendered = resolve_format(log_format, stream)
     numeric_level = LEVELS[level]
-    timestamper = structlog.processors.TimeStamper(fmt="iso", utc=True)
+    timestamper = _UtcTimestamp()
 
     structlog.configure(
         processors=[
