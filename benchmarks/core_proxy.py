@@ -1,0 +1,29 @@
+"""mitmproxy exactly as claimgate assembles it (its addons, its options), without claimgate.
+
+The benchmark's second baseline: the difference between this and ``claimgate run`` with the
+same configuration is claimgate's own work per request, with mitmproxy's share held equal.
+
+    python benchmarks/core_proxy.py CONFIG.toml
+"""
+
+import asyncio
+import os
+import sys
+from pathlib import Path
+
+from mitmproxy import options
+from mitmproxy.master import Master
+
+from claimgate.runner import mitmproxy_options, proxy_addons
+from claimgate.settings import load_settings
+
+
+async def serve(config: Path) -> None:
+    master = Master(options.Options())
+    master.addons.add(*proxy_addons())
+    master.options.update(**mitmproxy_options(load_settings(config, os.environ)))
+    await master.run()
+
+
+if __name__ == "__main__":
+    asyncio.run(serve(Path(sys.argv[1])))
