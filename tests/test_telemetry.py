@@ -1,10 +1,12 @@
 import io
 import json
 import logging
+from datetime import UTC, datetime
 
 import pytest
 import structlog
 
+from claimgate import telemetry
 from claimgate.telemetry import configure_logging, get_logger, redact, resolve_format
 
 
@@ -88,3 +90,12 @@ def test_exceptions_are_logged_by_type_and_place_never_by_message(stream):
     assert own["error"] == "KeyError" and own["stack"][-1].startswith("test_telemetry.py:")
     assert foreign["error"] == "ValueError"
     assert "a-secret-token" not in stream.getvalue() and "SECRETCLAIM" not in stream.getvalue()
+
+
+@pytest.mark.parametrize("now", [1795000000.0, 1795000000.25, 1795000000.999999, 1795000001.5])
+def test_timestamps_are_iso_8601_utc_with_microseconds(monkeypatch, now):
+    stamp = telemetry._UtcTimestamp()
+    stamp(None, "info", {})  # a second formatted before: the cache must move on
+    monkeypatch.setattr(telemetry.time, "time", lambda: now)
+    expected = datetime.fromtimestamp(now, UTC).isoformat(timespec="microseconds")
+    assert stamp(None, "info", {})["timestamp"] == expected.replace("+00:00", "Z")

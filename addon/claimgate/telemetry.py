@@ -81,12 +81,11 @@ class _UtcTimestamp:
         self._prefix = ""
 
     def __call__(self, _logger: Any, _name: str, event_dict: EventDict) -> EventDict:
-        now = time.time()
-        second = int(now)
+        second, micros = divmod(round(time.time() * 1_000_000), 1_000_000)
         if second != self._second:
             self._second = second
             self._prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
-        event_dict["timestamp"] = f"{self._prefix}.{int((now - second) * 1e6):06d}Z"
+        event_dict["timestamp"] = f"{self._prefix}.{micros:06d}Z"
         return event_dict
 
 

@@ -1,0 +1,33 @@
+"""The sidecar's assembly of mitmproxy: its addons and the options its settings imply."""
+
+from mitmproxy import options
+from mitmproxy.master import Master
+
+from claimgate.runner import mitmproxy_options, proxy_addons
+from claimgate.settings import CaptureSettings, ListenAddress, Settings
+
+
+def assembled(settings: Settings) -> Master:
+    master = Master(options.Options())
+    master.addons.add(*proxy_addons())
+    master.options.update(**mitmproxy_options(settings))
+    return master
+
+
+async def test_every_option_the_settings_imply_is_accepted():
+    settings = Settings(
+        capture=CaptureSettings(
+            upstream="http://127.0.0.1:9000", listen=ListenAddress("127.0.0.1", 8081)
+        )
+    )
+    master = assembled(settings)
+    assert master.options.mode == list(mitmproxy_options(settings)["mode"])
+    assert master.options.stream_large_bodies == str(settings.proxy.max_body_size)
+
+
+async def test_features_claimgate_does_not_offer_are_not_loaded():
+    """Every loaded addon costs time on every request; these would cost it for nothing."""
+    master = assembled(Settings())
+    for option in ("scripts", "modify_headers", "map_remote", "server_replay", "onboarding"):
+        assert option not in master.options
+    assert "block_global" in master.options  # kept: refuses clients from public addresses
