@@ -6,16 +6,32 @@ docs/performance.md.
 
 import asyncio
 import json
+import os
 import time
 
 import pytest
+from mitmproxy import http
+from mitmproxy.proxy.mode_specs import ProxyMode
+from mitmproxy.test import tflow, tutils
 
 from benchmarks.bench import body_of_size
 from claimgate import onoffice, policy, rewrite, signature
+from claimgate.activity import Activity
+from claimgate.addon import Claimgate, Role, listener_modes
 from claimgate.capture import LinkRequest, examine
-from claimgate.settings import Mode
+from claimgate.metrics import Metrics
+from claimgate.monitor import Monitor
+from claimgate.settings import (
+    CaptureSettings,
+    Customer,
+    ListenAddress,
+    Mode,
+    Secret,
+    Settings,
+)
 from claimgate.store import Claim
 from claimgate.store.memory import MemoryStore
+from claimgate.telemetry import configure_logging
 from claimgate.testing import make_claim, make_secret, make_token, service_call_url
 
 READ = onoffice.ACTION_PREFIX + "read"
@@ -85,4 +101,53 @@ def test_store_lookup(benchmark):
         raise AssertionError("the memory store never waits")
 
     assert benchmark(lookup) is not None
+    loop.close()
+
+
+def test_hooks_per_api_request(benchmark):
+    """requestheaders + request + response of one injected 1 KB request, on mitmproxy's own
+    test flows: claimgate's whole in-process work per request, decision line included."""
+    token, secret = make_token(), make_secret()
+    settings = Settings(
+        capture=CaptureSettings(
+            upstream="http://127.0.0.1:9000",
+            listen=ListenAddress("127.0.0.1", 8081),
+            provider_secret=Secret(secret),
+        ),
+        customers=(Customer("21312", Secret(token)),),
+    )
+    store = MemoryStore(3600, 1000)
+    addon = Claimgate(settings, store, Monitor(Metrics(), Activity()))
+    loop = asyncio.new_event_loop()
+    loop.run_until_complete(store.put(Claim("21312", "17", CLAIM, int(time.time()))))
+    body = body_of_size(1024, token, secret)
+    forward = ProxyMode.parse(
+        next(s for s, r in listener_modes(settings).items() if r is Role.FORWARD)
+    )
+    answer = http.Response.make(200, b'{"status":{"code":200,"errorcode":0}}')
+
+    def new_flow() -> tuple[tuple[http.HTTPFlow], dict[str, object]]:
+        request = tutils.treq(
+            host="api.onoffice.de",
+            port=443,
+            scheme=b"https",
+            method=b"POST",
+            path=b"/api/stable/api.php",
+            content=body,
+        )
+        flow = tflow.tflow(req=request)
+        flow.client_conn.proxy_mode = forward
+        return (flow,), {}
+
+    def hooks(flow: http.HTTPFlow) -> http.HTTPFlow:
+        addon.requestheaders(flow)
+        loop.run_until_complete(addon.request(flow))
+        flow.response = answer
+        addon.response(flow)
+        return flow
+
+    with open(os.devnull, "w") as devnull:
+        configure_logging("json", stream=devnull)
+        flow = benchmark.pedantic(hooks, setup=new_flow, rounds=2000)
+    assert b"extendedclaim" in flow.request.content
     loop.close()

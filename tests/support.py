@@ -353,5 +353,7 @@ def run_world(
         yield world
     finally:
         world.client.close()
-        assert sidecar.stop() == 0, "claimgate did not exit 0 on SIGTERM"
+        code = sidecar.stop()
         world.assert_no_secret_logged()
+        shutdown = [e for e in sidecar.events() if e.get("event", "").startswith("shutdown")]
+        assert code == 0, f"claimgate exited {code} on SIGTERM; shutdown events: {shutdown}"
