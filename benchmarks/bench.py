@@ -24,7 +24,7 @@ others, so a proxy never competes with its own load:
 
 A benchmark, not a test: it never fails on speed.
 
-    ./dev bench [--runs 3] [--duration 10] [--pair-rounds 5] [--pair-duration 5]
+    ./dev bench [--runs 3] [--duration 10] [--pair-rounds 6] [--pair-duration 5]
                 [--concurrency 16] [--sizes 1024,65536]
 """
 
@@ -265,14 +265,21 @@ def measure(url: str, body: Path, args: argparse.Namespace, proxy: Proxy | None)
     return replace(result, cpu_ms=1000 * spent / requests if requests else 0.0)
 
 
-def paired(url: str, body: Path, args: argparse.Namespace, a: Proxy, b: Proxy) -> float:
-    """Throughput of ``a`` over ``b``, both loaded at the same moment on the same CPU."""
+def paired(
+    url: str, body: Path, args: argparse.Namespace, a: Proxy, b: Proxy, a_first: bool
+) -> float:
+    """Throughput of ``a`` over ``b``, both loaded at the same moment on the same CPU.
+
+    The load that starts first gets a head start of a few percent (seen in the A/A pair), so
+    callers alternate ``a_first`` from round to round.
+    """
     results: dict[str, Result] = {}
 
     def load(proxy: Proxy) -> None:
         results[proxy.name] = hey(url, body, args.pair_duration, args.concurrency, proxy.url)
 
-    threads = [threading.Thread(target=load, args=(proxy,)) for proxy in (a, b)]
+    order = (a, b) if a_first else (b, a)
+    threads = [threading.Thread(target=load, args=(proxy,)) for proxy in order]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -425,9 +432,10 @@ def measure_size(
         for name in alone:
             measured[name].append(measure(url, body, args, running[name]))
     ratios: dict[tuple[str, str], list[float]] = {pair: [] for pair in PAIRS}
-    for _ in range(args.pair_rounds):
+    for round_ in range(args.pair_rounds):
         for a, b in PAIRS:
-            ratios[(a, b)].append(paired(url, body, args, running[a], running[b]))
+            ratio = paired(url, body, args, running[a], running[b], a_first=round_ % 2 == 0)
+            ratios[(a, b)].append(ratio)
     return size, {name: median(results) for name, results in measured.items()}, ratios
 
 
@@ -475,7 +483,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3, help="one-at-a-time rounds")
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per cell")
-    parser.add_argument("--pair-rounds", type=int, default=5)
+    parser.add_argument(
+        "--pair-rounds", type=int, default=6, help="even: each proxy starts first as often"
+    )
     parser.add_argument("--pair-duration", type=float, default=5.0)
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument(
