@@ -6,6 +6,7 @@ import base64
 import json
 import signal
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Iterator
@@ -312,3 +313,49 @@ def wait_for_status(world: World, path: str, status: int, timeout: float = 3.0) 
         if answer.status_code == status or time.monotonic() > deadline:
             return answer
         time.sleep(0.05)
+
+
+def tunnel(world: World, host: str, port: int) -> ssl.SSLSocket:
+    """A TLS connection through the forward listener to ``host:port``, as an HTTPS_PROXY
+    client makes it."""
+    proxy_host, proxy_port = world.sidecar.listeners["forward"].rsplit(":", 1)
+    raw = socket.create_connection((proxy_host, int(proxy_port)), timeout=5)
+    raw.sendall(f"CONNECT {host}:{port} HTTP/1.1\r\nHost: {host}:{port}\r\n\r\n".encode())
+    assert raw.recv(4096).startswith(b"HTTP/1.1 200")
+    context = ssl.create_default_context(cafile=str(world.sidecar.ca_path))
+    return context.wrap_socket(raw, server_hostname=host)
+
+
+def test_requests_their_clients_abandon_do_not_hold_up_a_stop(tmp_path, customers):
+    """A client gone mid-body or before the answer: the request is no longer in flight, so a
+    later SIGTERM stops at once instead of waiting out ``admin.shutdown_grace``."""
+    customer = customers[11]
+    with App() as app, ApiDouble({customer.token: customer.secret}) as api:
+        config = config_for(tmp_path, app, api, admin={"shutdown_grace": "30s"})
+        worlds = run_world(tmp_path, config, ENV, app, api, [customer])
+        world = next(worlds)
+        try:
+            head = (
+                f"POST /api/stable/api.php HTTP/1.1\r\nHost: localhost:{api.port}\r\n"
+                "Content-Type: application/json\r\nContent-Length: {length}\r\n\r\n"
+            )
+            body = api_request(customer)
+            mid_body = tunnel(world, "localhost", api.port)
+            mid_body.sendall(head.format(length=len(body)).encode() + body[:10])
+            time.sleep(0.3)
+            mid_body.close()
+
+            api.delay = 2.0
+            before_answer = tunnel(world, "localhost", api.port)
+            before_answer.sendall(head.format(length=len(body)).encode() + body)
+            api.wait_for_requests(1)
+            before_answer.close()
+            time.sleep(api.delay + 0.5)
+
+            started = time.monotonic()
+            world.sidecar.process.send_signal(signal.SIGTERM)
+            assert world.sidecar.process.wait(15) == 0
+            assert time.monotonic() - started < 5
+            assert world.sidecar.wait_for("shutdown_started")["in_flight"] == 0
+        finally:
+            worlds.close()
