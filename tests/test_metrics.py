@@ -39,14 +39,29 @@ def test_counts_move_and_registries_are_separate():
 
 
 def test_no_label_but_decision_kind_and_source():
-    labels = {
-        name
-        for family in text_string_to_metric_families(Metrics().render().decode())
-        for sample in family.samples
-        for name in sample.labels
+    labels: dict[bool, set[str]] = {True: set(), False: set()}
+    for family in text_string_to_metric_families(Metrics().render().decode()):
+        for sample in family.samples:
+            labels[sample.name.startswith("claimgate_")].update(sample.labels)
+    assert labels[True] <= {"decision", "kind", "source", "le"}
+    # prometheus-client's process and interpreter series: nothing from requests either.
+    assert labels[False] <= {
+        "generation",
+        "implementation",
+        "major",
+        "minor",
+        "patchlevel",
+        "version",
     }
-    assert labels <= {"decision", "kind", "source", "le"}
 
 
 def test_no_created_series():
     assert b"_created" not in Metrics().render()
+
+
+def test_the_process_reports_its_memory_cpu_and_collections():
+    scrape = samples(Metrics())
+    assert scrape[("process_resident_memory_bytes", ())] > 10_000_000
+    assert ("process_cpu_seconds_total", ()) in scrape
+    assert scrape[("python_gc_collections_total", (("generation", "0"),))] >= 0
+    assert any(name == "python_info" for name, _ in scrape)

@@ -1,5 +1,6 @@
 """Prometheus metrics (DESIGN 3.5). The names are a contract; no label carries a customer id,
-a token or a claim, so the series stay few and the scrape stays free of secrets.
+a token or a claim, so the series stay few and the scrape stays free of secrets. The standard
+``process_*`` and ``python_*`` series of prometheus-client come along.
 
 Every label value is created at start, so a rate over a counter that has not moved yet is 0
 rather than absent.
@@ -8,6 +9,9 @@ rather than absent.
 from collections.abc import Callable
 
 from prometheus_client import (
+    GC_COLLECTOR,
+    PLATFORM_COLLECTOR,
+    PROCESS_COLLECTOR,
     CollectorRegistry,
     Counter,
     Gauge,
@@ -32,6 +36,10 @@ class Metrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
+        # The process's own health beside claimgate's: resident memory, CPU, open files,
+        # collections by generation. Operators watch RSS over long runs (docs/performance.md).
+        for collector in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
+            self.registry.register(collector)
         self.api_requests = Counter(
             "claimgate_api_requests",
             "API requests seen, by the decision taken.",
