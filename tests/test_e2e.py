@@ -45,7 +45,7 @@ SDK_CUSTOMER = "4711"
 
 @pytest.fixture(scope="module")
 def customers() -> list[Customer]:
-    return [Customer(str(21300 + i)) for i in range(9)]
+    return [Customer(str(21300 + i)) for i in range(10)]
 
 
 def sidecar_world(tmp: Path, customers: list[Customer], mode: str = "inject") -> Iterator[World]:
@@ -322,3 +322,34 @@ def test_enforce_answers_without_reaching_the_api(enforcing, customers):
     enforcing.service_call(customer, claim)
     received, _ = enforcing.call_api(api_request(customer))
     assert received.claims() == [claim]
+
+
+def test_an_http2_client_gets_the_claim_injected(world, customers):
+    """Java's HttpClient, Go and curl speak HTTP/2 when TLS offers it; the API double speaks
+    HTTP/1.1, so claimgate carries the request across versions and rewrites it on the way."""
+    curl = shutil.which("curl")
+    assert curl, "curl is required (apt-get install curl)"
+    customer = customers[9]
+    world.activate(customer)
+    claim = make_claim()
+    world.service_call(customer, claim)
+    world.sidecar.wait_for("claim_captured", lambda e: e["customer"] == customer.web_id)
+    answer = subprocess.run(
+        [
+            *(curl, "--http2", "--silent", "--show-error", "--max-time", "20"),
+            *("--proxy", world.sidecar.proxy_url, "--cacert", str(world.sidecar.ca_path)),
+            *("--data-binary", "@-", "--write-out", "\n%{http_version} %{http_code}"),
+            world.api.url,
+        ],
+        input=api_request(customer, "estate", "address"),
+        capture_output=True,
+        env={"PATH": os.environ["PATH"]},  # no proxy variables from the outside
+        timeout=30,
+        check=True,
+    )
+    body, _, version_and_status = answer.stdout.decode().rpartition("\n")
+    assert version_and_status == "2 200"
+    assert json.loads(body)["status"]["errorcode"] == 0
+    assert world.api.requests[-1].claims() == [claim, claim]
+    decision = world.sidecar.wait_for("api_request", lambda e: e["customer"] == customer.web_id)
+    assert decision["decision"] == "injected"
