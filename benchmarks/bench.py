@@ -30,6 +30,7 @@ A benchmark, not a test: it never fails on speed.
 
 import argparse
 import json
+import math
 import os
 import re
 import shutil
@@ -234,9 +235,15 @@ def hey(url: str, body: Path, duration: float, concurrency: int, proxy: str | No
         raise RuntimeError(f"non-200 answers: {statuses}")
     return Result(
         rps=float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1)),  # type: ignore[union-attr]
-        p50_ms=float(re.search(r"50%+ in ([\d.]+) secs", output).group(1)) * 1000,  # type: ignore[union-attr]
-        p99_ms=float(re.search(r"99%+ in ([\d.]+) secs", output).group(1)) * 1000,  # type: ignore[union-attr]
+        p50_ms=_percentile_ms(output, 50),
+        p99_ms=_percentile_ms(output, 99),
     )
+
+
+def _percentile_ms(output: str, percent: int) -> float:
+    """A latency percentile from hey's report; NaN when hey left it out (too few answers)."""
+    found = re.search(rf"{percent}%+ in ([\d.]+) secs", output)
+    return float(found.group(1)) * 1000 if found else math.nan
 
 
 def median(results: list[Result]) -> Result:
