@@ -72,20 +72,24 @@ def _summarise_exception(_logger: Any, _name: str, event_dict: EventDict) -> Eve
 
 class _UtcTimestamp:
     """``timestamp`` as ISO 8601 in UTC with microseconds, like structlog's ``TimeStamper``
-    at a fraction of its cost: the date and time are formatted once per second."""
+    at a fraction of its cost: the date and time are formatted once per second.
 
-    __slots__ = ("_prefix", "_second")
+    The second and its text are kept as one tuple, replaced whole, so a line logged from
+    another thread never pairs one second's text with another's.
+    """
+
+    __slots__ = ("_formatted",)
 
     def __init__(self) -> None:
-        self._second = -1
-        self._prefix = ""
+        self._formatted: tuple[int, str] = (-1, "")
 
     def __call__(self, _logger: Any, _name: str, event_dict: EventDict) -> EventDict:
         second, micros = divmod(round(time.time() * 1_000_000), 1_000_000)
-        if second != self._second:
-            self._second = second
-            self._prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
-        event_dict["timestamp"] = f"{self._prefix}.{micros:06d}Z"
+        formatted_second, prefix = self._formatted
+        if second != formatted_second:
+            prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+            self._formatted = (second, prefix)
+        event_dict["timestamp"] = f"{prefix}.{micros:06d}Z"
         return event_dict
 
 
