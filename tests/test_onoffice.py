@@ -1,6 +1,8 @@
 import json
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from claimgate import onoffice
 from claimgate.onoffice import ACTION_PREFIX
@@ -133,3 +135,41 @@ def test_rejected_claim_codes_are_found_per_action():
     assert onoffice.rejected_claim_codes(response) == [(1, 201), (3, 248)]
     assert onoffice.rejected_claim_codes({"status": {}}) == []
     assert onoffice.rejected_claim_codes([]) == []
+
+
+@pytest.mark.parametrize(
+    ("body", "may"),
+    [
+        (b'{"status":{"errorcode":0},"response":{"results":[{"status":{"errorcode":193}}]}}', True),
+        (b'{"results":[{"status":{"errorcode" : "201"}}]}', True),
+        (b'{"results":[{"status":{"errorcode":\n248,"message":""}}]}', True),
+        (b'{"results":[{"id":193,"price":201248,"status":{"errorcode":0}}]}', False),
+        (b'{"results":[{"status":{"errorcode":1930}},{"status":{"errorcode":2010}}]}', False),
+        (b'{"errorcode":', False),
+        (b"", False),
+    ],
+)
+def test_a_body_may_reject_a_claim_only_when_an_errorcode_says_so(body, may):
+    assert onoffice.may_reject_claim(body) is may
+
+
+codes = st.one_of(st.sampled_from(sorted(onoffice.CLAIM_REJECTION_CODES)), st.integers(0, 100_000))
+results = st.lists(
+    st.fixed_dictionaries(
+        {
+            "id": st.integers(0, 10**6),
+            "status": st.fixed_dictionaries(
+                {"errorcode": st.one_of(codes, codes.map(str)), "message": st.text(max_size=8)}
+            ),
+        }
+    ),
+    max_size=5,
+)
+
+
+@given(results, st.sampled_from([(",", ":"), (", ", ": "), (",", " : ")]), st.booleans())
+def test_the_cheap_test_never_misses_a_rejected_claim(results, separators, ascii_only):
+    response = {"status": {"code": 200, "errorcode": 0}, "response": {"results": results}}
+    body = json.dumps(response, separators=separators, ensure_ascii=ascii_only).encode()
+    if onoffice.rejected_claim_codes(json.loads(body)):
+        assert onoffice.may_reject_claim(body)

@@ -16,7 +16,6 @@ one assignment of a fully built body, or one answer set in its place.
 import asyncio
 import gc
 import json
-import re
 import time
 from dataclasses import replace
 from enum import StrEnum
@@ -65,11 +64,6 @@ MIRROR_TARGET = "http://127.0.0.1:9"
 """The mirror listener's nominal upstream: never contacted, every request is answered."""
 
 MISDIRECTED = 421
-
-_REJECTION_CODE = re.compile(
-    b"|".join(str(code).encode() for code in sorted(onoffice.CLAIM_REJECTION_CODES))
-)
-"""Any of the codes that mean the API refused a claim (DESIGN 2.8), anywhere in a body."""
 
 
 def listener_modes(settings: Settings) -> dict[str, Role]:
@@ -569,8 +563,7 @@ def _from_trusted_proxy(flow: http.HTTPFlow, settings: Settings) -> bool:
 
 def _rejected_claims(response: http.Response) -> list[tuple[int, int]]:
     content = response.get_content(strict=False) or b""
-    # Cheap test first: most responses carry none of the three codes.
-    if _REJECTION_CODE.search(content) is None:
+    if not onoffice.may_reject_claim(content):
         return []
     try:
         return onoffice.rejected_claim_codes(json.loads(content))

@@ -10,6 +10,7 @@ import base64
 import hashlib
 import hmac
 import json
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -161,3 +162,23 @@ def rejected_claim_codes(response: Any) -> list[tuple[int, int]]:
         if code in CLAIM_REJECTION_CODES:
             rejected.append((index, code))
     return rejected
+
+
+_ERRORCODE_KEY = b'"errorcode"'
+_CODE_VALUE = re.compile(rb'[ \t\n\r]*:[ \t\n\r]*"?([0-9]+)')
+
+
+def may_reject_claim(body: bytes) -> bool:
+    """Whether any ``errorcode`` in a response body is one that refuses a claim.
+
+    A cheap test before decoding the body, which can be megabytes of records: the three
+    codes themselves turn up in almost any large body (ids, prices, postcodes), the key with
+    such a value almost never.
+    """
+    at = body.find(_ERRORCODE_KEY)
+    while at >= 0:
+        value = _CODE_VALUE.match(body, at + len(_ERRORCODE_KEY))
+        if value and int(value.group(1)) in CLAIM_REJECTION_CODES:
+            return True
+        at = body.find(_ERRORCODE_KEY, at + len(_ERRORCODE_KEY))
+    return False
