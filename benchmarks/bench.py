@@ -158,12 +158,17 @@ def process(
         try:
             yield child.pid
         finally:
-            child.send_signal(signal.SIGTERM)
-            try:
-                child.wait(15)
-            except subprocess.TimeoutExpired:
-                child.kill()
-                child.wait(5)
+            stop(child)
+
+
+def stop(child: subprocess.Popen) -> None:
+    """SIGTERM, then SIGKILL if it has not exited within 15 seconds."""
+    child.send_signal(signal.SIGTERM)
+    try:
+        child.wait(15)
+    except subprocess.TimeoutExpired:
+        child.kill()
+        child.wait(5)
 
 
 def wait_for_port(port: int, timeout: float = 30.0) -> None:

@@ -13,7 +13,6 @@ The test suite runs a short form (``tests/test_soak.py``).
 import argparse
 import json
 import os
-import signal
 import ssl
 import subprocess
 import sys
@@ -27,6 +26,7 @@ from pathlib import Path
 
 import httpx
 
+from benchmarks.bench import stop
 from claimgate.testing import (
     ApiDouble,
     make_claim,
@@ -95,12 +95,7 @@ token = "env:SOAK_API_TOKEN"
         threading.Thread(target=lambda: [None for _ in child.stderr], daemon=True).start()  # type: ignore[union-attr]
         yield child.pid, f"http://{listeners['forward']}", listeners["admin"]
     finally:
-        child.send_signal(signal.SIGTERM)
-        try:
-            child.wait(15)
-        except subprocess.TimeoutExpired:
-            child.kill()
-            child.wait(5)
+        stop(child)
 
 
 def run_soak(

@@ -147,6 +147,35 @@ class Sidecar:
         return self.process.returncode
 
 
+def forward_proxy(tmp: Path, api: ApiDouble, **keys: Any) -> dict[str, Any]:
+    """The ``[proxy]`` section of a test world: the forward listener on loopback, the API
+    double as the one API host (its CA trusted upstream), claimgate's CA under ``tmp``."""
+    return {
+        "listen": "127.0.0.1:0",
+        "api_hosts": [f"localhost:{api.port}"],
+        "upstream_ca": str(api.ca_path),
+        "ca_dir": str(tmp / "ca"),
+        **keys,
+    }
+
+
+VIOLATION_KINDS = (
+    "missing_claim",
+    "expired_claim",
+    "unknown_token",
+    "stale_claim",
+    "foreign_claim",
+    "hmac_v1",
+    "malformed_request",
+    "bad_signature",
+    "stale_service_call",
+    "api_rejected_claim",
+    "store_unavailable",
+)
+"""DESIGN 3.4's violation kinds in its order: written out, not taken from the code, because
+the tests check the code against the contract."""
+
+
 def claimgate_command() -> list[str]:
     return [sys.executable, "-m", "claimgate"]
 
@@ -263,6 +292,20 @@ def api_request(
     )
 
 
+def service_call_link(
+    customer: Customer, claim: str, timestamp: int | None = None, secret: str = PROVIDER_SECRET
+) -> str:
+    """The signed service call onOffice would open for ``customer`` with ``claim``."""
+    return service_call_url(
+        "http://provider.example/service",
+        secret,
+        customer_web_id=customer.web_id,
+        user_id="17",
+        claim=claim,
+        timestamp=timestamp,
+    )
+
+
 class World:
     """Everything one sidecar talks to, and every secret that must stay out of its logs."""
 
@@ -293,16 +336,7 @@ class World:
         secret: str = PROVIDER_SECRET,
     ) -> httpx.Response:
         self.secrets.add(claim)
-        return self.link(
-            service_call_url(
-                "http://provider.example/service",
-                secret,
-                customer_web_id=customer.web_id,
-                user_id="17",
-                claim=claim,
-                timestamp=timestamp,
-            )
-        )
+        return self.link(service_call_link(customer, claim, timestamp, secret))
 
     def activate(self, customer: Customer) -> None:
         claim = make_claim()

@@ -20,7 +20,15 @@ from pathlib import Path
 import pytest
 
 from claimgate.testing import ApiDouble, make_claim
-from tests.support import PROVIDER_SECRET, App, Customer, World, api_request, run_world
+from tests.support import (
+    PROVIDER_SECRET,
+    App,
+    Customer,
+    World,
+    api_request,
+    forward_proxy,
+    run_world,
+)
 
 CLIENTS = Path(__file__).parent / "clients"
 TIMEOUT = 30.0  # seconds any one client program may take
@@ -96,12 +104,7 @@ def gate(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gate]:
     listed = list(customers.values())
     with App() as app, ApiDouble({c.token: c.secret for c in listed}) as api:
         config = {
-            "proxy": {
-                "listen": "127.0.0.1:0",
-                "api_hosts": [f"localhost:{api.port}"],
-                "upstream_ca": str(api.ca_path),
-                "ca_dir": str(tmp / "ca"),
-            },
+            "proxy": forward_proxy(tmp, api),
             "api": {"listen": "127.0.0.2:0", "upstream": f"https://localhost:{api.port}"},
             "capture": {
                 "listen": "127.0.0.3:0",

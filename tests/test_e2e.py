@@ -37,6 +37,7 @@ from tests.support import (
     Customer,
     World,
     api_request,
+    forward_proxy,
     run_world,
 )
 
@@ -52,12 +53,7 @@ def sidecar_world(tmp: Path, customers: list[Customer], mode: str = "inject") ->
     credentials = {c.token: c.secret for c in customers} | {SDK_TOKEN: SDK_SECRET}
     with App() as app, ApiDouble(credentials) as api:
         config = {
-            "proxy": {
-                "listen": "127.0.0.1:0",
-                "api_hosts": [f"localhost:{api.port}"],
-                "upstream_ca": str(api.ca_path),
-                "ca_dir": str(tmp / "ca"),
-            },
+            "proxy": forward_proxy(tmp, api),
             "capture": {
                 "listen": "127.0.0.2:0",
                 "upstream": app.url,

@@ -22,6 +22,7 @@ from tests.support import (
     Customer,
     World,
     api_request,
+    forward_proxy,
     free_port,
     run_world,
 )
@@ -66,13 +67,9 @@ class Resetter:
 
 def config_for(tmp: Path, app_url: str, api: ApiDouble, mode: str, *hosts: str) -> dict:
     return {
-        "proxy": {
-            "listen": "127.0.0.1:0",
-            "api_hosts": [f"localhost:{api.port}", *hosts],
-            "upstream_ca": str(api.ca_path),
-            "ca_dir": str(tmp / "ca"),
-            "max_body_size": LIMIT,
-        },
+        "proxy": forward_proxy(
+            tmp, api, api_hosts=[f"localhost:{api.port}", *hosts], max_body_size=LIMIT
+        ),
         "capture": {"listen": "127.0.0.2:0", "upstream": app_url, "provider_secret": "env:TEST_PS"},
         "policy": {"mode": mode},
         "admin": {"listen": "127.0.0.1:0", "token": "env:TEST_ADMIN_TOKEN"},

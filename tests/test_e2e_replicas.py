@@ -16,7 +16,15 @@ import pytest
 from claimgate.fingerprint import fingerprint
 from claimgate.testing import ApiDouble, make_claim, make_secret
 from tests.redis_server import RedisServer, ensure_redis_server
-from tests.support import PROVIDER_SECRET, App, Customer, World, api_request, run_world
+from tests.support import (
+    PROVIDER_SECRET,
+    App,
+    Customer,
+    World,
+    api_request,
+    forward_proxy,
+    run_world,
+)
 
 ADMIN_TOKEN = make_secret()
 ENV = {"TEST_PS": PROVIDER_SECRET, "TEST_ADMIN_TOKEN": ADMIN_TOKEN}
@@ -41,12 +49,7 @@ def backends(customers) -> Iterator[tuple[App, ApiDouble]]:
 
 def replica_config(tmp: Path, redis: RedisServer, app: App, api: ApiDouble, capture: bool):
     config = {
-        "proxy": {
-            "listen": "127.0.0.1:0",
-            "api_hosts": [f"localhost:{api.port}"],
-            "upstream_ca": str(api.ca_path),
-            "ca_dir": str(tmp / "ca"),
-        },
+        "proxy": forward_proxy(tmp, api),
         "claims": {"store": redis.url, "store_prefix": "replicas:"},
         "admin": {"token": "env:TEST_ADMIN_TOKEN", "shutdown_grace": "2s"},
     }
