@@ -3,14 +3,23 @@
 Against the real ``claimgate run``: the browser is refused without the admin token and told
 to ask for it, loads the page with it, and watches real traffic appear: a verified service
 call becomes a customer row (by fingerprint, never the claim), a provoked violation is
-counted and listed, and the page stays readable on a phone.
+counted and listed, and the page stays readable on a phone. However the page is opened (the
+browser's Basic prompt, the token in the URL, behind a path prefix, JavaScript off) it shows
+the data and keeps it current; the server's first paint and the script's refresh agree.
+
+The admin token is in URLs here: nothing that shows a URL (a Page, a Response) goes into an
+assertion, and browser errors are reported with the token replaced.
 """
 
 import hashlib
 import re
 import secrets
+import threading
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -18,6 +27,7 @@ from playwright.sync_api import Error as PlaywrightError
 from playwright.sync_api import Page, Route, expect
 
 import claimgate
+from claimgate import status_page
 from claimgate.testing import ApiDouble, make_claim, make_secret
 from tests.browser import chromium
 from tests.support import (
@@ -29,6 +39,7 @@ from tests.support import (
     api_request,
     forward_proxy,
     run_world,
+    service_call_link,
 )
 
 PAGE = Path(claimgate.__file__).parent / "status.html"
@@ -37,6 +48,45 @@ WAIT_MS = 5000  # the page refreshes every second (?refresh=1): a few refreshes 
 PHONE = {"width": 390, "height": 844}
 # A customer id that would run script if the page ever rendered data as markup.
 MARKUP_ID = '<img src="x" onerror="window.__injected = 1"><b id="injected">x</b>'
+PREFIX = "/claimgate/"
+"""Where the reverse proxy below serves the admin listener, as an ingress path would."""
+REGIONS = (
+    *("ready", "mode", "listeners", "generated"),
+    *("customers", "violations-hour", "decisions-hour", "recent"),
+)
+"""The elements the server renders and the script refreshes."""
+# Each region as [tag, {attribute: value}, [children]], text as strings: what the DOM holds,
+# independent of how it was serialised.
+SNAPSHOT = """ids => ids.map(id => {
+  const walk = node => node.nodeType === Node.TEXT_NODE ? node.data : [
+    node.localName,
+    Object.fromEntries([...node.attributes].map(a => [a.name, a.value])),
+    [...node.childNodes].filter(n => n.nodeType === Node.ELEMENT_NODE
+      || n.nodeType === Node.TEXT_NODE).map(walk),
+  ];
+  return walk(document.getElementById(id));
+})"""
+# What a person reads off the first paint: per customer id, user, claim and source; the
+# counts by name; the recent violations' kinds and customers.
+FIRST_PAINT = """() => ({
+  ready: document.getElementById("ready").textContent,
+  customers: [...document.querySelectorAll("#customers tr[data-customer]")]
+    .map(row => [...row.cells].slice(0, 4).map(cell => cell.textContent)),
+  violations: Object.fromEntries([...document.querySelectorAll("#violations-hour [data-kind]")]
+    .map(n => [n.dataset.kind, n.textContent])),
+  decisions: Object.fromEntries(
+    [...document.querySelectorAll("#decisions-hour [data-decision]")]
+      .map(n => [n.dataset.decision, n.textContent])),
+  recent: [...document.querySelectorAll("#recent tr[data-kind]")]
+    .map(row => [row.dataset.kind, row.cells[2].textContent]),
+})"""
+# Records every time the error banner shows, from before the page's own script runs.
+BANNER_WATCH = """window.__banners = [];
+document.addEventListener("DOMContentLoaded", () => {
+  const banner = document.getElementById("status-error");
+  new MutationObserver(() => { if (!banner.hidden) window.__banners.push(banner.textContent); })
+    .observe(banner, {attributes: true, childList: true, subtree: true, characterData: true});
+});"""
 
 
 def fingerprint(value: str) -> str:
@@ -80,6 +130,88 @@ def page_url(world: World) -> str:
     return f"http://{admin}/"
 
 
+class PrefixProxy:
+    """A reverse proxy that serves the admin listener under ``PREFIX``, as an ingress does:
+    the path is stripped, the browser's ``Authorization`` passed on, the answer passed back."""
+
+    def __init__(self, upstream: str) -> None:
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_GET(self) -> None:
+                if not self.path.startswith(PREFIX):
+                    self.send_error(404)
+                    return
+                forwarded = {k: v for k, v in self.headers.items() if k.lower() in PASSED_ON}
+                answer = httpx.get(
+                    upstream + self.path.removeprefix(PREFIX), headers=forwarded, trust_env=False
+                )
+                self.send_response(answer.status_code)
+                for name, value in answer.headers.items():
+                    if name.lower() in PASSED_BACK:
+                        self.send_header(name, value)
+                self.send_header("Content-Length", str(len(answer.content)))
+                self.end_headers()
+                self.wfile.write(answer.content)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+        self.address = "%s:%d" % self.server.server_address[:2]
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(5)
+
+
+PASSED_ON = {"authorization", "accept"}
+PASSED_BACK = {"content-type", "www-authenticate", "content-security-policy", "cache-control"}
+
+
+@pytest.fixture(scope="module")
+def prefix_proxy(page_url: str) -> Iterator[PrefixProxy]:
+    proxy = PrefixProxy(page_url)
+    yield proxy
+    proxy.close()
+
+
+def bearer() -> dict[str, str]:
+    return {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+
+
+def redacted(text: str) -> str:
+    return text.replace(ADMIN_TOKEN, "<admin token>")
+
+
+def open_page(page: Page, url: str) -> int:
+    """Navigate to ``url`` (which may hold the token); the status, or a redacted failure."""
+    try:
+        response = page.goto(url)
+    except PlaywrightError as error:
+        raise AssertionError(redacted(error.message)) from None
+    assert response is not None, "no response to the navigation"
+    return response.status
+
+
+def add_claim(world: World, page_url: str, customer: Customer) -> str:
+    """Store a claim for ``customer`` through ``POST /claims``; returns its fingerprint."""
+    claim = make_claim()
+    link = service_call_link(customer, claim)
+    world.secrets |= {claim, link.rsplit("signature=", 1)[-1]}
+    stored = httpx.post(page_url + "claims", json={"url": link}, headers=bearer())
+    assert stored.status_code == 201, stored.json()
+    return fingerprint(claim)
+
+
+def snapshot(page: Page) -> list[Any]:
+    return page.evaluate(SNAPSHOT, list(REGIONS))
+
+
 def test_the_page_is_self_contained():
     html = PAGE.read_text()
     assert not re.search(r"<script[^>]*\bsrc\s*=", html, re.I)
@@ -89,11 +221,14 @@ def test_the_page_is_self_contained():
     assert "innerHTML" not in html and "insertAdjacentHTML" not in html
 
 
-def test_the_admin_listener_serves_this_page(page_url: str):
-    served = httpx.get(page_url, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
+def test_the_admin_listener_serves_this_page_filled_in(page_url: str):
+    served = httpx.get(page_url, headers=bearer())
     assert served.status_code == 200
     assert served.headers["content-type"].startswith("text/html")
-    assert served.text == PAGE.read_text()
+    assert served.headers["content-security-policy"] == status_page.CONTENT_SECURITY_POLICY
+    around_the_slots = re.split(r"\{\{\w+\}\}", PAGE.read_text())
+    assert len(around_the_slots) > 1
+    assert re.fullmatch(".*?".join(map(re.escape, around_the_slots)), served.text, re.DOTALL)
 
 
 def test_without_the_token_the_browser_is_asked_for_it(page_url: str):
@@ -221,6 +356,16 @@ CRAFTED = {
             "expired": False,
             "last_violation": {"kind": "missing_claim", "age": 12},
         },
+        {
+            "customer": MARKUP_ID + "&amp; '\"",
+            "user": "<u>&</u>",
+            "claim_fp": "fedcba987654",
+            "source": "link",
+            "claim_age": 5000,
+            "expires_in": 38200,
+            "expired": False,
+            "last_violation": {"kind": "<i>kind</i>", "age": 90000},
+        },
     ],
     "violations_last_hour": {"missing_claim": 3, "expired_claim": 0, "new_kind": 2},
     "decisions_last_hour": {"injected": 10, "blocked": 0},
@@ -229,12 +374,36 @@ CRAFTED = {
 }
 
 
+def serve_crafted(page: Page) -> None:
+    """The real page's answer (its headers, its policy), with ``CRAFTED`` rendered in it."""
+
+    def crafted_page(route: Route) -> None:
+        real = route.fetch()
+        assert real.status == 200, real.status
+        route.fulfill(response=real, body=status_page.render(CRAFTED))
+
+    page.route(lambda url: urlsplit(url).path == "/", crafted_page)
+    page.route("**/status.json*", lambda route: route.fulfill(json=CRAFTED))
+
+
 def test_the_page_words_every_field_of_the_contract(page_url: str):
+    """The server's first paint, read with JavaScript off, is the script's refresh of the
+    same document, element for element; and that is worded as below."""
     credentials = {"username": "ops", "password": ADMIN_TOKEN}
+    with chromium(http_credentials=credentials, java_script_enabled=False) as browser:
+        page = browser.new_page()
+        serve_crafted(page)
+        page.goto(page_url)
+        first_paint = snapshot(page)
     with chromium(http_credentials=credentials) as browser:
         page = browser.new_page()
-        page.route("**/status.json*", lambda route: route.fulfill(json=CRAFTED))
+        serve_crafted(page)
         page.goto(page_url + "?refresh=1")
+        # The server's footer says 5 s: this is the script's, after it rendered CRAFTED.
+        updated = re.compile(r"^updated .* refreshes every 1 s$")
+        expect(page.locator("#footer")).to_have_text(updated, timeout=WAIT_MS)
+        assert snapshot(page) == first_paint
+        assert page.locator("#injected, #customers img, #customers u, #customers i").count() == 0
         expect(page.locator("#ready")).to_have_text("not ready", timeout=WAIT_MS)
         expect(page.locator("#mode")).to_have_text("enforce")
         expect(page.locator("#listeners")).to_contain_text("admin 127.0.0.1:8082")
@@ -304,3 +473,77 @@ def assert_a_failed_refresh_is_shown(page: Page, still_listed: str) -> None:
     page.unroute("**/status.json*", refuse)
     expect(banner).to_be_hidden(timeout=WAIT_MS)
     expect(page.locator("#ready")).to_have_text("ready")
+
+
+@pytest.mark.parametrize("prefix", ["/", PREFIX], ids=["root", "path-prefix"])
+def test_the_page_works_with_the_token_in_its_url(
+    world: World, page_url: str, prefix_proxy: PrefixProxy, prefix: str
+):
+    """``http://anyuser:TOKEN@host/`` (a bookmark behind Basic): the browser authenticates
+    the navigation with it and caches it for the origin; the script's refreshes never carry
+    it in their URL, keep the page's path prefix, and show new data without a reload."""
+    host = world.sidecar.listeners["admin"] if prefix == "/" else prefix_proxy.address
+    with chromium() as browser:
+        page = browser.new_page()
+        page.add_init_script(BANNER_WATCH)
+        refreshes: list[tuple[str, int]] = []
+        page.on("response", lambda r: refreshes.append((r.url, r.status)) if "json" in r.url else 0)
+        errors: list[str] = []
+        page.on("console", lambda m: errors.append(redacted(m.text)) if m.type == "error" else 0)
+
+        status = open_page(page, f"http://anyuser:{ADMIN_TOKEN}@{host}{prefix}?refresh=1")
+        assert status == 200
+        expect(page.locator("#ready")).to_have_text("ready")  # the server's first paint
+        page.evaluate("window.__sameDocument = true")
+
+        customer = Customer("3201" + str(len(prefix)))
+        claim_fp = add_claim(world, page_url, customer)
+        row = page.locator(f'#customers tr[data-customer="{customer.web_id}"]')
+        expect(row).to_contain_text(claim_fp, timeout=WAIT_MS)
+        expect(row.locator("td").nth(3)).to_have_text("admin")
+
+        same_document = page.evaluate("window.__sameDocument === true")
+        assert same_document, "the page was reloaded"
+        banners = page.evaluate("window.__banners")
+        assert banners == [], banners
+        assert errors == [], errors
+        assert refreshes, "the script never refreshed"
+        for url, code in refreshes:
+            parts = urlsplit(url)
+            assert (parts.username, parts.password) == (None, None), "credentials in a fetch URL"
+            assert (parts.path, code) == (prefix + "status.json", 200)
+
+
+def test_without_javascript_the_first_paint_shows_the_data(world: World, page_url: str):
+    """The same customers and counts as ``/status.json``; the page reloads itself (noscript
+    refresh), so a claim added later appears too."""
+    add_claim(world, page_url, Customer("32101"))
+    credentials = {"username": "ops", "password": ADMIN_TOKEN}
+    with chromium(http_credentials=credentials, java_script_enabled=False) as browser:
+        page = browser.new_page()
+        expected = httpx.get(page_url + "status.json", headers=bearer()).json()
+        assert page.goto(page_url) is not None
+        shown = page.evaluate(FIRST_PAINT)
+
+        assert shown["customers"] == [
+            [c["customer"], c["user"] or "—", c["claim_fp"] or "—", c["source"] or "—"]
+            for c in expected["customers"]
+        ]
+        assert "32101" in [row[0] for row in shown["customers"]]
+        for name, counted in (
+            ("violations", "violations_last_hour"),
+            ("decisions", "decisions_last_hour"),
+        ):
+            assert shown[name] == {k: str(n) for k, n in expected[counted].items()}
+        assert shown["recent"] == [
+            [v["kind"], v["customer"] or "—"] for v in expected["recent_violations"][:20]
+        ]
+        assert shown["ready"] == ("ready" if expected["ready"] else "not ready")
+        expect(page.locator("#status-error")).to_be_hidden()
+        expect(page.locator("#footer")).to_contain_text("refreshes every 5 s")
+
+        customer = Customer("32102")
+        claim_fp = add_claim(world, page_url, customer)
+        row = page.locator(f'#customers tr[data-customer="{customer.web_id}"]')
+        reloads = 3 * status_page.REFRESH_SECONDS * 1000
+        expect(row).to_contain_text(claim_fp, timeout=reloads)

@@ -1,0 +1,190 @@
+"""The status page's first paint: the ``status.json`` document rendered into ``status.html``.
+
+The page's script only refreshes what is rendered here, so a browser without JavaScript, or
+one whose first fetch fails, still shows the data. The markup mirrors the script's
+``render`` element for element (the browser tests compare the two); change both together.
+Every value is escaped: customer and user ids come from signed links and are hostile text.
+"""
+
+import base64
+import hashlib
+import math
+import re
+from collections.abc import Iterable, Mapping
+from datetime import datetime, timedelta
+from html import escape
+from importlib import resources
+from typing import Any
+
+from claimgate.policy import Decision, Kind
+
+REFRESH_SECONDS = 5
+"""How often the page reloads itself without JavaScript; the script's default is the same."""
+RECENT_MAX = 20
+DASH = "\u2014"
+KINDS = tuple(kind.value for kind in Kind)
+DECISIONS = tuple(decision.value for decision in Decision)
+_EPOCH = datetime(1970, 1, 1)
+_SLOT = re.compile(r"\{\{(\w+)\}\}")
+
+TEMPLATE = resources.files("claimgate").joinpath("status.html").read_text("utf-8")
+
+
+def _inline_hash(tag: str) -> str:
+    """The CSP source that allows the template's one inline ``<tag>`` and nothing else."""
+    (body,) = re.findall(rf"<{tag}>(.*?)</{tag}>", TEMPLATE, re.DOTALL)
+    return "'sha256-" + base64.b64encode(hashlib.sha256(body.encode()).digest()).decode() + "'"
+
+
+CONTENT_SECURITY_POLICY = (
+    f"default-src 'none'; script-src {_inline_hash('script')}; "
+    f"style-src {_inline_hash('style')}; connect-src 'self'; "
+    "base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+)
+
+
+def render(document: Mapping[str, Any]) -> bytes:
+    """The page for ``document`` (as ``status.status_report`` builds it), as UTF-8."""
+    generated = _utc(document.get("generated_at"))
+    if generated is None:
+        shown, iso, clock = DASH, "", DASH
+    else:
+        shown = generated.strftime("%Y-%m-%d %H:%M:%S UTC")
+        iso = generated.isoformat(timespec="milliseconds") + "Z"
+        clock = generated.strftime("%H:%M:%S UTC")
+    listeners = _mapping(document.get("listeners"))
+    slots = {
+        "refresh": str(REFRESH_SECONDS),
+        "ready_state": "true" if document.get("ready") is True else "false",
+        "ready": "ready" if document.get("ready") is True else "not ready",
+        "mode": _e(_text(document.get("mode"))),
+        "listeners": _e(", ".join(f"{name} {addr}" for name, addr in listeners.items()) or DASH),
+        "generated": shown,
+        "generated_iso": iso,
+        "customers": _customers(document.get("customers")),
+        "violations_hour": _counts(KINDS, document.get("violations_last_hour"), "data-kind"),
+        "decisions_hour": _counts(DECISIONS, document.get("decisions_last_hour"), "data-decision"),
+        "recent": _recent(document.get("recent_violations")),
+        "footer": f"updated {clock} \u00b7 refreshes every {REFRESH_SECONDS} s",
+    }
+    page = _SLOT.sub(lambda slot: slots[slot.group(1)], TEMPLATE)
+    # Ids decoded from links may hold lone surrogates (undecodable bytes): shown as U+FFFD.
+    return page.encode("utf-8", "xmlcharrefreplace")
+
+
+def _e(value: str) -> str:
+    return escape(value, quote=True)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _mapping(value: Any) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
+
+
+def _text(value: Any) -> str:
+    return DASH if value is None or value == "" else str(value)
+
+
+def _duration(seconds: Any) -> str:
+    """``42 s``, ``3 min``, ``2 h``, ``4 d``: coarse on purpose, it is read at a glance."""
+    if not _is_number(seconds):
+        return DASH
+    s = math.floor(max(0, seconds))
+    if s < 60:
+        return f"{s} s"
+    if s < 3600:
+        return f"{s // 60} min"
+    if s < 86400:
+        return f"{s // 3600} h"
+    return f"{s // 86400} d"
+
+
+def _ago(seconds: Any) -> str:
+    return f"{_duration(seconds)} ago" if _is_number(seconds) else DASH
+
+
+def _utc(timestamp: Any) -> datetime | None:
+    """Whole milliseconds, truncated like JavaScript's ``Date``, so both show the same time."""
+    if not _is_number(timestamp):
+        return None
+    try:
+        return _EPOCH + timedelta(milliseconds=math.trunc(timestamp * 1000))
+    except OverflowError:
+        return None
+
+
+def _expiry(customer: Mapping[str, Any]) -> str:
+    if customer.get("expired") is True:
+        return "expired"
+    expires_in = customer.get("expires_in")
+    if not _is_number(expires_in):
+        return DASH
+    return "expired" if expires_in <= 0 else f"in {_duration(expires_in)}"
+
+
+def _td(text: str, css: str = "", title: str | None = None) -> str:
+    attributes = (f' class="{css}"' if css else "") + (
+        "" if title is None else f' title="{_e(title)}"'
+    )
+    return f"<td{attributes}>{_e(text)}</td>"
+
+
+def _empty_row(columns: int, message: str) -> str:
+    return f'<tr class="empty"><td colspan="{columns}">{message}</td></tr>'
+
+
+def _customers(value: Any) -> str:
+    rows = [row for row in value if isinstance(row, Mapping)] if isinstance(value, list) else []
+    return "".join(map(_customer_row, rows)) or _empty_row(7, "no customers yet")
+
+
+def _customer_row(customer: Mapping[str, Any]) -> str:
+    customer_id = _text(customer.get("customer"))
+    expires = _expiry(customer)
+    last = customer.get("last_violation")
+    if isinstance(last, Mapping) and last.get("kind"):
+        violation = _td(f"{last['kind']}, {_ago(last.get('age'))}", "violated")
+    else:
+        violation = _td(DASH, "muted")
+    cells = [
+        _td(customer_id, "mono id", customer_id),
+        _td(_text(customer.get("user"))),
+        _td(_text(customer.get("claim_fp")), "mono"),
+        _td(_text(customer.get("source"))),
+        _td(_duration(customer.get("claim_age")), "num"),
+        _td(expires, "expired" if expires == "expired" else ""),
+        violation,
+    ]
+    return f'<tr data-customer="{_e(customer_id)}">{"".join(cells)}</tr>'
+
+
+def _counts(known: Iterable[str], value: Any, attribute: str) -> str:
+    """Every known name in its order, then any the document adds; zeros are shown muted."""
+    values = _mapping(value)
+    names = list(known)
+    names += [name for name in values if name not in names]
+    items = []
+    for name in names:
+        count = values.get(name)
+        count = count if _is_number(count) else 0
+        css = ' class="zero"' if count == 0 else ""
+        items.append(
+            f'<li{css}><span class="label">{_e(name)}</span>'
+            f'<span class="n" {attribute}="{_e(name)}">{_e(str(count))}</span></li>'
+        )
+    return "".join(items)
+
+
+def _recent(value: Any) -> str:
+    """The newest first, at most ``RECENT_MAX``."""
+    violations = [v for v in value if isinstance(v, Mapping)] if isinstance(value, list) else []
+    violations.sort(key=lambda v: v.get("age") if _is_number(v.get("age")) else 0)
+    rows = []
+    for violation in violations[:RECENT_MAX]:
+        kind, customer = _text(violation.get("kind")), _text(violation.get("customer"))
+        cells = _td(_ago(violation.get("age"))) + _td(kind) + _td(customer, "mono id", customer)
+        rows.append(f'<tr data-kind="{_e(kind)}">{cells}</tr>')
+    return "".join(rows) or _empty_row(3, "none")

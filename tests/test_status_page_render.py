@@ -1,0 +1,254 @@
+"""The status page's server-side first paint (``status_page.render``), alone.
+
+The rendered page is parsed back with the standard library's HTML parser, so the checks read
+what a browser would: text and attribute values after unescaping, never the raw markup.
+tests/test_status_page.py checks in a real browser that the script refreshes the same
+elements the same way.
+"""
+
+import base64
+import hashlib
+import re
+from dataclasses import dataclass, field
+from html.parser import HTMLParser
+
+from claimgate import status_page
+from claimgate.activity import Activity
+from claimgate.status import status_report
+from claimgate.store import Claim
+from tests.support import VIOLATION_KINDS
+
+NOW = 1_800_000_000.0
+DECISIONS = ("injected", "replaced", "kept", "passed", "blocked", "observed")
+HOSTILE = "<script>alert(\"x\")</script>&amp;'\"<b onmouseover='y'>"
+VOID = {"meta", "br", "img", "input", "link", "hr", "wbr"}
+
+
+@dataclass
+class Element:
+    tag: str
+    attrs: dict[str, str]
+    children: list["Element | str"] = field(default_factory=list)
+
+    @property
+    def text(self) -> str:
+        return "".join(c if isinstance(c, str) else c.text for c in self.children)
+
+    def descendants(self) -> list["Element"]:
+        children = [c for c in self.children if isinstance(c, Element)]
+        return [e for child in children for e in [child, *child.descendants()]]
+
+    def find_all(self, tag: str) -> list["Element"]:
+        return [e for e in self.descendants() if e.tag == tag]
+
+    def by_id(self, wanted: str) -> "Element":
+        (match,) = [e for e in self.descendants() if e.attrs.get("id") == wanted]
+        return match
+
+
+class _TreeBuilder(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.root = Element("#document", {})
+        self.stack = [self.root]
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        element = Element(tag, {name: value or "" for name, value in attrs})
+        self.stack[-1].children.append(element)
+        if tag not in VOID:
+            self.stack.append(element)
+
+    def handle_endtag(self, tag: str) -> None:
+        assert self.stack[-1].tag == tag, f"</{tag}> closes <{self.stack[-1].tag}>"
+        self.stack.pop()
+
+    def handle_data(self, data: str) -> None:
+        self.stack[-1].children.append(data)
+
+
+def parse(page: bytes) -> Element:
+    builder = _TreeBuilder()
+    builder.feed(page.decode("utf-8"))
+    builder.close()
+    assert builder.stack == [builder.root], "unclosed elements"
+    return builder.root
+
+
+def cells(row: Element) -> list[str]:
+    return [td.text for td in row.find_all("td")]
+
+
+def counts(page: Element, list_id: str, attribute: str) -> dict[str, str]:
+    spans = [s for s in page.by_id(list_id).find_all("span") if attribute in s.attrs]
+    return {span.attrs[attribute]: span.text for span in spans}
+
+
+def report(claims: list[Claim], activity: Activity | None = None) -> dict:
+    return status_report(
+        claims=claims,
+        activity=activity or Activity(lambda: NOW),
+        listeners={"forward": "127.0.0.1:8080", "admin": "127.0.0.1:8082"},
+        mode="inject",
+        ready=True,
+        ttl=3600,
+        now=NOW,
+    )
+
+
+def test_hostile_ids_are_text_never_markup():
+    activity = Activity(lambda: NOW - 30)
+    activity.violation(HOSTILE, HOSTILE)
+    document = report([Claim(HOSTILE, HOSTILE, "c", int(NOW) - 10)], activity)
+    document["mode"] = HOSTILE
+    document["listeners"] = {HOSTILE: HOSTILE}
+    document["violations_last_hour"][HOSTILE] = 1  # status_report counts known kinds only
+    rendered = status_page.render(document)
+    page = parse(rendered)
+
+    assert rendered.count(b"<script") == status_page.TEMPLATE.count("<script") == 1
+    assert page.find_all("b") == []
+    (row,) = page.by_id("customers").find_all("tr")
+    assert row.attrs["data-customer"] == HOSTILE
+    first = row.find_all("td")[0]
+    assert (first.text, first.attrs["title"]) == (HOSTILE, HOSTILE)
+    assert cells(row)[1] == HOSTILE  # the user id
+    assert cells(row)[6] == f"{HOSTILE}, 30 s ago"
+    (recent,) = page.by_id("recent").find_all("tr")
+    assert recent.attrs["data-kind"] == HOSTILE
+    assert cells(recent) == ["30 s ago", HOSTILE, HOSTILE]
+    assert counts(page, "violations-hour", "data-kind")[HOSTILE] == "1"
+    assert page.by_id("mode").text == HOSTILE
+    assert page.by_id("listeners").text == f"{HOSTILE} {HOSTILE}"
+
+
+def test_an_id_with_undecodable_bytes_still_renders():
+    """Link values keep undecodable bytes as lone surrogates; the page shows U+FFFD."""
+    customer = "21\udcff"
+    page = parse(status_page.render(report([Claim(customer, "1", "c", int(NOW))])))
+    (row,) = page.by_id("customers").find_all("tr")
+    assert row.attrs["data-customer"] == "21\ufffd"
+
+
+def test_empty_states():
+    page = parse(status_page.render(report([])))
+    (row,) = page.by_id("customers").find_all("tr")
+    assert row.attrs == {"class": "empty"}
+    assert (row.find_all("td")[0].attrs, row.text) == ({"colspan": "7"}, "no customers yet")
+    (none,) = page.by_id("recent").find_all("tr")
+    assert (none.find_all("td")[0].attrs, none.text) == ({"colspan": "3"}, "none")
+    for list_id in ("violations-hour", "decisions-hour"):
+        items = page.by_id(list_id).find_all("li")
+        assert items and all(li.attrs == {"class": "zero"} for li in items)
+        assert {li.find_all("span")[1].text for li in items} == {"0"}
+
+
+def test_a_document_without_data_renders_dashes():
+    """What the admin listener renders for a backend that reports nothing yet."""
+    page = parse(status_page.render({"customers": []}))
+    assert (page.by_id("ready").attrs["data-ready"], page.by_id("ready").text) == (
+        "false",
+        "not ready",
+    )
+    for element in ("mode", "listeners", "generated"):
+        assert page.by_id(element).text == "\u2014"
+    assert page.by_id("generated").attrs["title"] == ""
+    assert page.by_id("footer").text == "updated \u2014 \u00b7 refreshes every 5 s"
+
+
+def test_every_violation_kind_and_decision_is_shown_in_order():
+    activity = Activity(lambda: NOW)
+    activity.violation("missing_claim", "1")
+    activity.violation("missing_claim", "2")
+    activity.violation("bad_signature", None)
+    activity.decision("injected")
+    document = report([], activity)
+    document["violations_last_hour"]["new_kind"] = 4
+    page = parse(status_page.render(document))
+
+    kinds = counts(page, "violations-hour", "data-kind")
+    assert tuple(kinds) == (*VIOLATION_KINDS, "new_kind")
+    assert kinds["missing_claim"] == "2" and kinds["bad_signature"] == "1"
+    assert kinds["new_kind"] == "4" and kinds["hmac_v1"] == "0"
+    decisions = counts(page, "decisions-hour", "data-decision")
+    assert tuple(decisions) == DECISIONS
+    assert decisions["injected"] == "1" and decisions["blocked"] == "0"
+    items = page.by_id("violations-hour").find_all("li")
+    assert [li.attrs.get("class") for li in items[:2]] == [None, "zero"]
+    assert [li.find_all("span")[0].text for li in items] == [*VIOLATION_KINDS, "new_kind"]
+
+
+def test_rows_are_worded_as_the_script_words_them():
+    document = {
+        "generated_at": NOW + 0.1234,
+        "ready": True,
+        "mode": "enforce",
+        "listeners": {"admin": "127.0.0.1:8082"},
+        "customers": [
+            {
+                "customer": "100",
+                "user": "17",
+                "claim_fp": "abcdef012345",
+                "source": "link",
+                "claim_age": 42,
+                "expires_in": 43158,
+                "expired": False,
+                "last_violation": None,
+            },
+            {
+                "customer": "200",
+                "user": "3",
+                "claim_fp": "0123456789ab",
+                "source": "admin",
+                "claim_age": 180,
+                "expires_in": 0,
+                "expired": True,
+                "last_violation": {"kind": "expired_claim", "age": 7200},
+            },
+            {
+                "customer": "300",
+                "user": None,
+                "claim_fp": None,
+                "source": None,
+                "claim_age": None,
+                "expires_in": None,
+                "expired": False,
+                "last_violation": {"kind": "missing_claim", "age": 200_000},
+            },
+        ],
+        "recent_violations": [
+            {"kind": "missing_claim", "customer": "300", "age": 100 + i} for i in range(25)
+        ]
+        + [{"kind": "unknown_token", "customer": None, "age": 1}],
+    }
+    page = parse(status_page.render(document))
+    assert (page.by_id("ready").attrs["data-ready"], page.by_id("ready").text) == ("true", "ready")
+    assert page.by_id("generated").text == "2027-01-15 08:00:00 UTC"
+    assert page.by_id("generated").attrs["title"] == "2027-01-15T08:00:00.123Z"
+    assert page.by_id("footer").text == "updated 08:00:00 UTC \u00b7 refreshes every 5 s"
+    rows = {row.attrs["data-customer"]: row for row in page.by_id("customers").find_all("tr")}
+    assert cells(rows["100"]) == ["100", "17", "abcdef012345", "link", "42 s", "in 11 h", "—"]
+    assert cells(rows["200"]) == [
+        *("200", "3", "0123456789ab", "admin", "3 min", "expired", "expired_claim, 2 h ago")
+    ]
+    assert cells(rows["300"]) == ["300", "—", "—", "—", "—", "—", "missing_claim, 2 d ago"]
+    assert [td.attrs.get("class") for td in rows["200"].find_all("td")] == [
+        *("mono id", None, "mono", None, "num", "expired", "violated")
+    ]
+    assert rows["100"].find_all("td")[6].attrs == {"class": "muted"}
+
+    recent = page.by_id("recent").find_all("tr")
+    assert len(recent) == status_page.RECENT_MAX
+    assert cells(recent[0]) == ["1 s ago", "unknown_token", "—"]
+    assert cells(recent[1]) == ["1 min ago", "missing_claim", "300"]
+
+
+def test_every_slot_is_filled_and_the_policy_allows_exactly_the_page_code():
+    rendered = status_page.render(report([])).decode()
+    assert not re.search(r"\{\{\w+\}\}", rendered)
+    assert '<noscript><meta http-equiv="refresh" content="5"></noscript>' in rendered
+    policy = status_page.CONTENT_SECURITY_POLICY
+    assert "unsafe-inline" not in policy and "default-src 'none'" in policy
+    for tag in ("script", "style"):
+        (body,) = re.findall(rf"<{tag}>(.*?)</{tag}>", rendered, re.DOTALL)
+        digest = base64.b64encode(hashlib.sha256(body.encode()).digest()).decode()
+        assert f"{tag}-src 'sha256-{digest}'" in policy
