@@ -7,8 +7,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from claimgate import signature
-from claimgate.testing import make_claim, make_secret
+from claimgate.testing import make_claim, make_secret, make_token
 from tests.support import claimgate_command
 
 SECRET = make_secret()
@@ -83,6 +85,57 @@ def test_sign_url_then_verify_url_round_trip():
     wrong = claimgate("verify-url", signed.stdout.strip(), "--secret-env", "PS", env={"PS": "x"})
     assert wrong.returncode == 1
     assert "does not match" in wrong.stdout
+
+
+CLAIM = make_claim()
+ENCODED_CLAIM = CLAIM.replace("+", "%2B").replace("/", "%2F").replace("=", "%3D")
+BROKEN_URLS = (
+    "not a url",
+    f"http://[::1/service?apiClaim={ENCODED_CLAIM}",
+    f"https://provider.example:80a/service?apiClaim={ENCODED_CLAIM}",
+    "/service?customerWebId=21312",
+    "https://:8443/service",
+    "provider.example/service",
+)
+
+
+@pytest.mark.parametrize("command", ["sign-url", "verify-url"])
+@pytest.mark.parametrize("url", BROKEN_URLS)
+def test_a_broken_url_is_one_line_and_exit_2(command: str, url: str):
+    result = claimgate(command, url, "--secret-env", "PS", env={"PS": SECRET})
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert result.stderr.count("\n") == 1 and result.stderr.startswith("claimgate: URL: ")
+    assert CLAIM not in result.stderr and SECRET not in result.stderr
+
+
+def test_sign_url_refuses_a_signed_url_in_one_line():
+    signed = signature.sign_url(f"{URL}&apiClaim={ENCODED_CLAIM}", SECRET)
+    result = claimgate("sign-url", signed, "--secret-env", "PS", env={"PS": SECRET})
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert result.stderr.count("\n") == 1
+    assert "already carries a signature" in result.stderr
+    for secret in (CLAIM, SECRET, signed[-64:]):
+        assert secret not in result.stderr
+
+
+def test_verify_url_says_when_the_signature_is_missing():
+    for unsigned in (URL, f"{URL}&signature[]=0123abcd"):
+        result = claimgate("verify-url", unsigned, "--secret-env", "PS", env={"PS": SECRET})
+        assert result.returncode == 1
+        assert "signature: missing" in result.stdout
+        assert "does not match" not in result.stdout and "0123abcd" not in result.stdout
+
+
+def test_verify_url_never_prints_a_secret_parameter_even_as_an_array():
+    token = make_token()
+    url = signature.sign_url(f"{URL}&apiClaim[]={ENCODED_CLAIM}&apiToken[x]={token}", SECRET)
+    result = claimgate("verify-url", url, "--secret-env", "PS", env={"PS": SECRET})
+    assert result.returncode == 0, result.stderr
+    assert "apiClaim = " in result.stdout and "apiToken = " in result.stdout
+    for secret in (CLAIM, token, url[-64:], SECRET):
+        assert secret not in result.stdout
 
 
 def test_missing_secret_variable_is_a_usage_error():

@@ -5,6 +5,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from claimgate.signature import (
+    AlreadySigned,
     PhpValue,
     build_query,
     candidate_canonicals,
@@ -247,7 +248,7 @@ def test_sign_url_appends_where_it_belongs() -> None:
 
 
 def test_sign_url_refuses_a_signed_url() -> None:
-    with pytest.raises(ValueError, match="already carries") as raised:
+    with pytest.raises(AlreadySigned, match="already carries") as raised:
         sign_url(f"{URL}&signature={SIGNATURE}", SECRET)
     assert SIGNATURE not in str(raised.value)
 

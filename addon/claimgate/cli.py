@@ -12,6 +12,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from claimgate import signature
 from claimgate.fingerprint import fingerprint
@@ -130,29 +131,58 @@ def _secret(var: str) -> str:
     return value
 
 
+def _link(url: str) -> str:
+    """``url`` if it is an absolute URL, as every Marketplace link is; else a usage error.
+
+    The reasons are fixed texts: urllib's own messages can quote the URL, and with it a claim.
+    """
+    try:
+        parts = urlsplit(url)
+        _ = parts.port  # raises for a port that is no number from 0 to 65535
+    except ValueError:
+        raise UsageError("URL: not a valid URL (check the host's [ ] and the port)") from None
+    if not (parts.scheme and parts.hostname):
+        raise UsageError(
+            "URL: needs a scheme and a host, like https://provider.example/service?..."
+        )
+    return url
+
+
 def _sign_url(args: argparse.Namespace) -> int:
-    print(signature.sign_url(args.url, _secret(args.secret_env)))
+    url = _link(args.url)
+    try:
+        signed = signature.sign_url(url, _secret(args.secret_env))
+    except signature.AlreadySigned as error:
+        raise UsageError(f"{error}; remove it to sign the link again") from None
+    print(signed)
     return 0
 
 
 def _verify_url(args: argparse.Namespace) -> int:
+    url = _link(args.url)
     secret = _secret(args.secret_env)
-    base, path, query = signature.split_url(args.url)
+    base, path, query = signature.split_url(url)
     params = signature.parse_query(query)
     print(f"signed base: {base}{path}")
     for name in sorted(params, key=str.encode):
-        value = params[name]
-        shown = (
-            f"<fp {fingerprint(value)}>"
-            if name in SECRET_PARAMETERS and isinstance(value, str)
-            else repr(value)
-        )
-        print(f"  {name} = {shown}")
+        print(f"  {name} = {_shown(name, params[name])}")
     timestamp = params.get("timestamp")
     if isinstance(timestamp, str) and timestamp.isdigit():
         print(f"timestamp age: {int(time.time()) - int(timestamp)} s")
-    if signature.verify_url(args.url, secret):
+    if not isinstance(params.get(signature.SIGNATURE_PARAM), str):
+        print("signature: missing (the URL has no signature=<hex> parameter)")
+        return 1
+    if signature.verify_url(url, secret):
         print("signature: valid")
         return 0
     print("signature: does not match (check the scheme, host, port and path onOffice used)")
     return 1
+
+
+def _shown(name: str, value: signature.PhpValue) -> str:
+    """A parameter as verify-url prints it: a secret one by fingerprint, or not at all."""
+    if name not in SECRET_PARAMETERS:
+        return repr(value)
+    if isinstance(value, str):
+        return f"<fp {fingerprint(value)}>"
+    return "<an array, not shown>"

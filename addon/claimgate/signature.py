@@ -44,6 +44,10 @@ _ENCODED = tuple(
 """PHP ``urlencode`` (RFC 1738) per byte: unlike Python's ``quote_plus`` it encodes ``~``."""
 
 
+class AlreadySigned(ValueError):
+    """``sign_url`` was given a link that carries a signature already."""
+
+
 def parse_query(query: str) -> dict[str, PhpValue]:
     """Read a query string exactly as PHP's ``parse_str`` does."""
     result = _Array()
@@ -108,7 +112,7 @@ def sign_url(url: str, secret: str) -> str:
     base, path, query = split_url(head)
     params = parse_query(query)
     if SIGNATURE_PARAM in params:
-        raise ValueError("the URL already carries a signature parameter")
+        raise AlreadySigned("the URL already carries a signature parameter")
     separator = "?" if "?" not in head else "" if head.endswith(("?", "&")) else "&"
     signature = sign(canonical_url(base, path, params), secret)
     return f"{head}{separator}{SIGNATURE_PARAM}={signature}{hash_mark}{fragment}"
