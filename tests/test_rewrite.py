@@ -1,5 +1,8 @@
 import gzip
+import hashlib
 import json
+import math
+import re
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -376,3 +379,121 @@ def test_wrong_types_are_refused_with_a_reason(field, value):
         document["request"]["actions"][0][field] = value
     with pytest.raises(MalformedRequest):
         parse(json.dumps(document).encode())
+
+
+# --- numbers as PHP's json_decode reads them --------------------------------------------
+
+REFUSED_CONSTANT = re.compile(r"body is not valid JSON \(NaN or Infinity at offset (\d+)\)")
+LONG = "9" * 5000
+"""Past Python's 4,300-digit limit for ``int``; PHP reads it as a float (INF)."""
+
+
+@pytest.mark.parametrize(
+    ("raw", "constant"),
+    [
+        (b'{"token":NaN}', "NaN"),
+        (body(action("{}").replace('"timestamp":1', '"timestamp":Infinity')), "Infinity"),
+        (body(action('{"NaN":"Infinity","a":[1,-Infinity]}')), "-Infinity"),
+        (body(action('{"long":%s,"a":NaN}' % LONG)), "NaN"),
+    ],
+)
+def test_nan_and_infinity_are_refused_at_their_offset(raw, constant):
+    with pytest.raises(MalformedRequest) as refused:
+        parse(raw)
+    reason = REFUSED_CONSTANT.fullmatch(str(refused.value))
+    assert reason is not None
+    at = int(reason[1])
+    assert raw[at:].startswith(constant.encode()) and raw[at - 1 : at] in (b":", b",")
+
+
+def test_strings_that_say_nan_or_infinity_are_plain_strings():
+    (parsed,) = parse(body(action('{"NaN":"Infinity","s":"-Infinity"}'))).actions
+    assert parsed.decoded()["parameters"] == {"NaN": "Infinity", "s": "-Infinity"}
+
+
+def test_a_long_integer_does_not_hide_a_later_error():
+    with pytest.raises(MalformedRequest, match=r"not valid JSON \(Expecting property name"):
+        parse(body(action('{"long":%s,}' % LONG)))
+    with pytest.raises(MalformedRequest, match=r"not valid JSON \(Expecting ',' delimiter"):
+        parse(body(action('{"long":[%s 1]}' % LONG)))
+
+
+@st.composite
+def long_integers(draw):
+    """Integer literals past Python's digit limit, either sign: a drawn pattern repeated."""
+    pattern = draw(st.text(alphabet="0123456789", min_size=1, max_size=40))
+    length = draw(st.integers(min_value=4300, max_value=6000))
+    tail = (pattern * (length // len(pattern) + 1))[:length]
+    return draw(st.sampled_from(["", "-"])) + draw(st.sampled_from("123456789")) + tail
+
+
+@settings(max_examples=40, suppress_health_check=[HealthCheck.too_slow])
+@given(long_integers(), st.sampled_from(["parameter", "nested", "action"]), claims)
+def test_integers_past_pythons_digit_limit_are_floats_as_in_php(digits, place, claim):
+    """Accepted, left byte for byte, and held as PHP holds them: a float, here always INF."""
+    if place == "action":
+        raw = body(action('{"a":1}').replace('"timestamp":1', '"timestamp":%s' % digits))
+    else:
+        spot = digits if place == "parameter" else '[1, {"x": %s}, 2.5]' % digits
+        raw = body(action('{"n":%s,"a":1}' % spot))
+    request = parse(raw)
+    decoded = request.actions[0].decoded()
+    held = decoded["timestamp"] if place == "action" else decoded["parameters"]["n"]
+    if place == "nested":
+        assert held[0] == 1 and held[2] == 2.5
+        held = held[1]["x"]
+    assert held == float(digits) and math.isinf(held)
+    inserted = f',"extendedclaim":{json.dumps(claim)}'.encode()
+    assert rewrite(request, claim, [0]).replace(inserted, b"", 1) == raw
+
+
+def test_a_version_one_action_holding_inf_is_never_resigned():
+    """PHP holds the long number as INF, and its ``json_encode`` of INF fails (``false``,
+    an empty string once concatenated): whatever a client signed, claimgate's check of the
+    old HMAC does not pass, so the action is reported as ``hmac_v1`` and left alone."""
+    token, secret, timestamp = "testtoken", "testsecret", 1646228220
+
+    def legacy_hmac(encoded_parameters: str) -> str:  # the official PHP SDK's version 1
+        fields = ",".join([token, READ, "", "", secret, str(timestamp), "estate"])
+        inner = hashlib.md5(f"{encoded_parameters},{fields}".encode()).hexdigest()
+        return hashlib.md5((secret + inner).encode()).hexdigest()
+
+    def v1_action(parameters: str, hmac: str) -> bytes:
+        members = (
+            f'"actionid":"{READ}","identifier":"","resourceid":"","resourcetype":"estate",'
+            f'"timestamp":{timestamp},"hmac":"{hmac}","parameters":{parameters}'
+        )
+        return ('{"token":"%s","request":{"actions":[{%s}]}}' % (token, members)).encode()
+
+    def verifies(raw: bytes) -> bool:
+        (parsed,) = parse(raw).actions
+        return onoffice.hmac_v1(secret, token, parsed.decoded()) == parsed.hmac
+
+    assert verifies(v1_action('{"n":5}', legacy_hmac('{"n":5}')))  # the check itself works
+    long_parameters = '{"n":%s}' % LONG
+    for signed_over in ("", long_parameters, '{"n":0}', '{"n":INF}'):
+        assert not verifies(v1_action(long_parameters, legacy_hmac(signed_over)))
+
+
+@settings(max_examples=150, suppress_health_check=[HealthCheck.too_slow])
+@given(st.data())
+def test_nan_and_infinity_anywhere_are_refused_at_their_offset_past_strings(data):
+    document, _ = data.draw(spelled_requests())
+    constant = data.draw(st.sampled_from([math.nan, math.inf, -math.inf]))
+    target = data.draw(st.sampled_from(document["request"]["actions"]))
+    place = data.draw(st.sampled_from(["token", "action", "parameter", "nested"]))
+    if place == "token":
+        document["token"] = constant
+    elif place == "action":
+        target["timestamp"] = constant
+    else:
+        parameters = target["parameters"] = target.get("parameters") or {}
+        decoy = {"NaN": "-Infinity", "v": constant}
+        parameters["n"] = constant if place == "parameter" else [1, decoy]
+    text = json.dumps(document, ensure_ascii=data.draw(st.booleans()))
+    with pytest.raises(MalformedRequest) as refused:
+        parse(text.encode())
+    reason = REFUSED_CONSTANT.fullmatch(str(refused.value))
+    assert reason is not None
+    at = int(reason[1])
+    assert text[at:].startswith(json.dumps(constant)) and text[at - 1] in ":[, "

@@ -8,6 +8,9 @@ positions of each action's ``parameters`` (decoding every value once with the C 
 scanner, so large bodies cost no more than one ``json.loads``) and the edits are spliced
 into the original text. The body is read as JSON whatever its Content-Type, because the
 official PHP SDK sends raw JSON labelled form-urlencoded.
+
+JSON is read as the API reads it, with PHP's ``json_decode``: ``NaN`` and ``Infinity`` are
+refused, and an integer of any length is a number.
 """
 
 import json
@@ -133,6 +136,9 @@ def parse(body: bytes) -> ApiRequest:
         raise MalformedRequest("body is empty")
     try:
         root, end = _object(text, _skip(text, 0), {"request": _request_value})
+    except _NotJson:
+        at = _non_finite_at(text)
+        raise MalformedRequest(f"body is not valid JSON (NaN or Infinity at offset {at})") from None
     except (ValueError, IndexError, RecursionError) as error:
         raise MalformedRequest(_reason(error)) from None
     if _skip(text, end) != len(text):
@@ -251,7 +257,35 @@ def _encode_string(value: str, escape_slashes: bool) -> str:
 _ValueParser = Callable[[str, int], tuple[Any, int]]
 _SPACE = frozenset(" \t\n\r")
 """A set, not a string: ``"" in " \t"`` is true, and the text may end where we look."""
-_scan_once = make_scanner(json.JSONDecoder())
+
+
+class _NotJson(Exception):
+    """``NaN``, ``Infinity`` or ``-Infinity``: Python's scanner reads them, PHP refuses them.
+
+    Not a ValueError, so that it passes the fallback for long integers untouched.
+    """
+
+
+def _refuse_constant(_name: str) -> None:
+    """The scanner's hook for those three names, and only for them: no cost per number."""
+    raise _NotJson
+
+
+def _long_integer(digits: str) -> int | float:
+    """A JSON integer for the slow scanner: an ``int`` where Python reads one; beyond its
+    digit limit, the float PHP holds (always INF: the limit is far past the float range)."""
+    try:
+        return int(digits)
+    except ValueError:
+        return float(digits)
+
+
+_scan_once = make_scanner(json.JSONDecoder(parse_constant=_refuse_constant))
+_scan_long_integers = make_scanner(
+    json.JSONDecoder(parse_constant=_refuse_constant, parse_int=_long_integer)
+)
+_NON_FINITE = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"|(-?Infinity|NaN)')
+"""A string, or one of the three names outside strings (where they are what broke)."""
 _AFTER_ITEM = re.compile(r"[ \t\n\r]*([,\]])[ \t\n\r]*")
 _EMPTY_ARRAY = re.compile(r"[ \t\n\r]*]")
 _NAME = r'[ \t\n\r]*"([^"\\\x00-\x1f]*)"[ \t\n\r]*:[ \t\n\r]*'
@@ -271,6 +305,30 @@ def _any_value(text: str, at: int) -> tuple[Any, int]:
         return _scan_once(text, at)
     except StopIteration as stop:
         raise json.JSONDecodeError("Expecting value", text, stop.value) from None
+    except ValueError as error:
+        return _value_slowly(text, at, error)
+
+
+def _value_slowly(text: str, at: int, error: ValueError) -> tuple[Any, int]:
+    """After the C scanner failed on the value at ``at``: a JSON error stands; any other
+    ValueError is an integer past Python's digit limit, which PHP reads as a float, so the
+    value is read again with a Python call per integer. The limit itself stays: without
+    it, ``int`` is quadratic in what a client sends."""
+    if isinstance(error, json.JSONDecodeError):
+        raise error
+    try:
+        return _scan_long_integers(text, at)
+    except StopIteration as stop:
+        raise json.JSONDecodeError("Expecting value", text, stop.value) from None
+
+
+def _non_finite_at(text: str) -> int:
+    """Where the first ``NaN`` or ``Infinity`` outside a string is.
+
+    Only called once the scanner met one: everything before it is valid JSON, so the first
+    such name outside a string is the one.
+    """
+    return next(m.start(1) for m in _NON_FINITE.finditer(text) if m.group(1))
 
 
 def _object(text: str, at: int, nested: Mapping[str, _ValueParser]) -> tuple[_Object, int]:
@@ -297,6 +355,8 @@ def _object(text: str, at: int, nested: Mapping[str, _ValueParser]) -> tuple[_Ob
                 value, i = _scan_once(text, value_start)
             except StopIteration as stop:
                 raise json.JSONDecodeError("Expecting value", text, stop.value) from None
+            except ValueError as error:
+                value, i = _value_slowly(text, value_start, error)
         else:
             value, i = parser(text, value_start)
         members.append((key, value_start, i, value))
