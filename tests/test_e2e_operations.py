@@ -119,8 +119,15 @@ def test_metrics_count_real_traffic(world, customers):
     assert value(after, "claimgate_claims_cached") >= 1
     assert value(after, "claimgate_store_errors_total") == 0
     text = admin(world, "GET", "/metrics", token=None).text
-    for secret in (claim, fed.token, fed.web_id):
-        assert secret not in text  # no label carries a claim, a token or a customer
+    label_values = {
+        value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        for value in sample.labels.values()
+    }
+    assert label_values and "injected" in label_values  # the parse saw the labels
+    for secret in (claim, fed.token, fed.web_id, starved.token, starved.web_id):
+        assert secret not in label_values  # no label carries a claim, a token or a customer
 
 
 def test_claims_api_needs_the_token(world, customers):
@@ -342,4 +349,46 @@ def test_requests_their_clients_abandon_do_not_hold_up_a_stop(tmp_path, customer
             assert time.monotonic() - started < 5
             assert world.sidecar.wait_for("shutdown_started")["in_flight"] == 0
         finally:
+            worlds.close()
+
+
+def test_sigterm_with_open_connections_on_every_listener_logs_no_error(tmp_path):
+    """Keep-alive connections left open on each listener, an intercepted tunnel among them:
+    a clean stop closes them, logs nothing at error level and exits 0."""
+    customer = Customer("41100")
+    with App() as app, ApiDouble({customer.token: customer.secret}) as api:
+        config = config_for(tmp_path, app, api, capture={"mirror_listen": "127.0.0.4:0"})
+        config["api"] = {"listen": "127.0.0.3:0", "upstream": f"https://localhost:{api.port}"}
+        worlds = run_world(tmp_path, config, ENV, app, api, [customer])
+        world = next(worlds)
+        listeners = world.sidecar.listeners
+        clients = [httpx.Client(trust_env=False) for _ in range(4)]
+        try:
+            world.call_api(api_request(customer))  # leaves world.client's tunnel open
+            capture, mirror, api_listener, admin_listener = clients
+            assert capture.get(f"http://{listeners['capture']}/").status_code == 200
+            assert mirror.get(f"http://{listeners['mirror']}/").status_code == 204
+            answer = api_listener.post(
+                f"http://{listeners['api']}/api/stable/api.php", content=api_request(customer)
+            )
+            assert answer.status_code == 200
+            assert admin_listener.get(f"http://{listeners['admin']}/healthz").status_code == 200
+            host, port = listeners["forward"].rsplit(":", 1)
+            idle = socket.create_connection((host, int(port)))  # connected, nothing sent
+            world.sidecar.process.send_signal(signal.SIGTERM)
+            assert world.sidecar.process.wait(15) == 0
+            idle.close()
+            assert world.sidecar._reader is not None
+            world.sidecar._reader.join(10)  # every line the process wrote has been read
+            logged = world.sidecar.events()
+            assert [e["event"] for e in logged if e["event"].startswith("shutdown")] == [
+                "shutdown_started",
+                "shutdown_drained",
+            ]
+            errors = [e for e in logged if e.get("level") in ("error", "critical")]
+            assert not errors, [(e.get("logger"), e.get("error")) for e in errors]
+            assert not [e for e in logged if e["event"] == "unparsed"]
+        finally:
+            for client in clients:
+                client.close()
             worlds.close()

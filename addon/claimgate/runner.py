@@ -30,6 +30,10 @@ from claimgate.settings import Settings
 from claimgate.store import ClaimStore, StoreEvents
 from claimgate.store.memory import MemoryStore
 
+CLOSE_TIMEOUT = 5.0
+"""How long the connections still open at exit may take to close once told to."""
+CLOSE_POLL = 0.01
+
 
 def mitmproxy_options(settings: Settings) -> dict[str, object]:
     """The mitmproxy options that follow from claimgate's settings."""
@@ -73,7 +77,8 @@ def proxy_addons() -> list[object]:
 
 
 async def serve(settings: Settings) -> None:
-    """Run until SIGTERM or SIGINT, then stop gracefully (``Claimgate.drain_and_stop``)."""
+    """Run until SIGTERM or SIGINT, then stop gracefully (``Claimgate.drain_and_stop``);
+    return once every connection is closed."""
     master = Master(options.Options())
     master.addons.add(*proxy_addons())
     monitor = Monitor(Metrics(), Activity())
@@ -95,8 +100,31 @@ async def serve(settings: Settings) -> None:
         loop.add_signal_handler(signum, stop)
     try:
         await master.run()
+        await close_connections(master.addons.get("proxyserver"))
     finally:
         await store.close()
+
+
+async def close_connections(server: proxyserver.Proxyserver) -> None:
+    """Close the client connections mitmproxy left open when it stopped, and wait for them.
+
+    Left alone (idle keep-alives, tunnels, requests past the grace), their tasks would be
+    cancelled by the event loop at exit: mitmproxy's own close of them never runs, and the
+    asyncio streams of Python 3.12.0 and 3.12.1 log every such cancellation as an error.
+    Cancelling a connection's handler is how mitmproxy closes an idle one itself: each then
+    ends through its usual hooks. Passes repeat until all are gone, for a connection still
+    making its handler; no handler is cancelled twice, so that its close runs whole.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + CLOSE_TIMEOUT
+    cancelled: set[asyncio.Task[None]] = set()
+    while server.connections and loop.time() < deadline:
+        for connection in list(server.connections.values()):
+            io = connection.transports.get(connection.client)
+            if io is not None and io.handler is not None and io.handler not in cancelled:
+                io.handler.cancel("claimgate is stopping")
+                cancelled.add(io.handler)
+        await asyncio.sleep(CLOSE_POLL)
 
 
 def make_store(settings: Settings, events: StoreEvents) -> ClaimStore:
