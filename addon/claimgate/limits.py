@@ -1,0 +1,101 @@
+"""The bounds on a request head that anyone who can reach a listener controls (pure).
+
+Every listener reads a request line and a header block before any of claimgate's hooks can
+look at the request, and mitmproxy's HTTP/1 server bounds neither their size nor the time
+they take to arrive. ``head_refusal`` judges the bytes received so far, so a head that can
+only end badly is refused as soon as it crosses a bound, never buffered to its end. The
+answer is a short JSON error with the status that fits (414, 431, 408); the connection is
+closed after it, because the rest of what such a client sends is of no use.
+"""
+
+import json
+import re
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class Refusal(StrEnum):
+    """Why a request head was refused; the label of ``claimgate_requests_refused_total``."""
+
+    REQUEST_LINE = "request_line_too_long"
+    HEADER_SIZE = "headers_too_large"
+    HEADER_COUNT = "too_many_headers"
+    HEADER_TIMEOUT = "header_timeout"
+
+    @property
+    def status(self) -> int:
+        return _STATUS[self]
+
+    @property
+    def message(self) -> str:
+        return _MESSAGE[self]
+
+
+_STATUS = {
+    Refusal.REQUEST_LINE: 414,
+    Refusal.HEADER_SIZE: 431,
+    Refusal.HEADER_COUNT: 431,
+    Refusal.HEADER_TIMEOUT: 408,
+}
+_MESSAGE = {
+    Refusal.REQUEST_LINE: "request line longer than limits.request_line",
+    Refusal.HEADER_SIZE: "header block larger than limits.header_size",
+    Refusal.HEADER_COUNT: "more header fields than limits.header_count",
+    Refusal.HEADER_TIMEOUT: "request headers not received within limits.header_timeout",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class HeadLimits:
+    """What one request head may take; ``header_size`` is at least ``request_line``."""
+
+    request_line: int = 16 * 1024
+    """Bytes of the request line (method, URL with its query, version)."""
+    header_size: int = 64 * 1024
+    """Bytes of the whole head: request line and every header line."""
+    header_count: int = 100
+    header_timeout: float = 10.0
+    """Seconds from a connection's start (or a later request's first byte) to its blank line."""
+
+
+_END_OF_HEAD = re.compile(rb"\n\r?\n")
+
+
+def head_refusal(received: bytes, limits: HeadLimits) -> Refusal | None:
+    """Whether the bytes received of a head so far already break a bound.
+
+    ``received`` starts at the head and may run on into the body. A head below
+    ``limits.request_line`` bytes breaks neither size bound, so callers may skip the check
+    for shorter input; the search never looks further than the bound it checks.
+    """
+    line_end = received.find(b"\n", 0, limits.request_line + 2)
+    if line_end < 0:  # unfinished so far; a last CR may be the start of its CRLF
+        line_length = len(received) - received.endswith(b"\r")
+    else:
+        line_length = line_end - (received[line_end - 1 : line_end] == b"\r")
+    if line_length > limits.request_line:
+        return Refusal.REQUEST_LINE
+    head_end = _END_OF_HEAD.search(received, 0, limits.header_size + 3)
+    if head_end is None:
+        return Refusal.HEADER_SIZE if len(received) > limits.header_size else None
+    return Refusal.HEADER_SIZE if head_end.start() > limits.header_size else None
+
+
+def refusal_response(status: int, reason: str) -> bytes:
+    """A complete HTTP/1.1 answer that closes the connection: the listeners' JSON error."""
+    body = json.dumps({"error": reason}).encode()
+    head = (
+        f"HTTP/1.1 {status} {_REASON_PHRASES.get(status, 'Error')}\r\n"
+        "Content-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n"
+        "Connection: close\r\n\r\n"
+    )
+    return head.encode() + body
+
+
+_REASON_PHRASES = {
+    405: "Method Not Allowed",
+    408: "Request Timeout",
+    414: "URI Too Long",
+    431: "Request Header Fields Too Large",
+}

@@ -1,0 +1,79 @@
+"""The request-head bounds, judged on bytes as they arrive (``claimgate.limits``)."""
+
+import json
+import re
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from claimgate.limits import HeadLimits, Refusal, head_refusal, refusal_response
+
+LIMITS = HeadLimits(request_line=100, header_size=300, header_count=5, header_timeout=1.0)
+
+
+def head(target_length: int, header_lines: int = 1, line_end: bytes = b"\r\n") -> bytes:
+    """A request whose request line is exactly ``target_length`` bytes."""
+    line = b"GET /" + b"a" * (target_length - len(b"GET / HTTP/1.1")) + b" HTTP/1.1"
+    assert len(line) == target_length
+    fields = b"".join(b"X-%d: 1" % i + line_end for i in range(header_lines))
+    return line + line_end + fields + line_end
+
+
+def test_a_request_line_at_the_bound_passes_one_byte_more_is_refused():
+    assert head_refusal(head(100), LIMITS) is None
+    assert head_refusal(head(101), LIMITS) is Refusal.REQUEST_LINE
+    assert head_refusal(head(100, line_end=b"\n"), LIMITS) is None
+    assert head_refusal(head(101, line_end=b"\n"), LIMITS) is Refusal.REQUEST_LINE
+
+
+@given(st.integers(min_value=1, max_value=400))
+def test_a_request_line_is_refused_as_soon_as_it_is_too_long(cut: int):
+    """Judged on any prefix: never before the bound is crossed, always once it is."""
+    received = head(150)[:cut]
+    expected = Refusal.REQUEST_LINE if cut > 100 else None
+    # A trailing CR may be the start of the CRLF that ends a line of exactly 100 bytes.
+    if cut == 101 and received.endswith(b"\r"):
+        expected = None
+    assert head_refusal(received, LIMITS) is expected
+
+
+def test_a_head_without_its_blank_line_is_refused_once_past_the_bound():
+    unfinished = b"GET / HTTP/1.1\r\n" + b"X-Long: " + b"b" * 400
+    assert head_refusal(unfinished[:300], LIMITS) is None
+    assert head_refusal(unfinished[:301], LIMITS) is Refusal.HEADER_SIZE
+
+
+def test_a_complete_head_is_judged_by_where_it_ends_not_by_the_body_after_it():
+    small = b"POST / HTTP/1.1\r\nContent-Length: 5000\r\n\r\n" + b"x" * 5000
+    assert head_refusal(small, LIMITS) is None
+    large = b"POST / HTTP/1.1\r\nX: " + b"y" * 400 + b"\r\n\r\n" + b"x" * 10
+    assert head_refusal(large, LIMITS) is Refusal.HEADER_SIZE
+
+
+@given(st.binary(max_size=2000))
+def test_whatever_arrives_is_refused_or_within_both_bounds(received: bytes):
+    if head_refusal(received, LIMITS) is None:
+        first_line = received.split(b"\n", 1)[0].removesuffix(b"\r")
+        assert len(first_line) <= LIMITS.request_line
+        end = re.search(rb"\n\r?\n", received)
+        assert (end.start() if end else len(received)) <= LIMITS.header_size
+
+
+def test_every_refusal_has_the_status_that_fits():
+    assert {r: r.status for r in Refusal} == {
+        Refusal.REQUEST_LINE: 414,
+        Refusal.HEADER_SIZE: 431,
+        Refusal.HEADER_COUNT: 431,
+        Refusal.HEADER_TIMEOUT: 408,
+    }
+
+
+def test_the_answer_is_a_complete_json_response_that_closes_the_connection():
+    raw = refusal_response(431, Refusal.HEADER_SIZE.message)
+    head_part, _, body = raw.partition(b"\r\n\r\n")
+    lines = head_part.decode().split("\r\n")
+    assert lines[0] == "HTTP/1.1 431 Request Header Fields Too Large"
+    fields = dict(line.split(": ", 1) for line in lines[1:])
+    assert fields["Connection"] == "close"
+    assert int(fields["Content-Length"]) == len(body)
+    assert json.loads(body) == {"error": "header block larger than limits.header_size"}
