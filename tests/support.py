@@ -186,7 +186,7 @@ def start_sidecar(workdir: Path, config: Mapping[str, Any], env: Mapping[str, st
     config_path = workdir / "claimgate.toml"
     config_path.write_text(toml_document(config))
     process_env = {k: v for k, v in os.environ.items() if not k.upper().endswith("_PROXY")}
-    process_env |= {"CLAIMGATE_LOG_FORMAT": "json", **env}
+    process_env |= {"CLAIMGATE_LOG_FORMAT": "json", "PYTHONFAULTHANDLER": "1", **env}
     process = subprocess.Popen(
         [*claimgate_command(), "run", "--config", str(config_path)],
         stdin=subprocess.DEVNULL,
@@ -233,10 +233,19 @@ class App:
 
     def __init__(self) -> None:
         self.received: list[AppRequest] = []
+        self.connections = 0
+        """Connections accepted, including those whose request the app refused unread (a
+        request line or headers too long for it): whether anything reached it at all."""
+        self._lock = threading.Lock()
         app = self
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+
+            def setup(self) -> None:
+                with app._lock:
+                    app.connections += 1
+                super().setup()
 
             def _serve(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
@@ -390,4 +399,9 @@ def run_world(
         code = sidecar.stop()
         world.assert_no_secret_logged()
         shutdown = [e for e in sidecar.events() if e.get("event", "").startswith("shutdown")]
-        assert code == 0, f"claimgate exited {code} on SIGTERM; shutdown events: {shutdown}"
+        # Lines that are not JSON come from below Python (a fatal error's stack): no secrets.
+        raw = [e["line"] for e in sidecar.events("unparsed")][-40:]
+        assert code == 0, (
+            f"claimgate exited {code} on SIGTERM; shutdown events: {shutdown}; "
+            f"other output: {''.join(raw)}"
+        )

@@ -4,6 +4,8 @@ import gzip
 import json
 import ssl
 import time
+import zlib
+from dataclasses import replace
 
 import pytest
 from mitmproxy import connection, http, tls
@@ -24,6 +26,7 @@ from claimgate.settings import (
     ListenAddress,
     Mode,
     PolicySettings,
+    ProxySettings,
     Secret,
     Settings,
 )
@@ -421,17 +424,6 @@ async def test_api_listener_refuses_requests_naming_another_host():
         assert same.response is None
 
 
-@pytest.mark.parametrize(
-    ("role", "refused"), [(Role.API, True), (Role.MIRROR, True), (Role.FORWARD, False)]
-)
-async def test_connect_is_only_for_the_forward_listener(role, refused):
-    addon = adoption_addon()
-    with taddons.context(addon):
-        flow = on(addon, role, tflow.tflow(req=tutils.treq(method=b"CONNECT")))
-        addon.http_connect(flow)
-        assert (flow.response is not None) is refused
-
-
 async def test_mirror_listener_captures_and_answers_204():
     addon = adoption_addon()
     with taddons.context(addon):
@@ -503,3 +495,90 @@ async def test_a_request_sent_without_a_claim_is_not_reported_twice():
         flow.response = tutils.tresp(content=body)
         addon.response(flow)
     assert [e["kind"] for e in logs if e["event"] == "violation"] == ["missing_claim"]
+
+
+def gzip_bomb(decoded_size: int) -> bytes:
+    """Zeros that inflate to ``decoded_size`` bytes, built without holding them."""
+    compressor = zlib.compressobj(9, zlib.DEFLATED, 31)
+    block = bytes(1024 * 1024)
+    parts = [compressor.compress(block) for _ in range(decoded_size // len(block))]
+    return b"".join([*parts, compressor.flush()])
+
+
+def small_limit(mode: Mode) -> Claimgate:
+    limited = replace(settings(mode), proxy=ProxySettings(max_body_size=64 * 1024))
+    return new_addon(limited, MemoryStore(3600, 100))
+
+
+@pytest.mark.parametrize("mode", [Mode.INJECT, Mode.OBSERVE])
+async def test_a_body_too_large_once_decoded_passes_untouched(mode):
+    addon = small_limit(mode)
+    bomb = gzip_bomb(8 * 1024 * 1024)
+    with taddons.context(addon), capture_logs() as logs:
+        await stored(addon)
+        flow = api_flow(addon, bomb, content_encoding="gzip")
+        await addon.request(flow)
+        assert flow.response is None and flow.request.raw_content == bomb
+    (violation,) = [e for e in logs if e["event"] == "violation"]
+    assert violation["kind"] == "malformed_request"
+    assert "once decoded" in violation["reason"]
+
+
+async def test_enforce_answers_a_body_too_large_once_decoded_with_413():
+    addon = small_limit(Mode.ENFORCE)
+    with taddons.context(addon):
+        await stored(addon)
+        flow = api_flow(addon, gzip_bomb(8 * 1024 * 1024), content_encoding="gzip")
+        await addon.request(flow)
+        assert flow.response.status_code == 413
+        assert flow.response.headers[VIOLATION_HEADER] == "malformed_request"
+
+
+async def test_an_api_answer_too_large_once_decoded_goes_on_unread():
+    addon = small_limit(Mode.INJECT)
+    rejection = onoffice.response_body([onoffice.action_error_result({}, onoffice.CLAIM_OUTDATED)])
+    padded = rejection + b" " * (128 * 1024)  # whitespace after the JSON: still a rejection
+    with taddons.context(addon), capture_logs() as logs:
+        await stored(addon)
+        for body in (gzip.compress(rejection), gzip.compress(padded)):
+            flow = api_flow(addon, api_body())
+            await addon.request(flow)
+            flow.response = tutils.tresp(content=b"", headers=http.Headers(content_encoding="gzip"))
+            flow.response.raw_content = body
+            addon.response(flow)
+    rejected = [e for e in logs if e.get("kind") == "api_rejected_claim"]
+    assert len(rejected) == 1  # the small answer's; the large one was not inflated
+
+
+async def test_a_malformed_request_is_not_reported_as_a_rejected_claim():
+    addon = make_addon()
+    with taddons.context(addon), capture_logs() as logs:
+        await stored(addon)
+        flow = api_flow(addon, b'{"token": "t", "request": {"actions": "not a list"}}')
+        await addon.request(flow)
+        body = onoffice.response_body([onoffice.action_error_result({}, onoffice.CLAIM_REQUIRED)])
+        flow.response = tutils.tresp(content=body)
+        addon.response(flow)
+    assert [e["kind"] for e in logs if e["event"] == "violation"] == ["malformed_request"]
+
+
+@pytest.mark.parametrize(
+    ("api_hosts", "port", "expected_port"),
+    [(("api.onoffice.de",), 80, 443), (("api.onoffice.de:8080",), 8080, 8080)],
+)
+async def test_a_plain_http_api_request_is_sent_over_tls(api_hosts, port, expected_port):
+    addon = new_addon(
+        replace(settings(), proxy=ProxySettings(api_hosts=api_hosts)), MemoryStore(3600, 100)
+    )
+    with taddons.context(addon), capture_logs() as logs:
+        await stored(addon)
+        flow = api_flow(addon, api_body())
+        flow.request.scheme, flow.request.port = "http", port
+        addon.requestheaders(flow)
+        await addon.request(flow)
+        assert (flow.request.scheme, flow.request.port) == ("https", expected_port)
+        assert sent_claim(flow) == "the-claim"
+        flow.response = tutils.tresp()
+        addon.response(flow)
+    decision = next(e for e in logs if e["event"] == "api_request")
+    assert decision["upgraded_to_https"] is True

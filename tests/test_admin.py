@@ -5,6 +5,7 @@ The backend here is a small stand-in: this module tests how the listener transla
 end in test_e2e_operations.py.
 """
 
+import asyncio
 import base64
 from typing import Any
 
@@ -19,6 +20,7 @@ from claimgate.admin import (
     is_loopback,
     token_matches,
 )
+from claimgate.limits import HeadLimits
 from claimgate.settings import AdminSettings, ListenAddress, Secret
 from claimgate.store import Claim
 
@@ -58,7 +60,7 @@ async def served(request):
     host, token = getattr(request, "param", ("127.0.0.1", TOKEN))
     backend = Backend()
     settings = AdminSettings(ListenAddress(host, 0), Secret(token) if token else None)
-    server = AdminServer(settings, backend)
+    server = AdminServer(settings, backend, HeadLimits())
     address = server.start()
     async with httpx.AsyncClient(base_url=f"http://{address}", trust_env=False) as client:
         yield client, backend
@@ -174,11 +176,38 @@ async def test_get_and_delete_a_customer(served):
     assert backend.forgotten == ["21312"]
 
 
+@pytest.mark.parametrize("customer", ["x" * 65, "21%3Cb%3E", "21%20312"])
+async def test_a_customer_id_onoffice_never_uses_is_refused_unread(served, customer):
+    client, backend = served
+    for method in ("GET", "DELETE"):
+        response = await client.request(method, f"/claims/{customer}", headers=bearer())
+        assert (response.status_code, set(response.json())) == (400, {"error"})
+    assert backend.forgotten == []
+
+
+@pytest.mark.parametrize(
+    ("head", "status"),
+    [
+        (b"GET /healthz?" + b"q" * 17_000 + b" HTTP/1.1\r\nHost: h\r\n\r\n", 414),
+        (b"GET /healthz HTTP/1.1\r\nHost: h\r\n" + b"X: 1\r\n" * 101 + b"\r\n", 431),
+    ],
+)
+async def test_the_bounds_tornado_does_not_keep_are_kept_here(served, head, status):
+    client, _ = served
+    host, port = str(client.base_url.host), client.base_url.port
+    reader, writer = await asyncio.open_connection(host, port)
+    writer.write(head)
+    answer = await reader.read(65536)
+    writer.close()
+    assert answer.split(b" ", 2)[1] == str(status).encode()
+
+
 @pytest.mark.parametrize(
     ("method", "path", "content", "status"),
     [
         ("POST", "/claims", b"{", 400),
         ("POST", "/claims", b'["url"]', 400),
+        ("POST", "/claims", b'{"url": "http://[::1"}', 400),
         ("POST", "/claims", b"x" * (64 * 1024 + 1), 413),
         ("PATCH", "/claims/1", b"", 405),
         ("GET", "/claims", None, 405),

@@ -2,6 +2,8 @@ import time
 from urllib.parse import urlencode
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from claimgate.capture import (
     FUTURE_SKEW,
@@ -237,3 +239,30 @@ def test_results_never_show_secrets() -> None:
         for secret in (CLAIM, TOKEN, signature, SECRET):
             assert secret not in text
     assert fingerprint(TOKEN) in str(results[0])
+
+
+@pytest.mark.parametrize(
+    "ids",
+    [
+        {"customerWebId": "x" * 65},
+        {"customerWebId": ""},
+        {"customerWebId": "21312<script>"},
+        {"customerWebId": "21 312"},
+        {"customerWebId": "2131\u00e9"},
+        {"userId": "1" * 65},
+        {"userId": ""},
+        {"userId": "17\n"},
+        {"userId[]": "17"},
+    ],
+)
+def test_a_link_with_ids_onoffice_never_sends_is_refused_before_anything_else(ids) -> None:
+    """Even a genuine signature does not help: such ids never reach a log or the store."""
+    result = refused(request_for(link_url(**ids)))
+    assert result.violation == "malformed_request"
+    assert (result.customer_web_id, result.user_id, result.claim_fingerprint) == ("", "", "")
+
+
+@given(st.from_regex(r"[A-Za-z0-9_-]{1,64}", fullmatch=True))
+def test_ids_of_letters_digits_dash_and_underscore_are_accepted(customer: str) -> None:
+    result = captured(request_for(link_url(customerWebId=customer, userId=customer)))
+    assert (result.claim.customer_web_id, result.claim.user_id) == (customer, customer)

@@ -22,6 +22,14 @@ def test_names_are_the_contract_and_every_label_value_exists_at_zero():
         assert scrape[("claimgate_violations_total", (("kind", kind.value),))] == 0
     for source in ("link", "admin"):
         assert scrape[("claimgate_claims_captured_total", (("source", source),))] == 0
+    # The README's reasons, written out: the code is checked against the contract.
+    for reason in (
+        "request_line_too_long",
+        "headers_too_large",
+        "too_many_headers",
+        "header_timeout",
+    ):
+        assert scrape[("claimgate_requests_refused_total", (("reason", reason),))] == 0
     assert scrape[("claimgate_claims_cached", ())] == 7
     assert scrape[("claimgate_store_errors_total", ())] == 0
     assert scrape[("claimgate_request_duration_seconds_count", ())] == 0
@@ -38,12 +46,12 @@ def test_counts_move_and_registries_are_separate():
     assert samples(other)[("claimgate_violations_total", (("kind", "missing_claim"),))] == 0
 
 
-def test_no_label_but_decision_kind_and_source():
+def test_no_label_but_decision_kind_source_and_reason():
     labels: dict[bool, set[str]] = {True: set(), False: set()}
     for family in text_string_to_metric_families(Metrics().render().decode()):
         for sample in family.samples:
             labels[sample.name.startswith("claimgate_")].update(sample.labels)
-    assert labels[True] <= {"decision", "kind", "source", "le"}
+    assert labels[True] <= {"decision", "kind", "source", "reason", "le"}
     # prometheus-client's process and interpreter series: nothing from requests either.
     assert labels[False] <= {
         "generation",

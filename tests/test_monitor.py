@@ -1,8 +1,11 @@
+from collections.abc import Callable
+
 from prometheus_client.parser import text_string_to_metric_families
 from structlog.testing import capture_logs
 
 from claimgate.activity import Activity
-from claimgate.capture import LinkKind
+from claimgate.capture import LinkKind, Refused
+from claimgate.limits import Refusal
 from claimgate.metrics import Metrics
 from claimgate.monitor import Monitor, RequestContext
 from claimgate.policy import Decision, Kind, Verdict, Violation
@@ -55,3 +58,56 @@ def test_only_stored_captures_are_counted():
     assert [line["stored"] for line in logs] == [True, False]
     assert counter(monitor, "claimgate_claims_captured_total", source="admin") == 1
     assert counter(monitor, "claimgate_claims_captured_total", source="link") == 0
+
+
+def refused_link(customer: str) -> Refused:
+    return Refused(
+        "bad_signature",
+        "signature does not match",
+        LinkKind.SERVICE_CALL,
+        customer,
+        "17",
+        "claimfp",
+    )
+
+
+def test_a_refused_link_is_counted_but_remembered_for_no_customer():
+    monitor = new_monitor()
+    with capture_logs() as logs:
+        monitor.refused_link(refused_link("4711"), "/service", "link")
+    (line,) = logs
+    assert (line["event"], line["kind"], line["customer"]) == ("violation", "bad_signature", "4711")
+    assert counter(monitor, "claimgate_violations_total", kind="bad_signature") == 1
+    assert monitor.activity.customers_with_violations() == []
+    assert monitor.activity.violations_last_hour()["bad_signature"] == 1
+    assert [customer for _, _, customer in monitor.activity.recent_violations()] == [None]
+
+
+def test_refusal_lines_past_the_budget_are_reported_in_one_line_later():
+    scheduled: list[tuple[float, Callable[[], None]]] = []
+    monitor = Monitor(Metrics(), Activity(), call_later=lambda d, f: scheduled.append((d, f)))
+    budget = monitor.refusal_lines.per_second
+    with capture_logs() as logs:
+        for _ in range(budget + 25):
+            monitor.refused_link(refused_link("4711"), "/service", "link")
+            monitor.request_refused(Refusal.HEADER_SIZE, "capture", "192.0.2.1")
+    assert len(logs) <= budget + 1  # the second may turn during the loop
+    assert len(scheduled) == 1  # one report, however many were left out
+    with capture_logs() as report:
+        scheduled[0][1]()
+    (line,) = report
+    assert line["event"] == "refusals_suppressed"
+    assert line["suppressed"] + len(logs) == 2 * (budget + 25)
+    assert counter(monitor, "claimgate_violations_total", kind="bad_signature") == budget + 25
+    assert (
+        counter(monitor, "claimgate_requests_refused_total", reason="headers_too_large")
+        == budget + 25
+    )
+
+
+def test_a_refused_path_reaches_the_log_capped_and_printable():
+    monitor = new_monitor()
+    with capture_logs() as logs:
+        monitor.refused_link(refused_link("4711"), "/s\x1b[31m" + "p" * 5000, "link")
+    path = logs[0]["path"]
+    assert len(path) < 300 and "\x1b" not in path and path.isprintable()

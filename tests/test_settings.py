@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from claimgate.fingerprint import fingerprint
+from claimgate.limits import HeadLimits
 from claimgate.settings import (
     ConfigError,
     Customer,
@@ -71,6 +72,7 @@ def test_no_file_and_no_environment_gives_the_documented_defaults(tmp_path: Path
     assert settings.claims.max_entries == 100_000
     assert settings.policy.mode is Mode.INJECT
     assert settings.policy.provider_tokens == ()
+    assert settings.limits == HeadLimits(16 * 1024, 64 * 1024, 100, 10.0)
     assert settings.customers == ()
     assert str(settings.admin.listen) == "127.0.0.1:8082"
     assert settings.admin.token is None
@@ -117,6 +119,12 @@ EVERY_KEY = {
         "shutdown_grace": '"45s"',
     },
     "log": {"format": '"console"', "level": '"debug"'},
+    "limits": {
+        "request_line": '"8k"',
+        "header_size": "32768",
+        "header_count": "40",
+        "header_timeout": '"2.5s"',
+    },
 }
 CUSTOMERS = """
 [[customers]]
@@ -190,6 +198,7 @@ def test_every_key_is_read_from_the_file(tmp_path: Path) -> None:
     assert settings.admin.shutdown_grace == 45.0
     assert settings.log.format is LogFormat.CONSOLE
     assert settings.log.level is LogLevel.DEBUG
+    assert settings.limits == HeadLimits(8 * 1024, 32 * 1024, 40, 2.5)
     assert settings.customers == (
         Customer("21", Secret("token-21"), Secret("secret-21")),
         Customer("42", Secret("inline-token-42")),

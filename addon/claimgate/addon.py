@@ -23,18 +23,20 @@ from ipaddress import ip_address
 from typing import Any
 from urllib.parse import urlsplit
 
-from mitmproxy import ctx, http, tls
+from mitmproxy import connection, ctx, http, tls
 from mitmproxy.net.http import url
 from mitmproxy.proxy import mode_specs
+from mitmproxy.proxy.context import Context
 
-from claimgate import capture, onoffice, policy, rewrite
+from claimgate import capture, decoding, edge, onoffice, policy, rewrite
 from claimgate.admin import AdminServer, Ingested
 from claimgate.fingerprint import fingerprint
+from claimgate.limits import Refusal
 from claimgate.monitor import Monitor, RequestContext
 from claimgate.policy import Decision, Kind, Verdict, Violation
 from claimgate.scope import ApiHosts
 from claimgate.settings import ListenAddress, Mode, Settings
-from claimgate.sink import DiscardSink
+from claimgate.sink import DiscardSink, answer_body
 from claimgate.status import claim_report, status_report
 from claimgate.store import Claim, ClaimStore
 from claimgate.telemetry import get_logger, redact
@@ -43,6 +45,7 @@ VIOLATION_HEADER = "X-Claimgate-Violation"
 METADATA_KEY = "claimgate"
 IN_FLIGHT_KEY = "claimgate_in_flight"
 DESTINATION_KEY = "claimgate_destination"
+UPGRADED_KEY = "claimgate_upgraded"
 DRAIN_POLL = 0.05
 STORE_PING_TIMEOUT = 1.0
 
@@ -105,12 +108,16 @@ class Claimgate:
         self.api_upstream = (upstream.hostname or "", upstream.port or 443)
         self.api_upstream_host = url.hostport("https", *self.api_upstream)
         """The Host the API must see: its own name, whatever the integration called us."""
-        self.admin = AdminServer(settings.admin, self)
+        self.admin = AdminServer(settings.admin, self, settings.limits)
         self.sink = DiscardSink(settings.proxy.max_body_size)
         self.sink_address = ("127.0.0.1", 0)
         self.listeners: dict[str, str] = {}
         self.in_flight = 0
         """Requests between their headers and their answer: what a graceful stop waits for."""
+        self.first_requests = edge.FirstRequestDeadlines(
+            settings.limits.header_timeout,
+            lambda client: self._head_refused(Refusal.HEADER_TIMEOUT, client),
+        )
         self.shutting_down = False
 
     def role_of(self, proxy_mode: mode_specs.ProxyMode) -> Role | None:
@@ -172,13 +179,40 @@ class Claimgate:
         except Exception:
             log.exception("internal_error", hook="tls_clienthello")
 
+    def http1_server(self, context: Context) -> edge.BoundedHttp1Server:
+        """The HTTP/1 server of a client connection on any listener (``edge.install``).
+
+        Every request head is bounded there; only the forward listener may CONNECT.
+        """
+        self.first_requests.met(context.client)  # the server keeps the time from now on
+        role = self.role_of(context.client.proxy_mode)
+        return edge.BoundedHttp1Server(
+            context, self.settings.limits, self._head_refused, connect_allowed=role is Role.FORWARD
+        )
+
+    def _head_refused(self, refusal: Refusal, client: connection.Client) -> None:
+        try:
+            role = self.role_of(client.proxy_mode)
+            peer = client.peername[0] if client.peername else ""
+            self.monitor.request_refused(refusal, role.value if role else "", peer)
+        except Exception:
+            log.exception("internal_error", hook="request_refused")
+
+    def client_connected(self, client: connection.Client) -> None:
+        try:
+            self.first_requests.connected(client)
+        except Exception:
+            log.exception("internal_error", hook="client_connected")
+
+    def client_disconnected(self, client: connection.Client) -> None:
+        self.first_requests.met(client)
+
     def http_connect(self, flow: http.HTTPFlow) -> None:
-        """Only the forward listener tunnels; a CONNECT elsewhere is refused."""
-        if self.role_of(flow.client_conn.proxy_mode) is not Role.FORWARD:
-            flow.response = _refusal(405, "CONNECT is only accepted on the forward listener")
+        self.first_requests.met(flow.client_conn)
 
     def requestheaders(self, flow: http.HTTPFlow) -> None:
         """Count the request in flight; decide now about API bodies too large to hold."""
+        self.first_requests.met(flow.client_conn)
         self.in_flight += 1
         flow.metadata[IN_FLIGHT_KEY] = True
         try:
@@ -187,6 +221,8 @@ class Claimgate:
                 return
             if role is Role.API:
                 flow.request.host_header = self.api_upstream_host
+            elif flow.request.scheme == "http":
+                self._upgrade_to_https(flow)
             if flow.request.stream:  # its declared size is above proxy.max_body_size
                 self._too_large(flow, time.perf_counter())
             elif self.mode is Mode.ENFORCE and "content-length" not in flow.request.headers:
@@ -227,16 +263,32 @@ class Claimgate:
             role is Role.FORWARD and (flow.request.host, flow.request.port) in self.api_hosts
         )
 
-    def _too_large(self, flow: http.HTTPFlow, started: float) -> None:
-        """A body above ``proxy.max_body_size``: never held, so never rewritten.
+    def _upgrade_to_https(self, flow: http.HTTPFlow) -> None:
+        """A plain-HTTP request to an API host: sent over TLS, so no claim or token travels in
+        clear (to the port of its ``host:port`` entry, else 443, as the API listener does)."""
+        port = self.api_hosts.tls_port((flow.request.host, flow.request.port))
+        flow.request.scheme = "https"
+        flow.request.port = port  # after the scheme: the Host header follows both
+        flow.metadata[UPGRADED_KEY] = True
 
-        It is streamed on untouched, or, in ``enforce``, to the sink that answers 413.
+    def _too_large(self, flow: http.HTTPFlow, started: float, decoded: bool = False) -> None:
+        """A body above ``proxy.max_body_size``, on the wire or once decoded: never rewritten.
+
+        It goes on untouched; in ``enforce`` it is answered 413 instead: here when its bytes
+        were held, else by the sink that the streamed bytes are pointed at.
         """
-        size = flow.request.headers.get("content-length", "unknown (chunked)")
-        reason = f"body larger than proxy.max_body_size ({size} bytes)"
+        limit = self.settings.proxy.max_body_size
+        if decoded:
+            reason = f"body larger than proxy.max_body_size ({limit} bytes) once decoded"
+        else:
+            size = flow.request.headers.get("content-length", "unknown (chunked)")
+            reason = f"body larger than proxy.max_body_size ({size} bytes)"
         verdict = policy.malformed(reason, self.mode)
         if verdict.decision is Decision.BLOCKED:
-            _point_at(flow, self.sink_address)
+            if decoded:
+                flow.response = _answer(413, answer_body(limit), Kind.MALFORMED_REQUEST.value)
+            else:
+                _point_at(flow, self.sink_address)
         for violation in verdict.violations:
             self.monitor.violation(violation)
         flow.metadata[METADATA_KEY] = RequestContext(
@@ -255,10 +307,11 @@ class Claimgate:
         if context is None:
             return
         try:
+            context.upgraded_to_https = flow.metadata.get(UPGRADED_KEY, False)
             if (
                 not context.answered_locally
                 and flow.response is not None
-                and not _sent_without_claim(context.verdict)
+                and _claim_may_have_gone_out(context)
             ):
                 self._report_rejections(flow.response, context)
             self.monitor.decision(context, flow.response.status_code if flow.response else None)
@@ -271,6 +324,7 @@ class Claimgate:
         if context is None:
             return
         try:
+            context.upgraded_to_https = flow.metadata.get(UPGRADED_KEY, False)
             error = redact(str(flow.error)) if flow.error else None
             self.monitor.decision(context, None, upstream_error=error)
         except Exception:
@@ -337,8 +391,11 @@ class Claimgate:
 
     async def _decide_and_apply(self, flow: http.HTTPFlow, started: float) -> None:
         try:
-            request = rewrite.parse(flow.request.get_content(strict=True) or b"")
-        except (rewrite.MalformedRequest, ValueError) as error:
+            request = rewrite.parse(_decoded(flow.request, self.settings.proxy.max_body_size))
+        except decoding.BodyTooLarge:
+            self._too_large(flow, started, decoded=True)
+            return
+        except (rewrite.MalformedRequest, decoding.UndecodableBody) as error:
             verdict = policy.malformed(str(error), self.mode)
             self._finish(flow, started, verdict, None, None, token_fp="")
             return
@@ -418,7 +475,7 @@ class Claimgate:
 
     def _report_rejections(self, response: http.Response, context: RequestContext) -> None:
         """Per-action errors 193/201/248 mean the API refused the claim (DESIGN 2.8)."""
-        for index, code in _rejected_claims(response):
+        for index, code in _rejected_claims(response, self.settings.proxy.max_body_size):
             violation = Violation(
                 Kind.API_REJECTED_CLAIM,
                 {
@@ -482,12 +539,25 @@ def _answer(status: int, body: bytes, violation: str) -> http.Response:
     )
 
 
-def _sent_without_claim(verdict: Verdict) -> bool:
-    """Forwarded knowingly without a claim: the API's 193 then repeats a violation already
-    reported (missing, expired, unknown token) rather than rejecting a claim."""
-    return verdict.decision is Decision.PASSED and any(
-        v.kind in policy.WITHOUT_CLAIM for v in verdict.violations
-    )
+def _claim_may_have_gone_out(context: RequestContext) -> bool:
+    """Whether the API's 193/201/248 can be about a claim that was sent.
+
+    Not for a request claimgate could not read (malformed, or its own error: it went out as
+    it came), nor for one forwarded knowingly without a claim, whose 193 repeats a violation
+    already reported (missing, expired, unknown token).
+    """
+    if context.internal_error:
+        return False
+    kinds = {v.kind for v in context.verdict.violations}
+    if Kind.MALFORMED_REQUEST in kinds:
+        return False
+    return not (context.verdict.decision is Decision.PASSED and kinds & policy.WITHOUT_CLAIM)
+
+
+def _decoded(message: http.Message, limit: int) -> bytes:
+    """The body as sent, decoded, never past ``limit`` bytes (``decoding.decode``)."""
+    encoding = message.headers.get("content-encoding")
+    return decoding.decode(message.raw_content or b"", encoding, limit)
 
 
 def _destination(flow: http.HTTPFlow) -> tuple[str, int, str]:
@@ -527,7 +597,10 @@ def _link_request(flow: http.HTTPFlow, settings: Settings) -> capture.LinkReques
     if flow.request.method == "POST" and "x-www-form-urlencoded" in flow.request.headers.get(
         "content-type", ""
     ):
-        content = flow.request.get_content(strict=False) or b""
+        try:
+            content = _decoded(flow.request, settings.proxy.max_body_size)
+        except (decoding.BodyTooLarge, decoding.UndecodableBody):
+            content = b""  # no form onOffice sends is either: not a link
         if capture.LINK_MARKER.encode() in content:  # else not a link: nothing to decode
             form = content.decode("utf-8", "replace")
     return capture.LinkRequest(
@@ -561,8 +634,11 @@ def _from_trusted_proxy(flow: http.HTTPFlow, settings: Settings) -> bool:
     return any(peer in network for network in settings.capture.trusted_proxies)
 
 
-def _rejected_claims(response: http.Response) -> list[tuple[int, int]]:
-    content = response.get_content(strict=False) or b""
+def _rejected_claims(response: http.Response, limit: int) -> list[tuple[int, int]]:
+    try:
+        content = _decoded(response, limit)
+    except (decoding.BodyTooLarge, decoding.UndecodableBody):
+        return []  # beyond what claimgate reads: the answer goes on unread
     if not onoffice.may_reject_claim(content):
         return []
     try:

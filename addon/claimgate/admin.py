@@ -18,6 +18,7 @@ from tornado import httputil, netutil, web
 from tornado.httpserver import HTTPServer
 
 from claimgate import capture, signature, status_page
+from claimgate.limits import HeadLimits, Refusal
 from claimgate.settings import AdminSettings
 
 MAX_BODY = 64 * 1024
@@ -86,11 +87,26 @@ class _Handler(web.RequestHandler):
     backend: AdminBackend
     token: str | None
     loopback: bool
+    limits: HeadLimits
 
-    def initialize(self, backend: AdminBackend, token: str | None, loopback: bool) -> None:
+    def initialize(
+        self, backend: AdminBackend, token: str | None, loopback: bool, limits: HeadLimits
+    ) -> None:
         self.backend = backend
         self.token = token
         self.loopback = loopback
+        self.limits = limits
+
+    def prepare(self) -> Awaitable[None] | None:
+        """The bounds tornado does not keep itself (it bounds the head's bytes and time)."""
+        if len(self.request.uri or "") > self.limits.request_line:
+            refusal = Refusal.REQUEST_LINE
+        elif sum(1 for _ in self.request.headers.get_all()) > self.limits.header_count:
+            refusal = Refusal.HEADER_COUNT
+        else:
+            return None
+        self.set_header("Connection", "close")
+        raise web.HTTPError(refusal.status, refusal.message)
 
     def set_default_headers(self) -> None:
         self.clear_header("Server")
@@ -175,7 +191,12 @@ class Claims(_Handler):
         if len(self.request.body) > MAX_BODY:
             raise web.HTTPError(413, f"body larger than {MAX_BODY} bytes")
         url = _url_from(self.request.body)
-        base, path, query = signature.split_url(url)
+        try:
+            base, path, query = signature.split_url(url)
+        except ValueError:  # urllib's message may quote the URL, and with it a claim
+            raise web.HTTPError(
+                400, "not a valid URL (check the host's [ ] and the port)"
+            ) from None
         ingested = await self.backend.ingest(capture.LinkRequest(base, path, query), "admin")
         self._answer_ingest(ingested)
 
@@ -200,6 +221,12 @@ class Claims(_Handler):
 
 
 class Customer(_Handler):
+    def prepare(self) -> Awaitable[None] | None:
+        super().prepare()
+        if not capture.ONOFFICE_ID.fullmatch(self.path_args[0]):
+            raise web.HTTPError(400, "a customerWebId is 1-64 letters, digits, '-' or '_'")
+        return None
+
     async def get(self, customer_web_id: str) -> None:
         self.require_token(page=False)
         found = await self.backend.claim_status(customer_web_id)
@@ -216,6 +243,7 @@ class Customer(_Handler):
 
 class NotFound(_Handler):
     def prepare(self) -> Awaitable[None] | None:
+        super().prepare()
         raise web.HTTPError(404, "unknown path")
 
 
@@ -233,10 +261,10 @@ def _url_from(body: bytes) -> str:
 class AdminServer:
     """The listener; ``start`` binds it (port 0 picks a free port), ``stop`` closes it."""
 
-    def __init__(self, settings: AdminSettings, backend: AdminBackend) -> None:
+    def __init__(self, settings: AdminSettings, backend: AdminBackend, limits: HeadLimits) -> None:
         loopback = is_loopback(settings.listen.host)
         token = settings.token.reveal() if settings.token else None
-        args = {"backend": backend, "token": token, "loopback": loopback}
+        args = {"backend": backend, "token": token, "loopback": loopback, "limits": limits}
         self.app = web.Application(
             [
                 (r"/healthz", Health, args),
@@ -251,13 +279,23 @@ class AdminServer:
             default_handler_args=args,
         )
         self.settings = settings
+        self.limits = limits
         self.server: HTTPServer | None = None
         self.address = ""
 
     def start(self) -> str:
         """Bind and serve on the running loop; returns the bound ``host:port``."""
         sockets = netutil.bind_sockets(self.settings.listen.port, self.settings.listen.host)
-        self.server = HTTPServer(self.app, max_body_size=TRANSPORT_LIMIT, xheaders=False)
+        self.server = HTTPServer(
+            self.app,
+            xheaders=False,
+            max_body_size=TRANSPORT_LIMIT,
+            # tornado closes a connection whose head is larger, or slower than the timeout
+            # (which also ends idle keep-alive connections: a probe or scrape reconnects).
+            max_header_size=self.limits.header_size,
+            idle_connection_timeout=self.limits.header_timeout,
+            body_timeout=self.limits.header_timeout,
+        )
         self.server.add_sockets(sockets)
         host, port = sockets[0].getsockname()[:2]
         self.address = f"{host}:{port}"

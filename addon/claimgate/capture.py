@@ -21,12 +21,16 @@ FUTURE_SKEW = 120.0
 
 BAD_SIGNATURE = "bad_signature"
 STALE_SERVICE_CALL = "stale_service_call"
+MALFORMED = "malformed_request"
 
 LINK_MARKER = "apiClaim"
 """Every Marketplace link carries it; a request without it is not parsed any further."""
 
 _TIMESTAMP = re.compile(r"-?[0-9]{1,19}")
 """An integer timestamp; the length cap keeps absurd values from costly ``int`` parsing."""
+ONOFFICE_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+"""What a ``customerWebId`` or ``userId`` may be (onOffice's are numbers): anything else is no
+link onOffice made, and these ids go into logs, the store and the status page."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,11 +78,13 @@ class Refused:
     """A link that must not feed the store, and what to report about it."""
 
     violation: str
-    """``bad_signature`` or ``stale_service_call`` (DESIGN 3.4)."""
+    """``bad_signature``, ``stale_service_call``, or ``malformed_request`` for ids that are
+    not onOffice's (DESIGN 3.4)."""
     reason: str
     """Short human reason; never contains a secret."""
     kind: LinkKind
     customer_web_id: str
+    """Empty when the link's ids were refused: they are not repeated anywhere."""
     user_id: str
     claim_fingerprint: str
 
@@ -92,8 +98,9 @@ def examine(
 ) -> Captured | Refused | None:
     """Judge a request: None if it is no Marketplace link, else captured or refused.
 
-    The signature is checked before the timestamp, so a forged link is always reported as
-    ``bad_signature``, whatever timestamp it claims.
+    The ids are checked first, before anything is done with them; then the signature before
+    the timestamp, so a forged link is always reported as ``bad_signature``, whatever
+    timestamp it claims.
     """
     if LINK_MARKER not in request.query and LINK_MARKER not in (request.form or ""):
         return None  # the app's own traffic: not worth reading as PHP would
@@ -103,8 +110,11 @@ def examine(
     if not isinstance(claim, str) or not isinstance(customer, str) or isinstance(token, dict):
         return None  # an array where onOffice sends a string: not a link it made
     kind = LinkKind.SERVICE_CALL if token is None else LinkKind.ACTIVATION
-    user = params.get("userId")
-    user_id = user if isinstance(user, str) else ""
+    user = params.get("userId")  # onOffice always sends one; without it, the user is ""
+    if not (_is_onoffice_id(customer) and (user is None or _is_onoffice_id(user))):
+        reason = "customerWebId or userId is not 1-64 letters, digits, '-' or '_'"
+        return Refused(MALFORMED, reason, kind, "", "", "")
+    user_id = "" if user is None else str(user)
     # A base64 claim has no spaces: one here was a literal '+' that form decoding turned.
     claim = claim.replace(" ", "+")
 
@@ -123,6 +133,10 @@ def examine(
     if issued > now + future_skew:
         return refuse(STALE_SERVICE_CALL, "in the future")
     return Captured(kind, Claim(customer, user_id, claim, issued, source="link"), token)
+
+
+def _is_onoffice_id(value: object) -> bool:
+    return isinstance(value, str) and ONOFFICE_ID.fullmatch(value) is not None
 
 
 def _parameters(request: LinkRequest) -> dict[str, signature.PhpValue]:

@@ -20,6 +20,7 @@ from prometheus_client import (
     generate_latest,
 )
 
+from claimgate.limits import Refusal
 from claimgate.policy import Decision, Kind
 
 # The ``*_created`` series add a timestamp per label value that no dashboard here needs.
@@ -74,12 +75,20 @@ class Metrics:
             "Store operations that failed or timed out.",
             registry=self.registry,
         )
+        self.requests_refused = Counter(
+            "claimgate_requests_refused",
+            "Request heads refused at a listener before they became requests, by reason.",
+            ["reason"],
+            registry=self.registry,
+        )
         self.api_requests_by_decision = {d: self.api_requests.labels(d.value) for d in Decision}
         """Bound once: ``labels()`` takes a lock and builds a key on every call."""
         for kind in Kind:
             self.violations.labels(kind.value)
         for source in CAPTURE_SOURCES:
             self.claims_captured.labels(source)
+        for refusal in Refusal:
+            self.requests_refused.labels(refusal.value)
 
     def count_claims_with(self, count: Callable[[], int]) -> None:
         """Read ``claimgate_claims_cached`` from ``count`` at every scrape."""

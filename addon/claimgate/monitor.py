@@ -6,16 +6,19 @@ Everything reported names secrets by fingerprint only.
 """
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from claimgate import capture, policy
 from claimgate.activity import Activity
 from claimgate.fingerprint import fingerprint
+from claimgate.limits import Refusal
 from claimgate.metrics import Metrics
 from claimgate.policy import Verdict, Violation
 from claimgate.store import Claim
-from claimgate.telemetry import get_logger
+from claimgate.telemetry import get_logger, printable
+from claimgate.throttle import LineBudget
 
 log = get_logger()
 
@@ -33,15 +36,30 @@ class RequestContext:
     answered_locally: bool = False
     internal_error: bool = False
     """claimgate failed on this request; it was forwarded untouched or answered 502."""
+    upgraded_to_https: bool = False
+    """It was sent as plain HTTP; claimgate sent it to the API over TLS instead."""
     logged: bool = False
 
 
-class Monitor:
-    """The one place that logs, counts and remembers what claimgate saw."""
+type CallLater = Callable[[float, Callable[[], None]], object]
 
-    def __init__(self, metrics: Metrics, activity: Activity) -> None:
+
+class Monitor:
+    """The one place that logs, counts and remembers what claimgate saw.
+
+    What strangers can provoke (refused links, refused request heads) is always counted but
+    logged within a ``LineBudget``; ``call_later`` (the event loop's) reports the lines left
+    out a second later, in one line.
+    """
+
+    def __init__(
+        self, metrics: Metrics, activity: Activity, call_later: CallLater | None = None
+    ) -> None:
         self.metrics = metrics
         self.activity = activity
+        self.refusal_lines = LineBudget()
+        self._call_later = call_later
+        self._report_pending = False
 
     def violation(self, violation: Violation) -> None:
         kind = violation.kind.value
@@ -50,16 +68,48 @@ class Monitor:
         self.activity.violation(kind, violation.context.get("customer"))
 
     def refused_link(self, result: capture.Refused, path: str, source: str) -> None:
-        context = {
-            "reason": result.reason,
-            "link": result.kind.value,
-            "customer": result.customer_web_id,
-            "user": result.user_id,
-            "claim_fp": result.claim_fingerprint,
-            "path": path,
-            "source": source,
-        }
-        self.violation(Violation(policy.Kind(result.violation), context))
+        """Counted like any violation, but never per customer: the ids are unverified."""
+        kind = result.violation
+        self.metrics.violations.labels(kind).inc()
+        self.activity.violation(kind, None)
+        if self._refusal_line_admitted():
+            context = {
+                "reason": result.reason,
+                "link": result.kind.value,
+                "customer": result.customer_web_id or None,
+                "user": result.user_id or None,
+                "claim_fp": result.claim_fingerprint or None,
+                "path": printable(path),
+                "source": source,
+            }
+            log.warning("violation", kind=kind, **context)
+
+    def request_refused(self, refusal: Refusal, listener: str, client: str) -> None:
+        """A request head refused at a listener, before it became a request."""
+        self.metrics.requests_refused.labels(refusal.value).inc()
+        if self._refusal_line_admitted():
+            log.warning(
+                "request_refused",
+                reason=refusal.value,
+                status=refusal.status,
+                listener=listener,
+                client=client,
+            )
+
+    def _refusal_line_admitted(self) -> bool:
+        if self.refusal_lines.admit():
+            return True
+        if not self._report_pending and self._call_later is not None:
+            self._report_pending = True
+            self._call_later(1.0, self.report_suppressed)
+        return False
+
+    def report_suppressed(self) -> None:
+        """One line for the refusals counted but not logged since the last report."""
+        self._report_pending = False
+        suppressed = self.refusal_lines.take_suppressed()
+        if suppressed:
+            log.warning("refusals_suppressed", suppressed=suppressed)
 
     def captured(self, claim: Claim, kind: capture.LinkKind, stored: bool) -> None:
         log.info(
@@ -122,7 +172,9 @@ class Monitor:
             fields["claim_age"] = round(policy.claim_age(context.claim, time.time()))
             fields["user"] = context.claim.user_id
         if upstream_error:
-            fields["upstream_error"] = upstream_error
+            fields["upstream_error"] = printable(upstream_error)
+        if context.upgraded_to_https:
+            fields["upgraded_to_https"] = True
         if context.internal_error:
             fields["error"] = "internal_error"
         log.info("api_request", **fields)

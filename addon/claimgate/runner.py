@@ -22,6 +22,7 @@ from mitmproxy.addons import (
 )
 from mitmproxy.master import Master
 
+from claimgate import edge
 from claimgate.activity import Activity
 from claimgate.addon import Claimgate, listener_modes
 from claimgate.metrics import Metrics
@@ -81,14 +82,15 @@ async def serve(settings: Settings) -> None:
     return once every connection is closed."""
     master = Master(options.Options())
     master.addons.add(*proxy_addons())
-    monitor = Monitor(Metrics(), Activity())
+    loop = asyncio.get_running_loop()
+    monitor = Monitor(Metrics(), Activity(), call_later=loop.call_later)
     store = make_store(settings, monitor)
     monitor.metrics.count_claims_with(store.__len__)
     await store.start()
     addon = Claimgate(settings, store, monitor)
+    edge.install(addon.http1_server)
     master.addons.add(addon)
     master.options.update(**mitmproxy_options(settings))
-    loop = asyncio.get_running_loop()
     stopping: set[asyncio.Task[None]] = set()  # keeps the drain task referenced until done
 
     def stop() -> None:

@@ -25,6 +25,12 @@ class ApiHosts:
         name = _normal(host)
         return name in self._any_port or (name, port) in self._with_port
 
+    def tls_port(self, address: tuple[str, int]) -> int:
+        """Where a plain-HTTP request to this API host goes over TLS instead: the port of a
+        ``host:port`` entry it matched, else 443."""
+        host, port = address
+        return port if (_normal(host), port) in self._with_port else 443
+
 
 def _normal(host: str) -> str:
     return host.strip("[]").rstrip(".").lower()

@@ -25,6 +25,7 @@ from typing import Any, Self
 from urllib.parse import urlsplit
 
 from claimgate.fingerprint import fingerprint
+from claimgate.limits import HeadLimits
 
 ENV_PREFIX = "CLAIMGATE_"
 
@@ -229,6 +230,8 @@ class Settings:
     customers: tuple[Customer, ...] = ()
     admin: AdminSettings = field(default_factory=AdminSettings)
     log: LogSettings = field(default_factory=LogSettings)
+    limits: HeadLimits = field(default_factory=HeadLimits)
+    """What a request head may take on every listener; strangers reach some of them."""
 
     @property
     def capture_enabled(self) -> bool:
@@ -249,6 +252,7 @@ def load_settings(path: Path | None, environ: Mapping[str, str] = os.environ) ->
         name: _build(_SECTION_TYPES[name], name, values[name], parsers[name]) for name in parsers
     }
     sections["capture"] = _complete_capture(sections["capture"])
+    _check_limits(sections["limits"])
     customers = _customers(document.get("customers", []), environ)
     settings = Settings(customers=customers, **sections)
     _check_listeners(settings)
@@ -277,9 +281,10 @@ _SECTION_TYPES: Mapping[str, Callable[..., Any]] = {
     "policy": PolicySettings,
     "admin": AdminSettings,
     "log": LogSettings,
+    "limits": HeadLimits,
 }
 _LIST_KEYS = frozenset({"proxy.api_hosts", "capture.trusted_proxies", "policy.provider_tokens"})
-_INT_KEYS = frozenset({"claims.max_entries"})
+_INT_KEYS = frozenset({"claims.max_entries", "limits.header_count"})
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
@@ -434,10 +439,26 @@ def _section_parsers(environ: Mapping[str, str]) -> dict[str, dict[str, Parser]]
             "format": partial(_choice, enum=LogFormat),
             "level": partial(_choice, enum=LogLevel),
         },
+        "limits": {
+            "request_line": _size,
+            "header_size": _size,
+            "header_count": _positive_int,
+            "header_timeout": _duration,
+        },
     }
 
 
 # Rules across keys
+
+
+def _check_limits(limits: HeadLimits) -> None:
+    """The request line is part of the head, so the head's bound cannot be the smaller."""
+    if limits.header_size < limits.request_line:
+        raise ConfigError(
+            "limits.header_size",
+            f"must be at least limits.request_line ({limits.request_line} bytes), "
+            f"got {limits.header_size}",
+        )
 
 
 def _complete_capture(capture: CaptureSettings) -> CaptureSettings:

@@ -36,15 +36,33 @@ _SECRET_PARAMETER = re.compile(
 )
 
 
+FIELD_LIMIT = 200
+"""Characters of a field from the network (a path, an error text) that reach a log line."""
+FOREIGN_LIMIT = 2000
+"""Characters of a mitmproxy log line: some quote what a client sent."""
+_UNPRINTABLE = re.compile(r"[^\x20-\x7e]")
+
+
 def redact(text: str) -> str:
     """Replace the value of every claim/token/signature-like parameter in free text."""
     return _SECRET_PARAMETER.sub(r"\1<redacted>", text)
 
 
+def printable(text: str, limit: int = FIELD_LIMIT) -> str:
+    """Text from the network, fit for a log line: printable ASCII, at most ``limit`` chars.
+
+    Anything else is shown as ``?``, so no control character or terminal escape reaches a
+    console, and a cut is marked with the length it had.
+    """
+    if len(text) > limit:
+        text = f"{text[:limit]}... ({len(text)} chars)"
+    return _UNPRINTABLE.sub("?", text)
+
+
 def _redact_foreign(_logger: Any, _name: str, event_dict: EventDict) -> EventDict:
     event = event_dict.get("event")
     if isinstance(event, str):
-        event_dict["event"] = redact(event)
+        event_dict["event"] = printable(redact(event), FOREIGN_LIMIT)
     return event_dict
 
 

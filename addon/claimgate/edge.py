@@ -1,0 +1,202 @@
+"""Every listener's HTTP/1 server, with bounds on each request head (``claimgate.limits``).
+
+mitmproxy's HTTP/1 server buffers a request head until its blank line arrives, however large
+it grows and however slowly it comes, and answers nothing before then. ``BoundedHttp1Server``
+is that server with the bounds of ``limits.HeadLimits``: the bytes received are judged as
+they arrive, the head's line count as mitmproxy takes it, and a timer (mitmproxy's own
+``RequestWakeup``) measures the time to the blank line. A head that breaks a bound gets its
+JSON error and the connection is closed: it never becomes a flow, so no hook, log line or
+upstream ever sees it.
+
+``install`` has mitmproxy's HTTP layers build one of these for every HTTP/1 client on every
+listener. Before a connection has such a server, it has ``FirstRequestDeadlines``: a client
+that sends nothing, trickles a TLS ClientHello, or opens HTTP/2 and asks nothing is closed
+once the header timeout has passed without a request. HTTP/2 heads are bounded by the h2
+library itself (64 KiB of decoded header list, at most 64 CONTINUATION frames), so HTTP/2
+connections keep mitmproxy's own server.
+
+mitmproxy's layers are not its public API; the exact version pin in ``pyproject.toml`` and
+the end-to-end tests are what keep this in step with it.
+"""
+
+import asyncio
+import time
+from collections.abc import Callable
+
+from h11._receivebuffer import ReceiveBuffer
+from mitmproxy import connection, ctx
+from mitmproxy.proxy import commands, events, layer
+from mitmproxy.proxy.context import Context
+from mitmproxy.proxy.layers import http as http_layers
+from mitmproxy.proxy.layers.http._events import HttpEvent, ResponseProtocolError
+from mitmproxy.proxy.layers.http._http1 import Http1Server
+from mitmproxy.utils import asyncio_utils
+
+from claimgate.limits import HeadLimits, Refusal, head_refusal, refusal_response
+
+type OnRefusal = Callable[[Refusal, connection.Client], None]
+
+CONNECT_REFUSED = "CONNECT is only accepted on the forward listener"
+
+
+class _HeadBuffer(ReceiveBuffer):
+    """mitmproxy's receive buffer, withholding a head with more lines than allowed.
+
+    The server sees the flag after mitmproxy's attempt to take the head and refuses it;
+    mitmproxy itself only sees a head that is not complete yet.
+    """
+
+    def __init__(self, max_lines: int) -> None:
+        super().__init__()
+        self.max_lines = max_lines
+        self.too_many_lines = False
+
+    def maybe_extract_lines(self) -> list[bytearray] | None:
+        lines = super().maybe_extract_lines()
+        if lines is not None and len(lines) > self.max_lines:
+            self.too_many_lines = True
+            return None
+        return lines
+
+
+class BoundedHttp1Server(Http1Server):
+    """mitmproxy's HTTP/1 server that refuses heads breaking ``limits`` (414, 431, 408)."""
+
+    def __init__(
+        self,
+        context: Context,
+        limits: HeadLimits,
+        on_refusal: OnRefusal,
+        *,
+        connect_allowed: bool,
+    ) -> None:
+        super().__init__(context)
+        self.buf = _HeadBuffer(limits.header_count + 1)  # the request line, then the fields
+        self.limits = limits
+        self.on_refusal = on_refusal
+        self.connect_allowed = connect_allowed
+        self._head_since: float | None = None
+        """When the head being read began: the connection's start, or its first byte."""
+        self._timer: commands.RequestWakeup | None = None
+
+    def _handle_event(self, event: events.Event) -> layer.CommandGenerator[None]:
+        if isinstance(event, events.Wakeup):
+            yield from self._on_timer()  # mitmproxy's HTTP/1 server asks for no timer itself
+            return
+        if isinstance(event, events.DataReceived) and (yield from self._refused(event.data)):
+            return
+        yield from super()._handle_event(event)
+        reading_head = self.state == self.read_headers
+        if self.buf.too_many_lines:
+            yield from self._refuse(Refusal.HEADER_COUNT)
+        elif not reading_head:
+            self._head_since = None
+        elif self._head_since is None and (isinstance(event, events.Start) or self.buf):
+            yield from self._start_clock()
+
+    def _refused(self, data: bytes) -> layer.CommandGenerator[bool]:
+        """Judge bytes before mitmproxy buffers them; True when the head was refused."""
+        if self.state == self.read_headers:
+            if self._head_since is None:
+                yield from self._start_clock()
+            if len(self.buf) + len(data) > self.limits.request_line:
+                received = bytes(self.buf) + data if self.buf else data
+                refusal = head_refusal(received, self.limits)
+                if refusal is not None:
+                    yield from self._refuse(refusal)
+                    return True
+        elif self.state == self.wait and len(self.buf) + len(data) > self.limits.header_size:
+            # A pipelined request waits here for the current answer; no answer can be put
+            # in front of that one, so an oversized pipelined head only closes the connection.
+            self.on_refusal(Refusal.HEADER_SIZE, self.conn)
+            yield commands.CloseConnection(self.conn)
+            self.state = self.done
+            return True
+        return False
+
+    def _start_clock(self) -> layer.CommandGenerator[None]:
+        self._head_since = time.monotonic()
+        if self._timer is None:  # one timer at a time; it re-arms for the head it finds
+            yield from self._arm(self.limits.header_timeout)
+
+    def _arm(self, delay: float) -> layer.CommandGenerator[None]:
+        self._timer = commands.RequestWakeup(delay)
+        yield self._timer
+
+    def _on_timer(self) -> layer.CommandGenerator[None]:
+        self._timer = None
+        if self._head_since is None or self.state != self.read_headers:
+            return
+        remaining = self._head_since + self.limits.header_timeout - time.monotonic()
+        if remaining > 0:
+            yield from self._arm(remaining)
+        else:
+            yield from self._refuse(Refusal.HEADER_TIMEOUT)
+
+    def _refuse(self, refusal: Refusal) -> layer.CommandGenerator[None]:
+        self.on_refusal(refusal, self.conn)
+        yield from self._answer_and_close(refusal.status, refusal.message)
+        self._head_since = None
+
+    def _answer_and_close(self, status: int, reason: str) -> layer.CommandGenerator[None]:
+        if self.conn.state & connection.ConnectionState.CAN_WRITE:
+            yield commands.SendData(self.conn, refusal_response(status, reason))
+        yield commands.CloseConnection(self.conn)
+        self.state = self.done
+
+    def send(self, event: HttpEvent) -> layer.CommandGenerator[None]:
+        """mitmproxy refuses CONNECT on a reverse listener with an HTML 400: ours is a 405."""
+        if (
+            isinstance(event, ResponseProtocolError)
+            and not self.connect_allowed
+            and self.response is None
+            and self.request is not None
+            and self.request.method == "CONNECT"
+        ):
+            yield from self._answer_and_close(405, CONNECT_REFUSED)
+            return
+        yield from super().send(event)
+
+
+class FirstRequestDeadlines:
+    """Each connection must start a request within ``timeout`` seconds of connecting.
+
+    ``connected`` starts the clock; ``met`` stops it, at the first request or CONNECT, or
+    when the connection gets a ``BoundedHttp1Server``, which keeps its own clock. A
+    connection still waiting when its time is up is closed as mitmproxy closes an idle one.
+    """
+
+    def __init__(self, timeout: float, on_expiry: Callable[[connection.Client], None]) -> None:
+        self.timeout = timeout
+        self.on_expiry = on_expiry
+        self._pending: dict[str, asyncio.TimerHandle] = {}
+
+    def connected(self, client: connection.Client) -> None:
+        loop = asyncio.get_running_loop()
+        self._pending[client.id] = loop.call_later(self.timeout, self._expire, client)
+
+    def met(self, client: connection.Client) -> None:
+        timer = self._pending.pop(client.id, None)
+        if timer is not None:
+            timer.cancel()
+
+    def _expire(self, client: connection.Client) -> None:
+        if self._pending.pop(client.id, None) is None:
+            return
+        handler = ctx.master.addons.get("proxyserver").connections.get(client.id)
+        if handler is not None:
+            self.on_expiry(client)
+            asyncio_utils.create_task(
+                handler.on_timeout(), name="claimgate header timeout", keep_ref=True
+            )
+
+
+def install(make: Callable[[Context], Http1Server]) -> None:
+    """Have mitmproxy's HTTP layers build every client's HTTP/1 server with ``make``.
+
+    ``HttpLayer`` picks its client connection's server when it starts, after any TLS
+    handshake, by the module name ``Http1Server`` (HTTP/2 and HTTP/3 by theirs): pointing
+    that name at ``make`` keeps mitmproxy's own choice of protocol. Once per process, before
+    the listeners accept.
+    """
+    http_layers.Http1Server = make  # type: ignore[misc, assignment]

@@ -1,0 +1,210 @@
+"""End to end, the edge of every listener: bounded request heads, CONNECT where it belongs,
+and no claim in clear, through the real ``claimgate run`` over real sockets.
+
+The hostile-input suite (``test_e2e_hostile.py``) measures memory, log volume and probe
+answers under attack; this file pins each answer and what the operator sees of it.
+"""
+
+import http.client
+import socket
+import time
+from collections.abc import Iterator
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from claimgate.testing import ApiDouble, make_claim
+from tests.support import (
+    PROVIDER_SECRET,
+    App,
+    Customer,
+    World,
+    api_request,
+    forward_proxy,
+    run_world,
+)
+
+HEADER_TIMEOUT = 1.0
+"""Short, so the timeout cases take seconds; the default (10 s) is the settings tests' job."""
+LISTENERS = ("forward", "capture", "mirror", "api", "admin")
+PROXY_LISTENERS = ("forward", "capture", "mirror", "api")
+
+
+@pytest.fixture(scope="module")
+def customer() -> Customer:
+    return Customer("52000")
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory, customer) -> Iterator[World]:
+    tmp = tmp_path_factory.mktemp("edge")
+    with App() as app, ApiDouble({customer.token: customer.secret}) as api:
+        config = {
+            "proxy": forward_proxy(tmp, api),
+            "capture": {
+                "listen": "127.0.0.2:0",
+                "upstream": app.url,
+                "mirror_listen": "127.0.0.3:0",
+                "provider_secret": "env:TEST_PS",
+            },
+            "api": {"listen": "127.0.0.4:0", "upstream": f"https://localhost:{api.port}"},
+            "admin": {"listen": "127.0.0.5:0"},
+            "limits": {"header_timeout": f"{HEADER_TIMEOUT}s", "header_count": 30},
+            "customers": [{"customer_web_id": customer.web_id, "token": "env:TEST_TOKEN"}],
+        }
+        env = {"TEST_PS": PROVIDER_SECRET, "TEST_TOKEN": customer.token}
+        yield from run_world(tmp, config, env, app, api, [customer])
+
+
+def address(world: World, listener: str) -> tuple[str, int]:
+    host, port = world.sidecar.listeners[listener].rsplit(":", 1)
+    return host, int(port)
+
+
+def exchange(world: World, listener: str, *parts: bytes, pause: float = 0.0) -> bytes:
+    """Send ``parts`` on one connection (``pause`` seconds apart); all that comes back
+    until claimgate closes it (a connection still open after 30 s fails the test)."""
+    with socket.create_connection(address(world, listener), timeout=30) as connection:
+        try:
+            for part in parts:
+                connection.sendall(part)
+                time.sleep(pause)
+        except OSError:
+            pass  # refused mid-send: the answer, if any, is what counts
+        answer = b""
+        try:
+            while chunk := connection.recv(65536):
+                answer += chunk
+        except ConnectionResetError:
+            pass
+        return answer
+
+
+def status_of(answer: bytes) -> int | None:
+    """The status of the first answer; None when the connection closed without one."""
+    if not answer:
+        return None
+    return int(answer.split(b" ", 2)[1])
+
+
+def refused_total(world: World, reason: str) -> float:
+    text = httpx.get(f"http://{world.sidecar.listeners['admin']}/metrics", trust_env=False).text
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "claimgate_requests_refused_total" and sample.labels == {
+                "reason": reason
+            }:
+                return sample.value
+    raise AssertionError(f"no claimgate_requests_refused_total for {reason}")
+
+
+def long_line(length: int) -> bytes:
+    return b"GET /service?q=" + b"a" * length + b" HTTP/1.1\r\nHost: provider.example\r\n\r\n"
+
+
+@pytest.mark.parametrize("listener", LISTENERS)
+def test_a_request_line_past_the_bound_is_refused_and_goes_nowhere(world, listener):
+    before = len(world.app.received), len(world.api.requests)
+    answer = exchange(world, listener, long_line(17 * 1024))
+    assert status_of(answer) == 414
+    assert (len(world.app.received), len(world.api.requests)) == before
+
+
+@pytest.mark.parametrize("listener", LISTENERS)
+def test_a_header_block_past_the_bound_is_refused(world, listener):
+    head = b"GET / HTTP/1.1\r\nHost: provider.example\r\n" + b"X-Pad: " + b"p" * 70_000
+    answer = exchange(world, listener, head + b"\r\n\r\n")
+    if listener == "admin":
+        assert status_of(answer) in (431, None)  # tornado closes such a connection
+    else:
+        assert status_of(answer) == 431
+        assert b"limits.header_size" in answer
+
+
+@pytest.mark.parametrize("listener", LISTENERS)
+def test_too_many_header_fields_are_refused(world, listener):
+    fields = b"".join(b"X-Field-%d: 1\r\n" % i for i in range(31))
+    answer = exchange(world, listener, b"GET /healthz HTTP/1.1\r\nHost: h\r\n" + fields + b"\r\n")
+    assert status_of(answer) == 431
+
+
+def test_a_head_that_ends_within_the_bounds_is_served(world):
+    fields = b"".join(b"X-Field-%d: 1\r\n" % i for i in range(27))
+    head = b"GET /ok HTTP/1.1\r\nHost: h\r\nConnection: close\r\n" + fields + b"\r\n"
+    answer = exchange(world, "capture", head)
+    assert status_of(answer) == 200
+
+
+@pytest.mark.parametrize("listener", PROXY_LISTENERS)
+def test_a_head_trickling_in_is_answered_408_once_its_time_is_up(world, listener):
+    before = refused_total(world, "header_timeout")
+    started = time.monotonic()
+    answer = exchange(world, listener, *(bytes([b]) for b in b"GET / HTTP/1.1\r\nHo"), pause=0.1)
+    assert status_of(answer) == 408
+    assert time.monotonic() - started >= HEADER_TIMEOUT  # never before the bound
+    assert refused_total(world, "header_timeout") == before + 1
+
+
+@pytest.mark.parametrize("listener", PROXY_LISTENERS)
+def test_a_connection_that_sends_nothing_is_closed_after_the_header_timeout(world, listener):
+    before = refused_total(world, "header_timeout")
+    assert exchange(world, listener) == b""  # closed, with nothing to answer
+    assert refused_total(world, "header_timeout") == before + 1
+
+
+def test_a_tls_client_hello_trickling_in_is_cut_off(world):
+    """The record header says TLS at once; the rest of the hello never completes."""
+    record, rest = b"\x16\x03\x01\x02\x00", b"\x01\x00\x01\xfc\x03\x03" + b"\x00" * 40
+    answer = exchange(world, "capture", record, *(bytes([b]) for b in rest), pause=0.1)
+    assert answer == b""  # no HTTP was ever spoken: closed, without an answer
+
+
+def test_an_idle_keep_alive_connection_is_not_cut_by_the_header_timeout(world):
+    connection = http.client.HTTPConnection(*address(world, "capture"), timeout=30)
+    try:
+        statuses, sockets = [], []
+        for _ in range(2):
+            connection.request("GET", "/again", headers={"Host": "provider.example"})
+            response = connection.getresponse()
+            response.read()
+            statuses.append(response.status)
+            sockets.append(connection.sock)
+            time.sleep(HEADER_TIMEOUT * 2)
+    finally:
+        connection.close()
+    assert statuses == [200, 200]
+    assert sockets[0] is sockets[1]  # the same connection, still open after the idle time
+
+
+def test_a_refused_head_is_logged_with_listener_and_reason(world):
+    exchange(world, "capture", long_line(20 * 1024))
+    line = world.sidecar.wait_for(
+        "request_refused",
+        lambda e: e["reason"] == "request_line_too_long" and e["listener"] == "capture",
+    )
+    assert (line["status"], line["client"]) == (414, "127.0.0.1")
+
+
+@pytest.mark.parametrize("listener", ("capture", "mirror", "api"))
+def test_connect_is_refused_with_405_except_on_the_forward_listener(world, listener):
+    connect = b"CONNECT example.org:443 HTTP/1.1\r\nHost: example.org:443\r\n\r\n"
+    answer = exchange(world, listener, connect)
+    assert status_of(answer) == 405
+    assert b"only accepted on the forward listener" in answer
+
+
+def test_a_plain_http_api_request_reaches_the_api_over_tls_with_its_claim(world, customer):
+    claim = make_claim()
+    world.service_call(customer, claim)
+    world.sidecar.wait_for("claim_captured", lambda e: e["customer"] == customer.web_id)
+    before = len(world.api.requests)
+    with httpx.Client(proxy=world.sidecar.proxy_url, trust_env=False) as plain:
+        response = plain.post(
+            f"http://localhost:{world.api.port}/api/stable/api.php", content=api_request(customer)
+        )
+    assert response.status_code == 200
+    (received,) = world.api.wait_for_requests(before + 1)[before:]
+    assert received.claims() == [claim]  # the double speaks only TLS: it came over TLS
+    decision = world.sidecar.wait_for("api_request", lambda e: e.get("upgraded_to_https"))
+    assert decision["decision"] == "injected"
