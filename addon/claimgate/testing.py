@@ -41,7 +41,6 @@ from __future__ import annotations
 import base64
 import contextlib
 import datetime
-import gzip
 import hashlib
 import hmac
 import ipaddress
@@ -62,7 +61,7 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import TracebackType
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 from urllib.parse import urlsplit, urlunsplit
 
 from cryptography import x509
@@ -92,6 +91,8 @@ _HANDSHAKE_TIMEOUT = 5.0  # seconds a new connection may take to finish its TLS 
 _IDLE_TIMEOUT = 30.0  # seconds a keep-alive connection may stay silent before it is closed
 _POLL_INTERVAL = 0.05  # how often serve_forever looks for a shutdown request
 _MAX_LINE = 65536
+_MAX_DECODED = 16 * 1024 * 1024
+"""Bytes a compressed request body may inflate to: a gzip bomb must not fill the test process."""
 
 
 # --- recorded requests -------------------------------------------------------------------
@@ -104,9 +105,10 @@ class ReceivedRequest:
     ``raw_body`` holds the bytes of the message body exactly as sent (for a chunked request:
     the chunks' data joined, without the chunk framing); ``body`` is ``raw_body`` after
     undoing a ``gzip`` or ``deflate`` ``Content-Encoding`` (``raw_body`` again when there is
-    none or it cannot be decoded). ``results`` has the ``errorcode`` the double answered for
-    each action, in order (``0`` = accepted); it is empty when the request as a whole was
-    refused (not JSON, unknown token, ...). ``response`` is the JSON body sent back.
+    none, it cannot be decoded or it inflates past 16 MiB). ``results`` has the
+    ``errorcode`` the double answered for each action, in order (``0`` = accepted); it is
+    empty when the request as a whole was refused (not JSON, unknown token, too large, ...).
+    ``response`` is the body sent back.
     """
 
     method: str
@@ -160,9 +162,9 @@ class ApiDouble:
     (:attr:`ca_path`). Any method on any path is answered the same way (onOffice wants POST
     on ``/api/<version>/api.php``; one unofficial client sends GET with a body).
 
-    How requests are answered (always HTTP 200, ``Content-Type: application/json``, a body
-    shaped like the API's; clients read the JSON status, and the API's HTTP status line for
-    errors is not documented):
+    How requests are answered (HTTP 200, ``Content-Type: application/json``, a body shaped
+    like the API's; clients read the JSON status, and the API's HTTP status line for errors is
+    not documented):
 
     * empty body: top-level ``status`` code 400, errorcode 9; not JSON: errorcode 4; no
       string ``token``: 13; no ``request`` object: 14; no ``request.actions`` list: 15;
@@ -173,6 +175,10 @@ class ApiDouble:
       claim passed to :meth:`mark_outdated` 201; anything else is accepted (errorcode 0)
       with one empty record (``unlockProvider``: the documented success record).
       Top-level errorcode is 97 when any action failed, as the API does.
+    * a compressed body that inflates past 16 MiB: HTTP 413, errorcode 1, nothing decoded
+      beyond that bound.
+    * :meth:`answer_next` replaces the answer of the next requests with given bytes (they
+      are still recorded and evaluated).
 
     Use it as a context manager, or call :meth:`start` and :meth:`stop`.
     """
@@ -193,6 +199,7 @@ class ApiDouble:
         self._state = threading.Condition()
         self._requests: list[ReceivedRequest] = []
         self._outdated: set[str] = set()
+        self._canned: list[_Reply] = []
         self.delay = 0.0
         """Seconds to wait before answering each request: a slow API, for timeout and
         shutdown tests. The request is recorded when it arrives, before the wait."""
@@ -290,6 +297,23 @@ class ApiDouble:
 
     # behaviour and observations
 
+    def answer_next(
+        self,
+        body: bytes,
+        headers: Mapping[str, str],
+        *,
+        status: int = 200,
+        count: int = 1,
+    ) -> None:
+        """Answer the next ``count`` requests with exactly ``body`` and ``headers``.
+
+        For answers the API could send but the double would not build, such as a gzip bomb;
+        ``Content-Length`` is set by the double.
+        """
+        reply = _Reply(status, tuple(headers.items()), body)
+        with self._state:
+            self._canned.extend([reply] * count)
+
     def mark_outdated(self, claim: str) -> None:
         """Answer error 201 from now on for every action that carries ``claim``."""
         with self._state:
@@ -322,28 +346,37 @@ class ApiDouble:
 
     def _answer(
         self, method: str, path: str, headers: tuple[tuple[str, str], ...], raw_body: bytes
-    ) -> bytes:
-        """Evaluate one request, record it, and return the response body to send."""
+    ) -> _Reply:
+        """Evaluate one request, record it, and return the answer to send."""
         encoding = next((v for k, v in headers if k.lower() == "content-encoding"), "")
-        body = _decode_content(raw_body, encoding)
         host = next((v for k, v in headers if k.lower() == "host"), "")
-        results, response = self._evaluate(body)
-        received = ReceivedRequest(
-            method=method,
-            path=path,
-            headers=headers,
-            raw_body=raw_body,
-            body=body,
-            host=host,
-            results=results,
-            response=response,
-        )
+        try:
+            body = _decode_content(raw_body, encoding)
+        except _TooLarge:
+            body, results = raw_body, ()
+            reply = _Reply(413, _JSON, onoffice.request_error_body(onoffice.UNKNOWN_ERROR, 413))
+        else:
+            results, response = self._evaluate(body)
+            reply = _Reply(200, _JSON, response)
         with self._state:
-            self._requests.append(received)
+            if self._canned:
+                reply = self._canned.pop(0)
+            self._requests.append(
+                ReceivedRequest(
+                    method=method,
+                    path=path,
+                    headers=headers,
+                    raw_body=raw_body,
+                    body=body,
+                    host=host,
+                    results=results,
+                    response=reply.body,
+                )
+            )
             self._state.notify_all()
         if self.delay > 0:
             time.sleep(self.delay)
-        return response
+        return reply
 
     def _evaluate(self, body: bytes) -> tuple[tuple[int, ...], bytes]:
         if not body.strip():
@@ -427,24 +460,57 @@ def _action_success(action: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+class _Reply(NamedTuple):
+    """What the double sends back for one request."""
+
+    status: int
+    headers: tuple[tuple[str, str], ...]
+    body: bytes
+
+
+_JSON = (("Content-Type", "application/json"),)
+
+
+class _TooLarge(Exception):
+    """A compressed body inflates past ``_MAX_DECODED``."""
+
+
 def _decode_content(raw: bytes, content_encoding: str) -> bytes:
-    """Undo ``Content-Encoding`` (gzip, deflate, identity); ``raw`` if that is impossible."""
+    """Undo ``Content-Encoding`` (gzip, deflate, identity); ``raw`` if that is impossible.
+
+    Raises ``_TooLarge`` rather than inflate past ``_MAX_DECODED``.
+    """
     data = raw
     codings = [c.strip().lower() for c in content_encoding.split(",") if c.strip()]
     try:
         for coding in reversed(codings):
             if coding in ("gzip", "x-gzip"):
-                data = gzip.decompress(data)
+                data = _inflate(data, 16 + zlib.MAX_WBITS)
             elif coding == "deflate":
                 try:
-                    data = zlib.decompress(data)
+                    data = _inflate(data, zlib.MAX_WBITS)
                 except zlib.error:  # some clients send raw deflate without the zlib header
-                    data = zlib.decompress(data, -zlib.MAX_WBITS)
+                    data = _inflate(data, -zlib.MAX_WBITS)
             elif coding != "identity":
                 return raw
-    except (OSError, EOFError, zlib.error):
+    except (EOFError, zlib.error):
         return raw
     return data
+
+
+def _inflate(data: bytes, wbits: int) -> bytes:
+    """Inflate ``data`` (every member, for gzip), never producing more than ``_MAX_DECODED``."""
+    out = bytearray()
+    while True:
+        inflater = zlib.decompressobj(wbits)
+        out += inflater.decompress(data, _MAX_DECODED + 1 - len(out))
+        if len(out) > _MAX_DECODED:
+            raise _TooLarge
+        if not inflater.eof:
+            raise EOFError("compressed body is truncated")
+        data = inflater.unused_data
+        if not data or wbits <= zlib.MAX_WBITS:  # only gzip has further members
+            return bytes(out)
 
 
 # --- HTTP and TLS plumbing -----------------------------------------------------------------
@@ -583,13 +649,15 @@ class _Handler(BaseHTTPRequestHandler):
             return
         headers = tuple((str(k), str(v)) for k, v in self.headers.items())
         server = cast(_Server, self.server)
-        response = server.double._answer(self.command, self.path, headers, raw_body)
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(response)))
+        reply = server.double._answer(self.command, self.path, headers, raw_body)
+        self.send_response(reply.status)
+        for name, value in reply.headers:
+            if name.lower() != "content-length":
+                self.send_header(name, value)
+        self.send_header("Content-Length", str(len(reply.body)))
         self.end_headers()
         if self.command != "HEAD":
-            self.wfile.write(response)
+            self.wfile.write(reply.body)
 
     def _read_body(self) -> bytes:
         transfer_encoding = self.headers.get("Transfer-Encoding", "")
