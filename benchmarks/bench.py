@@ -1,4 +1,4 @@
-"""Throughput of claimgate against bare mitmdump, side by side in one run (issue 7, DESIGN 5).
+"""Throughput of claimgate against bare mitmdump, side by side in one run (docs/design.md 5).
 
 Proxies, each on its own port, all started once and kept running:
 
@@ -99,7 +99,7 @@ class Proxy:
 PAIRS = (("mitmdump-b", "mitmdump"), ("claimgate", "mitmdump"), ("claimgate", "core"))
 """Paired comparisons (numerator, denominator); the first is the A/A control."""
 BUDGETS = {1024: 0.95, 65536: 0.9}
-"""DESIGN 5: claimgate / mitmdump throughput at these body sizes."""
+"""docs/design.md 5: claimgate / mitmdump throughput at these body sizes."""
 
 
 def free_port() -> int:
@@ -480,7 +480,7 @@ def report(
                 f"{size:>6} {label:<36} {statistics.median(values):.3f} "
                 f"[{min(values):.3f}-{max(values):.3f}]"
             )
-    print("\nbudgets (DESIGN 5), from the paired claimgate / mitmdump ratio:")
+    print("\nbudgets (docs/design.md 5), from the paired claimgate / mitmdump ratio:")
     for size, _, ratios in rows:
         ratio = statistics.median(ratios[("claimgate", "mitmdump")])
         budget = BUDGETS.get(size)

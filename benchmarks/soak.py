@@ -1,6 +1,6 @@
 """Soak: many API requests through a real ``claimgate run``, its memory sampled as they go.
 
-The question is whether claimgate's resident memory levels off (DESIGN 5: flat over long
+The question is whether claimgate's resident memory levels off (docs/design.md 5: flat over long
 runs). Requests go through the forward listener over intercepted HTTPS to the onOffice API
 double, every one getting its claim injected; every ``--reconnect`` requests the clients open
 new connections, so connection set-up and tear-down are soaked too.

@@ -37,7 +37,7 @@ STARTUP_TIMEOUT = 30.0
 PROVIDER_SECRET = make_secret()
 READ = onoffice.ACTION_PREFIX + "read"
 
-# The official PHP SDK's request, byte for byte (onoffice-protocol.md 1.4): token
+# The official PHP SDK's request, byte for byte (docs/onoffice-protocol.md 1.4): token
 # "testtoken", secret "testsecret", sent as raw JSON labelled form-urlencoded.
 SDK_TOKEN, SDK_SECRET = "testtoken", "testsecret"
 SDK_BODY = (
@@ -172,7 +172,7 @@ VIOLATION_KINDS = (
     "api_rejected_claim",
     "store_unavailable",
 )
-"""DESIGN 3.4's violation kinds in its order: written out, not taken from the code, because
+"""docs/design.md 3.4's violation kinds in its order: written out, not taken from the code, because
 the tests check the code against the contract."""
 
 

@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 from claimgate import onoffice
 from claimgate.onoffice import ACTION_PREFIX
 
-# Vectors from onoffice-protocol.md 2.1: the SDK's unit and integration tests, the PyPI
+# Vectors from docs/onoffice-protocol.md 2.1: the SDK's unit and integration tests, the PyPI
 # package's test, and the documentation's inputs.
 HMAC_V2_VECTORS = [
     (

@@ -1,4 +1,4 @@
-"""The configuration contract (DESIGN 3.2): file, environment, defaults, errors, secrets."""
+"""The configuration contract (docs/design.md 3.2): file, environment, defaults, errors, secrets."""
 
 import dataclasses
 import ipaddress

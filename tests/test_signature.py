@@ -21,7 +21,7 @@ from claimgate.signature import (
 SECRET = "provider-secret"
 BASE = "https://provider.example"
 
-# onoffice-protocol.md 3c; PHP's reference verifier (parse_str, ksort, http_build_query,
+# docs/onoffice-protocol.md 3c; PHP's reference verifier (parse_str, ksort, http_build_query,
 # hash_hmac) printed the same signature.
 URL = (
     "https://provider.example/service?apiClaim=ab%2Bc%2Fd%3D&customerName=Muster+Immobilien"

@@ -151,7 +151,7 @@ async def test_retention_counts_from_the_calls_own_timestamp():
 
 
 def test_100_000_customers_fit_in_100_mb():
-    """DESIGN 5, measured: the store's structures (tracemalloc) plus the claim and customer
+    """docs/design.md 5, measured: the store's structures (tracemalloc) plus the claim and customer
     strings it holds (256-character claims, as onOffice's)."""
     import base64
     import os

@@ -344,7 +344,7 @@ def test_get_with_a_body_is_answered(api: ApiDouble, client: httpx.Client) -> No
 
 
 def test_php_sdk_request_bytes(api: ApiDouble) -> None:
-    # protocol facts 1.4: the official SDK's own integration test, byte for byte.
+    # docs/onoffice-protocol.md 1.4: the official SDK's own integration test, byte for byte.
     body = SDK_BODY
     assert len(body) == 382
     head = (
@@ -508,7 +508,7 @@ def expected_signature(url: str, secret: str) -> str:
 
 
 def test_service_call_url_matches_the_documented_vector() -> None:
-    # protocol facts 3c: a test vector computed from onOffice's algorithm.
+    # docs/onoffice-protocol.md 3c: a test vector computed from onOffice's algorithm.
     url = service_call_url(
         "https://provider.example/service",
         "provider-secret",

@@ -9,7 +9,7 @@ Listeners are told apart by the proxy mode a connection arrived on (``Role``):
   and their claims stored, and the request always reaches the app unchanged.
 
 mitmproxy forwards a flow whose hook raised, with whatever edits were made, so every hook
-catches its own errors and decides explicitly (DESIGN 2.7). The only edits to a request are
+catches its own errors and decides explicitly (docs/design.md 2.7). The only edits to a request are
 one assignment of a fully built body, or one answer set in its place.
 """
 
@@ -474,7 +474,7 @@ class Claimgate:
             flow.request.content = new_body
 
     def _report_rejections(self, response: http.Response, context: RequestContext) -> None:
-        """Per-action errors 193/201/248 mean the API refused the claim (DESIGN 2.8)."""
+        """Per-action errors 193/201/248 mean the API refused the claim (docs/design.md 2.8)."""
         for index, code in _rejected_claims(response, self.settings.proxy.max_body_size):
             violation = Violation(
                 Kind.API_REJECTED_CLAIM,

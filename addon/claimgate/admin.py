@@ -1,4 +1,4 @@
-"""The admin listener (DESIGN 3.3): probes, metrics, the claims API and the status page.
+"""The admin listener (docs/design.md 3.3): probes, metrics, the claims API and the status page.
 
 It runs on its own port, on the proxy's event loop (tornado on asyncio), so orchestrator
 probes reach it without going through the proxy. Handlers only translate HTTP; what they

@@ -1,10 +1,10 @@
-"""Is an inbound request a Marketplace link, and is it genuine? (DESIGN 2.2)
+"""Is an inbound request a Marketplace link, and is it genuine? (docs/design.md 2.2)
 
 onOffice opens the provider's service URL, webhook URL or activation URL with signed
-parameters (onoffice-protocol.md 3a, 3b, 3d). A request that carries ``apiClaim`` and
+parameters (docs/onoffice-protocol.md 3a, 3b, 3d). A request that carries ``apiClaim`` and
 ``customerWebId`` is such a link; ``examine`` verifies its signature with the provider secret
 and its timestamp against the allowed age, and returns either the claim to store or the
-violation to report (DESIGN 3.4). It is pure: the capture listener turns a flow into a
+violation to report (docs/design.md 3.4). It is pure: the capture listener turns a flow into a
 ``LinkRequest`` and acts on the answer, and the request goes on to the app whatever it is.
 """
 
@@ -79,7 +79,7 @@ class Refused:
 
     violation: str
     """``bad_signature``, ``stale_service_call``, or ``malformed_request`` for ids that are
-    not onOffice's (DESIGN 3.4)."""
+    not onOffice's (docs/design.md 3.4)."""
     reason: str
     """Short human reason; never contains a secret."""
     kind: LinkKind

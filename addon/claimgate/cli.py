@@ -1,4 +1,4 @@
-"""The ``claimgate`` command line (DESIGN 3.1).
+"""The ``claimgate`` command line (docs/design.md 3.1).
 
 Exit status: 0 success, 1 a signature that does not verify or a start-up failure, 2 a
 configuration or usage error (one line on stderr naming the key and what is wrong).

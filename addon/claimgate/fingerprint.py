@@ -1,7 +1,7 @@
 """Name secrets without revealing them.
 
 Claims, API tokens, provider secrets and signatures never appear in logs, metrics or admin
-output (DESIGN 2.9). Wherever one must be referred to, its fingerprint stands in: the first
+output (docs/design.md 2.9). Wherever one must be referred to, its fingerprint stands in: the first
 12 hex digits of its SHA-256, enough to tell values apart and to match them against a value
 an operator holds, useless for recovering the value.
 """

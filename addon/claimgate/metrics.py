@@ -1,6 +1,6 @@
-"""Prometheus metrics (DESIGN 3.5). The names are a contract; no label carries a customer id,
-a token or a claim, so the series stay few and the scrape stays free of secrets. The standard
-``process_*`` and ``python_*`` series of prometheus-client come along.
+"""Prometheus metrics (docs/design.md 3.5). The names are a contract; no label carries a
+customer id, a token or a claim, so the series stay few and the scrape stays free of secrets.
+The standard ``process_*`` and ``python_*`` series of prometheus-client come along.
 
 Every label value is created at start, so a rate over a counter that has not moved yet is 0
 rather than absent.

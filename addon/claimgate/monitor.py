@@ -151,7 +151,7 @@ class Monitor:
         upstream_status: int | None,
         upstream_error: str | None = None,
     ) -> None:
-        """The ``api_request`` line (DESIGN 3.5), written once per request."""
+        """The ``api_request`` line (docs/design.md 3.5), written once per request."""
         if context.logged:
             return
         context.logged = True

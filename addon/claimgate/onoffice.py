@@ -1,6 +1,6 @@
 """Facts of the onOffice API wire format that claimgate relies on (pure, no I/O).
 
-The sources for every rule here are cited in ``shared/docs/onoffice-protocol.md``: the two
+The sources for every rule here are cited in ``docs/onoffice-protocol.md``: the two
 action HMAC versions (sections 2.1 and 2.2), the per-action error codes that mean "claim
 rejected" (section 4.1) and the response shape (section 1.3), used when claimgate itself
 must answer in ``enforce`` mode so that the integration's existing error path runs.

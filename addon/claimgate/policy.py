@@ -1,7 +1,7 @@
 """What to do with one API request: the decision and the violations, from facts alone.
 
 Pure: the addon gathers the facts (who owns the token, the customer's freshest claim, who
-owns the claims the request already carries), this module decides (DESIGN 2.3-2.6), and
+owns the claims the request already carries), this module decides (docs/design.md 2.3-2.6), and
 ``rewrite`` carries the decision out. Keeping the rules here makes every mode testable
 without a proxy and keeps ``observe`` honest: it runs the very rules ``enforce`` runs.
 """
@@ -19,7 +19,7 @@ from claimgate.store import Claim
 
 
 class Decision(StrEnum):
-    """The ``decision`` of a request, a contract (DESIGN 3.5 metric label values)."""
+    """The ``decision`` of a request, a contract (docs/design.md 3.5 metric label values)."""
 
     INJECTED = "injected"
     REPLACED = "replaced"
@@ -30,7 +30,7 @@ class Decision(StrEnum):
 
 
 class Kind(StrEnum):
-    """Violation kinds (DESIGN 3.4), a contract shared by logs and metrics."""
+    """Violation kinds (docs/design.md 3.4), a contract shared by logs and metrics."""
 
     MISSING_CLAIM = "missing_claim"
     EXPIRED_CLAIM = "expired_claim"

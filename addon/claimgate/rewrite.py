@@ -1,7 +1,7 @@
 """Read an onOffice API request body and splice the claim into it, byte for byte.
 
 The API's version-2 HMAC does not cover ``parameters``, so adding or replacing
-``parameters.extendedclaim`` is allowed without the API secret (protocol facts 2.3). What
+``parameters.extendedclaim`` is allowed without the API secret (docs/onoffice-protocol.md 2.3). What
 must not change is everything else: key order, number spelling, ``\\/`` escapes, ``\\uXXXX``
 escapes, whitespace. So the body is never re-serialised: a small walker finds the byte
 positions of each action's ``parameters`` (decoding every value once with the C JSON

@@ -1,4 +1,4 @@
-"""Which hosts claimgate intercepts: ``proxy.api_hosts`` (DESIGN 2.1), decided per connection.
+"""Which hosts claimgate intercepts: ``proxy.api_hosts`` (docs/design.md 2.1), per connection.
 
 An entry ``host`` matches that host on any port; ``host:port`` only on that port. Names are
 compared case-insensitively and without a trailing dot, as DNS does.

@@ -1,4 +1,4 @@
-"""Typed settings: one TOML file plus ``CLAIMGATE_<SECTION>_<KEY>`` variables (DESIGN 3.2).
+"""Typed settings: one TOML file plus ``CLAIMGATE_<SECTION>_<KEY>`` variables (docs/design.md 3.2).
 
 Everything is checked here, once, at start-up: a typo or a bad value stops claimgate with
 one line that names the dotted key (``claimgate check-config`` exits 2 on it) instead of
@@ -56,7 +56,7 @@ class Secret:
 
     @property
     def fingerprint(self) -> str:
-        """The public name of the secret (DESIGN 2.9)."""
+        """The public name of the secret (docs/design.md 2.9)."""
         return fingerprint(self._value)
 
     def __repr__(self) -> str:
@@ -98,7 +98,7 @@ class ListenAddress:
 
 
 class Mode(StrEnum):
-    """What claimgate does to API requests (DESIGN 2.6)."""
+    """What claimgate does to API requests (docs/design.md 2.6)."""
 
     OBSERVE = "observe"
     INJECT = "inject"

@@ -3,7 +3,7 @@
 onOffice signs every URL it opens on the provider side (service calls, webhooks, activation
 links) with the provider secret: lowercase-hex HMAC-SHA256 over the canonical URL,
 ``scheme://host[:port]/path?`` + ``http_build_query(ksort(parameters without signature))``
-(onoffice-protocol.md 3c). A verifier must therefore reproduce three PHP functions byte for
+(docs/onoffice-protocol.md 3c). A verifier must therefore reproduce three PHP functions byte for
 byte: ``parse_str`` (how the reference verifier reads the query), ``ksort`` and
 ``http_build_query``. This module does, without PHP and without I/O.
 

@@ -30,7 +30,7 @@ A typical test::
 What the double does not model: data (every accepted action returns one empty record), the
 ±120 s action timestamp window (error 136), whether a claim belongs to the token's customer
 (error 248), rate limits and HTTP/2. The rules it does model are cited in
-``shared/docs/onoffice-protocol.md`` (sections 1 to 4).
+``docs/onoffice-protocol.md`` (sections 1 to 4).
 
 Only the standard library and ``cryptography`` are used, so this module can be imported in
 any test process, with or without mitmproxy.
@@ -443,7 +443,7 @@ def _action_success(action: Mapping[str, Any]) -> dict[str, Any]:
     actionid = action.get("actionid", "")
     resourcetype = action.get("resourcetype", "")
     if resourcetype == onoffice.UNLOCK_PROVIDER:
-        # The documented unlockProvider answer, exactly (protocol facts 1.3).
+        # The documented unlockProvider answer, exactly (docs/onoffice-protocol.md 1.3).
         meta: dict[str, Any] = {"cntabsolute": None}
         record: dict[str, Any] = {"id": 0, "type": "", "elements": {"success": "success"}}
     else:
@@ -890,7 +890,7 @@ def activation_url(
 
     Besides the service-call parameters it carries ``apiToken`` (the token of the
     customer's Marketplace API user) and ``parameterCacheId``; its ``apiClaim`` is good
-    only for ``unlockProvider`` (protocol facts 3a).
+    only for ``unlockProvider`` (docs/onoffice-protocol.md 3a).
     """
     parameters = {
         "customerName": customer_name,

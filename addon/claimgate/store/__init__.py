@@ -1,6 +1,6 @@
 """Where claims live: the ``Claim`` record and the ``ClaimStore`` protocol.
 
-Every store keeps, per customer, only the freshest claim (DESIGN 2.4): the one from the
+Every store keeps, per customer, only the freshest claim (docs/design.md 2.4): the one from the
 newest verified service call by the call's own timestamp, so a late, older call never wins.
 It also keeps which customer an API token belongs to (learned from activation links, keyed
 by the token's SHA-256 so the store never holds a token in clear; kept without expiry, since
@@ -48,7 +48,7 @@ def secret_key(secret: str) -> str:
 
 
 class StoreEvents(Protocol):
-    """What a shared store reports, so operators see its trouble (DESIGN 3.4, 3.5)."""
+    """What a shared store reports, so operators see its trouble (docs/design.md 3.4, 3.5)."""
 
     def store_error(self, operation: str, error: BaseException) -> None:
         """One operation failed or timed out."""
