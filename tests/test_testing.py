@@ -321,6 +321,33 @@ def test_compressed_request_body_is_decoded(
     assert received.body == plain
 
 
+def test_a_body_that_inflates_past_16_mib_is_refused_unread(
+    api: ApiDouble, client: httpx.Client
+) -> None:
+    compressor = zlib.compressobj(9, zlib.DEFLATED, 31)
+    bomb = b"".join(compressor.compress(bytes(1 << 20)) for _ in range(17)) + compressor.flush()
+
+    response = client.post(api.url, content=bomb, headers={"Content-Encoding": "gzip"})
+
+    assert response.status_code == 413
+    assert response.json()["status"]["errorcode"] == 1
+    received = api.requests[0]
+    assert received.raw_body == received.body == bomb and received.results == ()
+
+
+def test_answer_next_replaces_the_answer_and_still_records_the_request(
+    api: ApiDouble, client: httpx.Client
+) -> None:
+    api.answer_next(b"canned", {"Content-Type": "text/plain", "X-Canned": "1"}, status=502)
+    body = json.dumps(request_body(v2_action())).encode()
+
+    canned, normal = client.post(api.url, content=body), client.post(api.url, content=body)
+
+    assert (canned.status_code, canned.content, canned.headers["x-canned"]) == (502, b"canned", "1")
+    assert results(normal) == [0]
+    assert [r.results for r in api.requests] == [(0,), (0,)]  # both evaluated and recorded
+
+
 def test_raw_body_is_recorded_byte_exact(api: ApiDouble, client: httpx.Client) -> None:
     document = request_body(v2_action(claim="a/b+c=\u00e9"))
     body = json.dumps(document, indent=1, ensure_ascii=True).replace("/", "\\/").encode() + b"\n \n"

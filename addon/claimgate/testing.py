@@ -32,8 +32,8 @@ What the double does not model: data (every accepted action returns one empty re
 (error 248), rate limits and HTTP/2. The rules it does model are cited in
 ``docs/onoffice-protocol.md`` (sections 1 to 4).
 
-Only the standard library and ``cryptography`` are used, so this module can be imported in
-any test process, with or without mitmproxy.
+Besides claimgate's own pure modules, only the standard library and ``cryptography`` are
+used, so this module can be imported in any test process, with or without mitmproxy.
 """
 
 from __future__ import annotations
@@ -55,7 +55,6 @@ import string
 import tempfile
 import threading
 import time
-import zlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -69,7 +68,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from claimgate import onoffice
+from claimgate import decoding, onoffice
 
 __all__ = [
     "ApiDouble",
@@ -104,7 +103,7 @@ class ReceivedRequest:
 
     ``raw_body`` holds the bytes of the message body exactly as sent (for a chunked request:
     the chunks' data joined, without the chunk framing); ``body`` is ``raw_body`` after
-    undoing a ``gzip`` or ``deflate`` ``Content-Encoding`` (``raw_body`` again when there is
+    undoing its ``Content-Encoding`` (gzip, deflate, br, zstd; ``raw_body`` again when there is
     none, it cannot be decoded or it inflates past 16 MiB). ``results`` has the
     ``errorcode`` the double answered for each action, in order (``0`` = accepted); it is
     empty when the request as a whole was refused (not JSON, unknown token, too large, ...).
@@ -352,7 +351,7 @@ class ApiDouble:
         host = next((v for k, v in headers if k.lower() == "host"), "")
         try:
             body = _decode_content(raw_body, encoding)
-        except _TooLarge:
+        except decoding.BodyTooLarge:
             body, results = raw_body, ()
             reply = _Reply(413, _JSON, onoffice.request_error_body(onoffice.UNKNOWN_ERROR, 413))
         else:
@@ -471,46 +470,16 @@ class _Reply(NamedTuple):
 _JSON = (("Content-Type", "application/json"),)
 
 
-class _TooLarge(Exception):
-    """A compressed body inflates past ``_MAX_DECODED``."""
-
-
 def _decode_content(raw: bytes, content_encoding: str) -> bytes:
-    """Undo ``Content-Encoding`` (gzip, deflate, identity); ``raw`` if that is impossible.
-
-    Raises ``_TooLarge`` rather than inflate past ``_MAX_DECODED``.
-    """
+    """Undo every ``Content-Encoding`` with claimgate's bounded decoder; ``raw`` if that is
+    impossible. Raises ``decoding.BodyTooLarge`` rather than inflate past ``_MAX_DECODED``."""
     data = raw
-    codings = [c.strip().lower() for c in content_encoding.split(",") if c.strip()]
-    try:
-        for coding in reversed(codings):
-            if coding in ("gzip", "x-gzip"):
-                data = _inflate(data, 16 + zlib.MAX_WBITS)
-            elif coding == "deflate":
-                try:
-                    data = _inflate(data, zlib.MAX_WBITS)
-                except zlib.error:  # some clients send raw deflate without the zlib header
-                    data = _inflate(data, -zlib.MAX_WBITS)
-            elif coding != "identity":
-                return raw
-    except (EOFError, zlib.error):
-        return raw
+    for coding in reversed([c for c in content_encoding.split(",") if c.strip()]):
+        try:
+            data = decoding.decode(data, coding, _MAX_DECODED)
+        except decoding.UndecodableBody:
+            return raw
     return data
-
-
-def _inflate(data: bytes, wbits: int) -> bytes:
-    """Inflate ``data`` (every member, for gzip), never producing more than ``_MAX_DECODED``."""
-    out = bytearray()
-    while True:
-        inflater = zlib.decompressobj(wbits)
-        out += inflater.decompress(data, _MAX_DECODED + 1 - len(out))
-        if len(out) > _MAX_DECODED:
-            raise _TooLarge
-        if not inflater.eof:
-            raise EOFError("compressed body is truncated")
-        data = inflater.unused_data
-        if not data or wbits <= zlib.MAX_WBITS:  # only gzip has further members
-            return bytes(out)
 
 
 # --- HTTP and TLS plumbing -----------------------------------------------------------------
