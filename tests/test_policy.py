@@ -3,9 +3,8 @@ import json
 import pytest
 
 from claimgate import onoffice
-from claimgate.policy import Decision, Facts, Kind, block_response, decide, malformed
+from claimgate.policy import Decision, Facts, Kind, Mode, block_response, decide, malformed
 from claimgate.rewrite import parse
-from claimgate.settings import Mode
 from claimgate.store import Claim
 from tests.support import VIOLATION_KINDS
 

@@ -33,9 +33,9 @@ from claimgate.admin import AdminServer, Ingested
 from claimgate.fingerprint import fingerprint
 from claimgate.limits import Refusal
 from claimgate.monitor import Monitor, RequestContext
-from claimgate.policy import Decision, Kind, Verdict, Violation
+from claimgate.policy import Decision, Kind, Mode, Verdict, Violation
 from claimgate.scope import ApiHosts
-from claimgate.settings import ListenAddress, Mode, Settings
+from claimgate.settings import ListenAddress, Settings
 from claimgate.sink import DiscardSink, answer_body
 from claimgate.status import claim_report, status_report
 from claimgate.store import Claim, ClaimStore

@@ -14,8 +14,15 @@ from typing import Any
 from claimgate import onoffice
 from claimgate.fingerprint import fingerprint
 from claimgate.rewrite import ApiRequest
-from claimgate.settings import Mode
 from claimgate.store import Claim
+
+
+class Mode(StrEnum):
+    """What claimgate does to API requests (docs/design.md 2.6)."""
+
+    OBSERVE = "observe"
+    INJECT = "inject"
+    ENFORCE = "enforce"
 
 
 class Decision(StrEnum):

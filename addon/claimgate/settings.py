@@ -26,6 +26,7 @@ from urllib.parse import urlsplit
 
 from claimgate.fingerprint import fingerprint
 from claimgate.limits import HeadLimits
+from claimgate.policy import Mode
 
 ENV_PREFIX = "CLAIMGATE_"
 
@@ -95,14 +96,6 @@ class ListenAddress:
     def __str__(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"{host}:{self.port}"
-
-
-class Mode(StrEnum):
-    """What claimgate does to API requests (docs/design.md 2.6)."""
-
-    OBSERVE = "observe"
-    INJECT = "inject"
-    ENFORCE = "enforce"
 
 
 class LogFormat(StrEnum):
