@@ -80,6 +80,12 @@ def api_flow(addon: Claimgate, body: bytes, host: str = "api.onoffice.de", **hea
     return flow
 
 
+async def send(addon: Claimgate, flow: http.HTTPFlow) -> None:
+    """The request hooks as mitmproxy calls them: the head first, then the body."""
+    addon.requestheaders(flow)
+    await addon.request(flow)
+
+
 def api_body(params: str = "{}", version: str = "2", token: str = TOKEN) -> bytes:
     return (
         '{"token":"%s","request":{"actions":[{"actionid":"%s","resourcetype":"estate",'
@@ -128,7 +134,7 @@ async def test_capture_stores_the_claim_and_leaves_the_request_alone():
     with taddons.context(addon):
         flow = capture_flow(addon, service_call("abc"))
         before = flow.request.copy()
-        await addon.request(flow)
+        await send(addon, flow)
         assert flow.response is None
         assert flow.request.data == before.data
         assert (await addon.store.freshest("21312")).claim == "abc"
@@ -138,7 +144,7 @@ async def test_forged_capture_stores_nothing_and_is_reported():
     addon = make_addon()
     with taddons.context(addon), capture_logs() as logs:
         flow = capture_flow(addon, service_call("abc").replace("userId=17", "userId=18"))
-        await addon.request(flow)
+        await send(addon, flow)
     assert await addon.store.freshest("21312") is None
     assert [e["kind"] for e in logs if e["event"] == "violation"] == ["bad_signature"]
 
@@ -148,7 +154,7 @@ async def test_claim_is_injected_on_the_api_host():
     with taddons.context(addon):
         await stored(addon)
         flow = api_flow(addon, api_body())
-        await addon.request(flow)
+        await send(addon, flow)
         assert sent_claim(flow) == "the-claim"
         assert flow.response is None
 
@@ -158,7 +164,7 @@ async def test_other_hosts_are_not_touched():
     with taddons.context(addon):
         await stored(addon)
         flow = api_flow(addon, api_body(), host="example.org")
-        await addon.request(flow)
+        await send(addon, flow)
         assert flow.request.content == api_body()
 
 
@@ -167,7 +173,7 @@ async def test_gzip_body_is_decoded_and_re_encoded():
     with taddons.context(addon):
         await stored(addon)
         flow = api_flow(addon, gzip.compress(api_body()), content_encoding="gzip")
-        await addon.request(flow)
+        await send(addon, flow)
         assert flow.request.headers["content-encoding"] == "gzip"
         assert gzip.decompress(flow.request.raw_content).count(b'"extendedclaim":"the-claim"') == 1
 
@@ -176,7 +182,7 @@ async def test_enforce_answers_without_a_claim():
     addon = make_addon(Mode.ENFORCE)
     with taddons.context(addon), capture_logs() as logs:
         flow = api_flow(addon, api_body())
-        await addon.request(flow)
+        await send(addon, flow)
         addon.response(flow)
     assert flow.response.headers[VIOLATION_HEADER] == "missing_claim"
     assert json.loads(flow.response.content)["response"]["results"][0]["status"]["errorcode"] == 193
@@ -188,7 +194,7 @@ async def test_enforce_answers_a_malformed_body_with_400():
     addon = make_addon(Mode.ENFORCE)
     with taddons.context(addon):
         flow = api_flow(addon, b"not json")
-        await addon.request(flow)
+        await send(addon, flow)
     assert flow.response.status_code == 400
     assert flow.response.headers[VIOLATION_HEADER] == "malformed_request"
 
@@ -197,7 +203,7 @@ async def test_observe_changes_nothing_but_logs_what_enforce_would_do():
     addon = make_addon(Mode.OBSERVE)
     with taddons.context(addon), capture_logs() as logs:
         flow = api_flow(addon, api_body())
-        await addon.request(flow)
+        await send(addon, flow)
         addon.response(flow)
     assert flow.request.content == api_body() and flow.response is None
     decision = next(e for e in logs if e["event"] == "api_request")
@@ -216,18 +222,83 @@ async def test_internal_error_forwards_the_original_bytes(mode):
     addon = make_addon(mode, store=BrokenStore(3600, 10))
     with taddons.context(addon), capture_logs() as logs:
         flow = api_flow(addon, api_body())
-        await addon.request(flow)
+        await send(addon, flow)
         assert flow.request.content == api_body() and flow.response is None
         addon.response(flow)
     decision = next(e for e in logs if e["event"] == "api_request")
     assert (decision["decision"], decision["error"]) == ("passed", "internal_error")
 
 
+LIFECYCLE = {"load", "configure", "running", "done", "update"}
+"""Start and stop: an error there must stop claimgate, not be met with a fail-safe."""
+
+
+def test_every_flow_hook_goes_through_the_guard():
+    import mitmproxy.proxy.layers
+    import mitmproxy.proxy.server_hooks  # noqa: F401  (both register their hooks)
+    from mitmproxy import hooks
+
+    defined = [name for name in hooks.all_hooks if hasattr(Claimgate, name)]
+    assert {"request", "requestheaders", "response", "error", "tls_clienthello"} <= set(defined)
+    unguarded = [
+        name
+        for name in defined
+        if name not in LIFECYCLE and not hasattr(getattr(Claimgate, name), "__wrapped__")
+    ]
+    assert unguarded == []
+
+
+class BrokenCapture(MemoryStore):
+    async def put(self, claim: Claim) -> bool:
+        raise RuntimeError("store exploded")
+
+
+@pytest.mark.parametrize(("role", "status"), [(Role.CAPTURE, None), (Role.MIRROR, 204)])
+async def test_a_failed_capture_is_logged_and_the_request_still_answered(role, status):
+    both = settings()
+    both = replace(both, capture=replace(both.capture, mirror_listen=ListenAddress("::1", 8084)))
+    addon = new_addon(both, BrokenCapture(3600, 10))
+    with taddons.context(addon), capture_logs() as logs:
+        flow = capture_flow(addon, service_call("abc"), role)
+        await send(addon, flow)
+        assert (flow.response.status_code if flow.response else None) == status
+        assert flow.request.path.startswith("/service?apiClaim=abc")  # unchanged
+    (failure,) = [e for e in logs if e["event"] == "internal_error"]
+    assert (failure["hook"], failure["listener"]) == ("request", role.value)
+    assert "abc" not in json.dumps(failure, default=str)
+
+
+def explode(*_args: object) -> None:
+    raise RuntimeError("exploded")
+
+
+async def test_an_error_at_the_head_is_logged_and_the_body_still_decided(monkeypatch):
+    addon = make_addon()
+    monkeypatch.setattr(addon.oversize, "at_head", explode)
+    with taddons.context(addon), capture_logs() as logs:
+        await stored(addon)
+        flow = api_flow(addon, api_body())
+        await send(addon, flow)
+        assert sent_claim(flow) == "the-claim"
+        addon.response(flow)
+    assert [e["hook"] for e in logs if e["event"] == "internal_error"] == ["requestheaders"]
+    assert addon.in_flight == 0
+
+
+async def test_an_error_while_meeting_an_error_is_still_caught(monkeypatch):
+    addon = make_addon(Mode.ENFORCE)
+    monkeypatch.setattr(addon.pipeline, "run", explode)
+    monkeypatch.setattr(addon.pipeline, "failed", explode)
+    with taddons.context(addon), capture_logs() as logs:
+        await send(addon, api_flow(addon, api_body()))
+    assert [e["hook"] for e in logs if e["event"] == "internal_error"] == ["request", "request"]
+
+
 async def test_internal_error_in_enforce_is_answered():
     addon = make_addon(Mode.ENFORCE, store=BrokenStore(3600, 10))
     with taddons.context(addon):
         flow = api_flow(addon, api_body())
-        await addon.request(flow)
+        await send(addon, flow)
         assert flow.response.status_code == 502
         assert flow.response.headers[VIOLATION_HEADER] == "internal_error"
 
@@ -248,12 +319,12 @@ async def test_version_one_action_is_resigned_only_with_a_genuine_hmac():
     with taddons.context(addon):
         await stored(addon)
         flow = api_flow(addon, genuine)
-        await addon.request(flow)
+        await send(addon, flow)
         sent = json.loads(flow.request.content)["request"]["actions"][0]
         assert sent["hmac_version"] == 2
         assert sent["hmac"] == onoffice.hmac_v2("api-secret", 1, TOKEN, "estate", READ)
         untouched = api_flow(addon, forged)
-        await addon.request(untouched)
+        await send(addon, untouched)
         assert untouched.request.content == forged
 
 
@@ -262,7 +333,7 @@ async def test_api_rejection_is_reported_from_the_response():
     with taddons.context(addon), capture_logs() as logs:
         await stored(addon)
         flow = api_flow(addon, api_body())
-        await addon.request(flow)
+        await send(addon, flow)
         body = onoffice.response_body([onoffice.action_error_result({}, onoffice.CLAIM_OUTDATED)])
         flow.response = tutils.tresp(content=body)
         addon.response(flow)
@@ -332,7 +403,7 @@ def link_flow(
 
 async def captured_claims(addon: Claimgate, flow) -> str | None:
     with taddons.context(addon):
-        await addon.request(flow)
+        await send(addon, flow)
     found = await addon.store.freshest("21312")
     return found.claim if found else None
 
@@ -405,8 +476,7 @@ async def test_api_listener_injects_and_presents_the_real_api_host():
         await stored(addon)
         flow = on(addon, Role.API, api_flow(addon, api_body(), host="api.onoffice.de"))
         flow.request.headers["host"] = "127.0.0.1:8083"
-        addon.requestheaders(flow)  # as mitmproxy calls them: headers first, then the body
-        await addon.request(flow)
+        await send(addon, flow)
     assert flow.request.headers["host"] == "api.onoffice.de"
     assert sent_claim(flow) == "the-claim"
 
@@ -416,11 +486,11 @@ async def test_api_listener_refuses_requests_naming_another_host():
     with taddons.context(addon):
         flow = on(addon, Role.API, api_flow(addon, api_body()))
         flow.request.authority = "evil.example:80"
-        await addon.request(flow)
+        await send(addon, flow)
         assert flow.response.status_code == 421
         same = on(addon, Role.API, api_flow(addon, api_body()))
         same.request.authority = "api.onoffice.de"
-        await addon.request(same)
+        await send(addon, same)
         assert same.response is None
 
 
@@ -436,11 +506,11 @@ async def test_mirror_listener_captures_and_answers_204():
             x_forwarded_proto="https",
             x_forwarded_host="app.example.com",
         )
-        await addon.request(flow)
+        await send(addon, flow)
         assert flow.response.status_code == 204
         assert (await addon.store.freshest("21312")).claim == "abc"
         other = on(addon, Role.MIRROR, api_flow(addon, b"anything"))
-        await addon.request(other)
+        await send(addon, other)
         assert other.response.status_code == 204
 
 
@@ -449,8 +519,7 @@ async def test_a_body_too_large_to_hold_passes_untouched_with_a_violation():
     with taddons.context(addon), capture_logs() as logs:
         flow = api_flow(addon, api_body())
         flow.request.stream = True  # what mitmproxy does above proxy.max_body_size
-        addon.requestheaders(flow)
-        await addon.request(flow)
+        await send(addon, flow)
         assert flow.request.host == "api.onoffice.de" and flow.response is None
     (violation,) = [e for e in logs if e["event"] == "violation"]
     assert violation["kind"] == "malformed_request"
@@ -460,7 +529,7 @@ async def test_a_body_too_large_to_hold_passes_untouched_with_a_violation():
 async def test_enforce_sends_a_body_too_large_to_the_sink():
     addon = make_addon(Mode.ENFORCE)
     with taddons.context(addon):
-        addon.sink_address = ("127.0.0.1", 4242)
+        addon.oversize.sink_address = ("127.0.0.1", 4242)
         flow = api_flow(addon, api_body())
         flow.request.stream = True
         addon.requestheaders(flow)
@@ -475,7 +544,7 @@ async def test_enforce_holds_a_chunked_body_at_the_sink_until_it_is_read_whole()
     addon = make_addon(Mode.ENFORCE)
     with taddons.context(addon):
         await stored(addon)
-        addon.sink_address = ("127.0.0.1", 4242)
+        addon.oversize.sink_address = ("127.0.0.1", 4242)
         flow = api_flow(addon, api_body())
         flow.request.headers.pop("content-length", None)
         flow.request.headers["transfer-encoding"] = "chunked"
@@ -490,7 +559,7 @@ async def test_a_request_sent_without_a_claim_is_not_reported_twice():
     addon = make_addon()
     with taddons.context(addon), capture_logs() as logs:
         flow = api_flow(addon, api_body())  # no claim stored: forwarded without one
-        await addon.request(flow)
+        await send(addon, flow)
         body = onoffice.response_body([onoffice.action_error_result({}, onoffice.CLAIM_REQUIRED)])
         flow.response = tutils.tresp(content=body)
         addon.response(flow)
@@ -517,7 +586,7 @@ async def test_a_body_too_large_once_decoded_passes_untouched(mode):
     with taddons.context(addon), capture_logs() as logs:
         await stored(addon)
         flow = api_flow(addon, bomb, content_encoding="gzip")
-        await addon.request(flow)
+        await send(addon, flow)
         assert flow.response is None and flow.request.raw_content == bomb
     (violation,) = [e for e in logs if e["event"] == "violation"]
     assert violation["kind"] == "malformed_request"
@@ -529,7 +598,7 @@ async def test_enforce_answers_a_body_too_large_once_decoded_with_413():
     with taddons.context(addon):
         await stored(addon)
         flow = api_flow(addon, gzip_bomb(8 * 1024 * 1024), content_encoding="gzip")
-        await addon.request(flow)
+        await send(addon, flow)
         assert flow.response.status_code == 413
         assert flow.response.headers[VIOLATION_HEADER] == "malformed_request"
 
@@ -542,7 +611,7 @@ async def test_an_api_answer_too_large_once_decoded_goes_on_unread():
         await stored(addon)
         for body in (gzip.compress(rejection), gzip.compress(padded)):
             flow = api_flow(addon, api_body())
-            await addon.request(flow)
+            await send(addon, flow)
             flow.response = tutils.tresp(content=b"", headers=http.Headers(content_encoding="gzip"))
             flow.response.raw_content = body
             addon.response(flow)
@@ -555,7 +624,7 @@ async def test_a_malformed_request_is_not_reported_as_a_rejected_claim():
     with taddons.context(addon), capture_logs() as logs:
         await stored(addon)
         flow = api_flow(addon, b'{"token": "t", "request": {"actions": "not a list"}}')
-        await addon.request(flow)
+        await send(addon, flow)
         body = onoffice.response_body([onoffice.action_error_result({}, onoffice.CLAIM_REQUIRED)])
         flow.response = tutils.tresp(content=body)
         addon.response(flow)
@@ -574,8 +643,7 @@ async def test_a_plain_http_api_request_is_sent_over_tls(api_hosts, port, expect
         await stored(addon)
         flow = api_flow(addon, api_body())
         flow.request.scheme, flow.request.port = "http", port
-        addon.requestheaders(flow)
-        await addon.request(flow)
+        await send(addon, flow)
         assert (flow.request.scheme, flow.request.port) == ("https", expected_port)
         assert sent_claim(flow) == "the-claim"
         flow.response = tutils.tresp()

@@ -3,7 +3,16 @@ import json
 import pytest
 
 from claimgate import onoffice
-from claimgate.policy import Decision, Facts, Kind, Mode, block_response, decide, malformed
+from claimgate.policy import (
+    Decision,
+    Facts,
+    Kind,
+    Mode,
+    block_response,
+    carried_claims,
+    decide,
+    malformed,
+)
 from claimgate.rewrite import parse
 from claimgate.store import Claim
 from tests.support import VIOLATION_KINDS
@@ -149,10 +158,32 @@ def test_version_one_action_blocks_in_enforce():
     assert verdict.decision is Decision.BLOCKED
 
 
-def test_resignable_version_one_action_is_resigned_and_injected():
-    verdict = decide(request("{}", versions=("",)), facts(resignable=frozenset({0})))
+def version_one(hmac: str | None = None) -> str:
+    """A version-1 request of token ``tok``, signed with ``api-secret`` unless ``hmac``."""
+    action = {"actionid": onoffice.ACTION_PREFIX + "read", "resourcetype": "estate"}
+    action |= {"timestamp": 1, "parameters": {}}
+    action["hmac"] = hmac or onoffice.hmac_v1("api-secret", "tok", action)
+    return json.dumps({"token": "tok", "request": {"actions": [action]}})
+
+
+def test_a_genuine_version_one_action_is_resigned_when_its_secret_is_known():
+    verdict = decide(parse(version_one().encode()), facts(token_secret="api-secret"))
     assert verdict.resign == (0,) and verdict.inject_into == (0,)
     assert verdict.violations == ()
+
+
+@pytest.mark.parametrize(
+    ("hmac", "secret"), [("0" * 32, "api-secret"), (None, "another-secret"), (None, None)]
+)
+def test_a_version_one_action_nobody_signed_is_never_resigned(hmac, secret):
+    verdict = decide(parse(version_one(hmac).encode()), facts(token_secret=secret))
+    assert verdict.resign == () and kinds(verdict) == ["hmac_v1"]
+
+
+def test_carried_claims_are_those_other_than_the_freshest():
+    carried = request('{"extendedclaim":"old"}', '{"extendedclaim":"fresh-claim"}', "{}")
+    assert carried_claims(carried, FRESH) == {"old"}
+    assert carried_claims(carried, None) == {"old", "fresh-claim"}
 
 
 def test_malformed_verdicts_per_mode():

@@ -8,15 +8,20 @@ Listeners are told apart by the proxy mode a connection arrived on (``Role``):
 - ``capture``: a reverse proxy in front of the provider's app; Marketplace links are verified
   and their claims stored, and the request always reaches the app unchanged.
 
-mitmproxy forwards a flow whose hook raised, with whatever edits were made, so every hook
-catches its own errors and decides explicitly (docs/design.md 2.7). The only edits to a request are
-one assignment of a fully built body, or one answer set in its place.
+API requests are decided by the mitmproxy-free ``pipeline`` (bodies too large to hold by
+``oversize``); the addon carries each ``Outcome`` out. mitmproxy forwards a flow whose hook
+raised, with whatever edits were made, so every hook goes through one guard (``_guarded``)
+that logs the error and makes the fail-safe choice (docs/design.md 2.7). The only edits to a
+request are one assignment of a fully built body, or one answer set in its place.
 """
 
 import asyncio
+import functools
 import gc
+import inspect
 import json
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from enum import StrEnum
 from ipaddress import ip_address
@@ -28,24 +33,20 @@ from mitmproxy.net.http import url
 from mitmproxy.proxy import mode_specs
 from mitmproxy.proxy.context import Context
 
-from claimgate import capture, decoding, edge, onoffice, policy, rewrite
+from claimgate import capture, decoding, edge
 from claimgate.admin import AdminServer, Ingested
-from claimgate.fingerprint import fingerprint
+from claimgate.flow_state import METADATA_KEY, FlowState
 from claimgate.limits import Refusal
-from claimgate.monitor import Monitor, RequestContext
-from claimgate.policy import Decision, Kind, Mode, Verdict, Violation
+from claimgate.monitor import Monitor
+from claimgate.oversize import Oversize
+from claimgate.pipeline import LocalAnswer, Outcome, Pipeline
 from claimgate.scope import ApiHosts
 from claimgate.settings import ListenAddress, Settings
-from claimgate.sink import DiscardSink, answer_body
 from claimgate.status import claim_report, status_report
-from claimgate.store import Claim, ClaimStore
+from claimgate.store import ClaimStore
 from claimgate.telemetry import get_logger, redact
 
 VIOLATION_HEADER = "X-Claimgate-Violation"
-METADATA_KEY = "claimgate"
-IN_FLIGHT_KEY = "claimgate_in_flight"
-DESTINATION_KEY = "claimgate_destination"
-UPGRADED_KEY = "claimgate_upgraded"
 DRAIN_POLL = 0.05
 STORE_PING_TIMEOUT = 1.0
 
@@ -87,6 +88,42 @@ def _at(address: ListenAddress) -> str:
     return f"{address.host}:{address.port}"
 
 
+type Hook = Callable[..., Any]
+
+
+def _guarded[H: Hook](hook: H) -> H:
+    """The one guard of every flow hook: an error is logged and met by ``_hook_failed``.
+
+    Without it mitmproxy would forward the flow as the failed hook left it. Should meeting
+    the error fail too, that is logged as well: nothing escapes to mitmproxy.
+    """
+    name = hook.__name__
+
+    def failed(self: "Claimgate", args: tuple[Any, ...]) -> None:
+        try:
+            self._hook_failed(name, args)
+        except Exception:
+            log.exception("internal_error", hook=name)
+
+    if inspect.iscoroutinefunction(hook):
+
+        async def guarded_async(self: "Claimgate", *args: Any) -> None:
+            try:
+                await hook(self, *args)
+            except Exception:
+                failed(self, args)
+
+        return functools.wraps(hook)(guarded_async)  # type: ignore[return-value]
+
+    def guarded(self: "Claimgate", *args: Any) -> None:
+        try:
+            hook(self, *args)
+        except Exception:
+            failed(self, args)
+
+    return functools.wraps(hook)(guarded)  # type: ignore[return-value]
+
+
 class Claimgate:
     """Capture claims on the capture listeners; inject them on the forward and API listeners."""
 
@@ -97,11 +134,8 @@ class Claimgate:
         self.roles = listener_modes(settings)
         self.api_hosts = ApiHosts(settings.proxy.api_hosts)
         self.mode = settings.policy.mode
-        self.provider_tokens = frozenset(settings.policy.provider_tokens)
-        self.static_customers = {c.token.reveal(): c.customer_web_id for c in settings.customers}
-        self.token_secrets = {
-            c.token.reveal(): c.secret.reveal() for c in settings.customers if c.secret
-        }
+        self.pipeline = Pipeline(settings, store)
+        self.oversize = Oversize(self.pipeline)
         secret = settings.capture.provider_secret
         self.provider_secret = secret.reveal() if secret else None
         upstream = urlsplit(settings.api.upstream)
@@ -109,8 +143,6 @@ class Claimgate:
         self.api_upstream_host = url.hostport("https", *self.api_upstream)
         """The Host the API must see: its own name, whatever the integration called us."""
         self.admin = AdminServer(settings.admin, self, settings.limits)
-        self.sink = DiscardSink(settings.proxy.max_body_size)
-        self.sink_address = ("127.0.0.1", 0)
         self.listeners: dict[str, str] = {}
         self.in_flight = 0
         """Requests between their headers and their answer: what a graceful stop waits for."""
@@ -133,7 +165,7 @@ class Claimgate:
                 host, port = server.listen_addrs[0][:2]
                 self.listeners[role.value] = f"{host}:{port}"
         self.listeners["admin"] = self.admin.start()
-        self.sink_address = self.sink.start()
+        self.oversize.start()
         # What exists now lives as long as the process; freezing it keeps the cyclic
         # collector's full passes frequent and cheap, so garbage from finished flows (they
         # form reference cycles) is freed soon instead of piling up between rare passes.
@@ -143,7 +175,7 @@ class Claimgate:
 
     async def done(self) -> None:
         await self.admin.stop()
-        await self.sink.stop()
+        await self.oversize.stop()
 
     async def drain_and_stop(self, grace: float) -> None:
         """Stop gracefully: not ready at once, no new connections, requests in flight finish.
@@ -166,23 +198,22 @@ class Claimgate:
 
     # --- hooks ----------------------------------------------------------------------
 
+    @_guarded
     def tls_clienthello(self, data: tls.ClientHelloData) -> None:
         """Pass every non-API host through untouched: its own certificate reaches the client."""
-        try:
-            if self.role_of(data.context.client.proxy_mode) is not Role.FORWARD:
-                return
-            server = data.context.server.address
-            host = data.client_hello.sni or (server[0] if server else "")
-            port = server[1] if server else 443
-            if (host, port) not in self.api_hosts:
-                data.ignore_connection = True
-        except Exception:
-            log.exception("internal_error", hook="tls_clienthello")
+        if self.role_of(data.context.client.proxy_mode) is not Role.FORWARD:
+            return
+        server = data.context.server.address
+        host = data.client_hello.sni or (server[0] if server else "")
+        port = server[1] if server else 443
+        if (host, port) not in self.api_hosts:
+            data.ignore_connection = True
 
     def http1_server(self, context: Context) -> edge.BoundedHttp1Server:
         """The HTTP/1 server of a client connection on any listener (``edge.install``).
 
-        Every request head is bounded there; only the forward listener may CONNECT.
+        Every request head is bounded there; only the forward listener may CONNECT. Not a
+        hook: mitmproxy needs the server it returns, so there is no fail-safe to fall back to.
         """
         self.first_requests.met(context.client)  # the server keeps the time from now on
         role = self.role_of(context.client.proxy_mode)
@@ -190,158 +221,139 @@ class Claimgate:
             context, self.settings.limits, self._head_refused, connect_allowed=role is Role.FORWARD
         )
 
+    @_guarded
     def _head_refused(self, refusal: Refusal, client: connection.Client) -> None:
-        try:
-            role = self.role_of(client.proxy_mode)
-            peer = client.peername[0] if client.peername else ""
-            self.monitor.request_refused(refusal, role.value if role else "", peer)
-        except Exception:
-            log.exception("internal_error", hook="request_refused")
+        role = self.role_of(client.proxy_mode)
+        peer = client.peername[0] if client.peername else ""
+        self.monitor.request_refused(refusal, role.value if role else "", peer)
 
+    @_guarded
     def client_connected(self, client: connection.Client) -> None:
-        try:
-            self.first_requests.connected(client)
-        except Exception:
-            log.exception("internal_error", hook="client_connected")
+        self.first_requests.connected(client)
 
+    @_guarded
     def client_disconnected(self, client: connection.Client) -> None:
         self.first_requests.met(client)
 
+    @_guarded
     def http_connect(self, flow: http.HTTPFlow) -> None:
         self.first_requests.met(flow.client_conn)
 
+    @_guarded
     def requestheaders(self, flow: http.HTTPFlow) -> None:
         """Count the request in flight; decide now about API bodies too large to hold."""
         self.first_requests.met(flow.client_conn)
         self.in_flight += 1
-        flow.metadata[IN_FLIGHT_KEY] = True
-        try:
-            role = self.role_of(flow.client_conn.proxy_mode)
-            if not self._is_api(flow, role):
-                return
-            if role is Role.API:
-                flow.request.host_header = self.api_upstream_host
-            elif flow.request.scheme == "http":
-                self._upgrade_to_https(flow)
-            if flow.request.stream:  # its declared size is above proxy.max_body_size
-                self._too_large(flow, time.perf_counter())
-            elif self.mode is Mode.ENFORCE and "content-length" not in flow.request.headers:
-                # Its size shows only while it is read; should it grow too large, mitmproxy
-                # streams it, and it must then go to the sink, not the API. The request hook
-                # points a body that was read whole back at the API.
-                flow.metadata[DESTINATION_KEY] = _destination(flow)
-                _point_at(flow, self.sink_address)
-        except Exception:
-            log.exception("internal_error", hook="requestheaders")
+        state = flow.metadata[METADATA_KEY] = FlowState(in_flight=True)
+        role = self.role_of(flow.client_conn.proxy_mode)
+        state.api = role is Role.API or (
+            role is Role.FORWARD and (flow.request.host, flow.request.port) in self.api_hosts
+        )
+        if not state.api:
+            return
+        if role is Role.API:
+            flow.request.host_header = self.api_upstream_host
+        elif flow.request.scheme == "http":
+            self._upgrade_to_https(flow, state)
+        self._carry_out(flow, state, self.oversize.at_head(flow, state))
 
+    @_guarded
     async def request(self, flow: http.HTTPFlow) -> None:
         role = self.role_of(flow.client_conn.proxy_mode)
+        if role is Role.MIRROR:
+            flow.response = http.Response.make(204)  # first: answered whatever happens next
         if role in (Role.CAPTURE, Role.MIRROR):
-            await self._capture(flow)
-            if role is Role.MIRROR:
-                flow.response = http.Response.make(204)
+            await self.ingest(_link_request(flow, self.settings), "link")
             return
-        if flow.request.stream and DESTINATION_KEY in flow.metadata:
-            self._too_large(flow, time.perf_counter())  # grew too large: it went to the sink
-            return
-        if DESTINATION_KEY in flow.metadata:  # read whole: back to the API
-            _point_at(flow, flow.metadata.pop(DESTINATION_KEY))
-        if not self._is_api(flow, role) or METADATA_KEY in flow.metadata:
-            return  # not the API, or decided at the headers (too large)
-        if flow.request.stream:  # grew past proxy.max_body_size while it was read
-            self._too_large(flow, time.perf_counter())
+        state = flow.metadata.get(METADATA_KEY)
+        if state is None or not state.api or state.outcome is not None:
+            return  # not the API, or decided at the head (too large)
+        if self._carry_out(flow, state, self.oversize.at_body(flow, state)):
             return
         if role is Role.API and _names_another_host(flow, self.api_upstream):
             flow.response = _refusal(
                 MISDIRECTED, f"this listener only forwards to {self.api_upstream_host}"
             )
             return
-        await self._inject(flow)
+        state.started = time.perf_counter()
+        encoding = flow.request.headers.get("content-encoding")
+        outcome = await self.pipeline.run(flow.request.raw_content or b"", encoding, state.started)
+        self._carry_out(flow, state, outcome)
 
-    def _is_api(self, flow: http.HTTPFlow, role: Role | None) -> bool:
-        return role is Role.API or (
-            role is Role.FORWARD and (flow.request.host, flow.request.port) in self.api_hosts
-        )
+    @_guarded
+    def response(self, flow: http.HTTPFlow) -> None:
+        state = self._settle(flow)
+        if state is None or state.outcome is None:
+            return
+        if flow.response is not None:
+            answer = flow.response
+            encoding = answer.headers.get("content-encoding")
+            record = state.outcome.record
+            for violation in self.pipeline.rejections(record, answer.raw_content or b"", encoding):
+                self.monitor.violation(violation)
+        self._write_decision(state, flow.response.status_code if flow.response else None)
 
-    def _upgrade_to_https(self, flow: http.HTTPFlow) -> None:
+    @_guarded
+    def error(self, flow: http.HTTPFlow) -> None:
+        state = self._settle(flow)
+        if state is None or state.outcome is None:
+            return
+        self._write_decision(state, None, redact(str(flow.error)) if flow.error else None)
+
+    # --- what the hooks share -------------------------------------------------------
+
+    def _hook_failed(self, hook: str, args: tuple[Any, ...]) -> None:
+        """After claimgate's own error: an API request the pipeline began on and could not
+        finish goes on untouched, or in ``enforce`` is answered 502; all else goes on as is."""
+        flow = args[0] if args and isinstance(args[0], http.HTTPFlow) else None
+        role = self.role_of(flow.client_conn.proxy_mode) if flow else None
+        log.exception("internal_error", hook=hook, listener=role.value if role else None)
+        state = flow.metadata.get(METADATA_KEY) if flow else None
+        if flow and state and state.started is not None and state.outcome is None:
+            self._carry_out(flow, state, self.pipeline.failed(state.started))
+
+    def _carry_out(self, flow: http.HTTPFlow, state: FlowState, outcome: Outcome | None) -> bool:
+        """Report a decision's violations, then carry it out with one edit, the last thing done.
+
+        Nothing after the edit can fail, so an error never leaves an edited request behind.
+        Returns whether there was a decision.
+        """
+        if outcome is None:
+            return False
+        state.outcome = outcome
+        for violation in outcome.record.verdict.violations:
+            self.monitor.violation(violation)
+        if outcome.answer is not None:
+            flow.response = _answer(outcome.answer)
+        elif outcome.body is not None:
+            flow.request.content = outcome.body
+        return True
+
+    def _write_decision(
+        self, state: FlowState, status: int | None, upstream_error: str | None = None
+    ) -> None:
+        assert state.outcome is not None
+        record = state.outcome.record
+        record.upgraded_to_https = state.upgraded_to_https
+        self.monitor.decision(record, status, upstream_error=upstream_error)
+
+    def _settle(self, flow: http.HTTPFlow) -> FlowState | None:
+        """The flow's state, no longer in flight."""
+        state = flow.metadata.get(METADATA_KEY)
+        if state is not None and state.in_flight:
+            state.in_flight = False
+            self.in_flight -= 1
+        return state
+
+    def _upgrade_to_https(self, flow: http.HTTPFlow, state: FlowState) -> None:
         """A plain-HTTP request to an API host: sent over TLS, so no claim or token travels in
         clear (to the port of its ``host:port`` entry, else 443, as the API listener does)."""
         port = self.api_hosts.tls_port((flow.request.host, flow.request.port))
         flow.request.scheme = "https"
         flow.request.port = port  # after the scheme: the Host header follows both
-        flow.metadata[UPGRADED_KEY] = True
-
-    def _too_large(self, flow: http.HTTPFlow, started: float, decoded: bool = False) -> None:
-        """A body above ``proxy.max_body_size``, on the wire or once decoded: never rewritten.
-
-        It goes on untouched; in ``enforce`` it is answered 413 instead: here when its bytes
-        were held, else by the sink that the streamed bytes are pointed at.
-        """
-        limit = self.settings.proxy.max_body_size
-        if decoded:
-            reason = f"body larger than proxy.max_body_size ({limit} bytes) once decoded"
-        else:
-            size = flow.request.headers.get("content-length", "unknown (chunked)")
-            reason = f"body larger than proxy.max_body_size ({size} bytes)"
-        verdict = policy.malformed(reason, self.mode)
-        if verdict.decision is Decision.BLOCKED:
-            if decoded:
-                flow.response = _answer(413, answer_body(limit), Kind.MALFORMED_REQUEST.value)
-            else:
-                _point_at(flow, self.sink_address)
-        for violation in verdict.violations:
-            self.monitor.violation(violation)
-        flow.metadata[METADATA_KEY] = RequestContext(
-            token_fp="",
-            customer=None,
-            actions=0,
-            verdict=verdict,
-            claim=None,
-            own_seconds=time.perf_counter() - started,
-            answered_locally=verdict.decision is Decision.BLOCKED,
-        )
-
-    def response(self, flow: http.HTTPFlow) -> None:
-        self._settle(flow)
-        context = flow.metadata.get(METADATA_KEY)
-        if context is None:
-            return
-        try:
-            context.upgraded_to_https = flow.metadata.get(UPGRADED_KEY, False)
-            if (
-                not context.answered_locally
-                and flow.response is not None
-                and _claim_may_have_gone_out(context)
-            ):
-                self._report_rejections(flow.response, context)
-            self.monitor.decision(context, flow.response.status_code if flow.response else None)
-        except Exception:
-            log.exception("internal_error", hook="response")
-
-    def error(self, flow: http.HTTPFlow) -> None:
-        self._settle(flow)
-        context = flow.metadata.get(METADATA_KEY)
-        if context is None:
-            return
-        try:
-            context.upgraded_to_https = flow.metadata.get(UPGRADED_KEY, False)
-            error = redact(str(flow.error)) if flow.error else None
-            self.monitor.decision(context, None, upstream_error=error)
-        except Exception:
-            log.exception("internal_error", hook="error")
-
-    def _settle(self, flow: http.HTTPFlow) -> None:
-        if flow.metadata.pop(IN_FLIGHT_KEY, False):
-            self.in_flight -= 1
+        state.upgraded_to_https = True
 
     # --- capture --------------------------------------------------------------------
-
-    async def _capture(self, flow: http.HTTPFlow) -> None:
-        """Learn from a Marketplace link; the request itself goes on unchanged, always."""
-        try:
-            await self.ingest(_link_request(flow, self.settings), "link")
-        except Exception:
-            log.exception("internal_error", hook="request", listener=Role.CAPTURE.value)
 
     async def ingest(self, link: capture.LinkRequest, source: str) -> Ingested:
         """Verify a link and learn from it: one path for listeners and ``POST /claims``."""
@@ -364,130 +376,6 @@ class Claimgate:
         stored = await self.store.put(claim)
         self.monitor.captured(claim, result.kind, stored)
         return Ingested(result, stored)
-
-    # --- injection ------------------------------------------------------------------
-
-    async def _inject(self, flow: http.HTTPFlow) -> None:
-        started = time.perf_counter()
-        try:
-            await self._decide_and_apply(flow, started)
-        except Exception:
-            log.exception("internal_error", hook="request", listener=Role.FORWARD.value)
-            enforce = self.mode is Mode.ENFORCE
-            flow.metadata[METADATA_KEY] = RequestContext(
-                token_fp="",
-                customer=None,
-                actions=0,
-                verdict=Verdict(Decision.BLOCKED if enforce else Decision.PASSED, ()),
-                claim=None,
-                own_seconds=time.perf_counter() - started,
-                answered_locally=enforce,
-                internal_error=True,
-            )
-            if enforce:
-                flow.response = _answer(
-                    502, onoffice.request_error_body(onoffice.UNKNOWN_ERROR, 500), "internal_error"
-                )
-
-    async def _decide_and_apply(self, flow: http.HTTPFlow, started: float) -> None:
-        try:
-            request = rewrite.parse(_decoded(flow.request, self.settings.proxy.max_body_size))
-        except decoding.BodyTooLarge:
-            self._too_large(flow, started, decoded=True)
-            return
-        except (rewrite.MalformedRequest, decoding.UndecodableBody) as error:
-            verdict = policy.malformed(str(error), self.mode)
-            self._finish(flow, started, verdict, None, None, token_fp="")
-            return
-
-        token = request.token
-        token_fp = fingerprint(token)
-        customer = self.static_customers.get(token) or await self.store.customer_of_token(token)
-        claim = await self.store.freshest(customer) if customer else None
-        carried = {c for a in request.actions for c in a.claims}
-        if claim is not None:
-            carried.discard(claim.claim)
-        facts = policy.Facts(
-            mode=self.mode,
-            customer_web_id=customer,
-            provider_token=token_fp in self.provider_tokens,
-            claim=claim,
-            now=time.time(),
-            ttl=self.settings.claims.ttl,
-            claim_owners={c: await self.store.owner_of_claim(c) for c in carried},
-            resignable=self._resignable(request),
-        )
-        verdict = policy.decide(request, facts)
-        new_body = None
-        if verdict.decision is not Decision.BLOCKED and verdict.changes_body:
-            assert claim is not None
-            secrets = {i: self.token_secrets[token] for i in verdict.resign}
-            new_body = rewrite.rewrite(request, claim.claim, verdict.inject_into, secrets)
-        self._finish(flow, started, verdict, request, claim, token_fp, customer, new_body)
-
-    def _resignable(self, request: rewrite.ApiRequest) -> frozenset[int]:
-        """Version-1 actions that may become version 2: secret known and their HMAC genuine.
-
-        Checking the old HMAC first keeps claimgate from signing requests nobody signed.
-        """
-        secret = self.token_secrets.get(request.token)
-        if secret is None:
-            return frozenset()
-        return frozenset(
-            a.index
-            for a in request.actions
-            if not a.hmac_v2 and onoffice.hmac_v1(secret, request.token, a.decoded()) == a.hmac
-        )
-
-    def _finish(
-        self,
-        flow: http.HTTPFlow,
-        started: float,
-        verdict: Verdict,
-        request: rewrite.ApiRequest | None,
-        claim: Claim | None,
-        token_fp: str,
-        customer: str | None = None,
-        new_body: bytes | None = None,
-    ) -> None:
-        """Record the verdict, then carry it out with one edit, the last thing done.
-
-        Nothing after the edit can fail, so an error never leaves an edited request behind.
-        """
-        for violation in verdict.violations:
-            self.monitor.violation(violation)
-        blocked = verdict.decision is Decision.BLOCKED
-        flow.metadata[METADATA_KEY] = RequestContext(
-            token_fp=token_fp,
-            customer=customer,
-            actions=len(request.actions) if request else 0,
-            verdict=verdict,
-            claim=claim,
-            own_seconds=time.perf_counter() - started,
-            answered_locally=blocked,
-        )
-        if blocked:
-            kinds = ",".join(sorted({v.kind.value for v in verdict.violations}))
-            status = 400 if request is None else 200
-            flow.response = _answer(status, policy.block_response(request), kinds)
-        elif new_body is not None:
-            flow.request.content = new_body
-
-    def _report_rejections(self, response: http.Response, context: RequestContext) -> None:
-        """Per-action errors 193/201/248 mean the API refused the claim (docs/design.md 2.8)."""
-        for index, code in _rejected_claims(response, self.settings.proxy.max_body_size):
-            violation = Violation(
-                Kind.API_REJECTED_CLAIM,
-                {
-                    "action": index,
-                    "errorcode": code,
-                    "customer": context.customer,
-                    "token_fp": context.token_fp,
-                    "claim_fp": fingerprint(context.claim.claim) if context.claim else None,
-                },
-            )
-            self.monitor.violation(violation)
-            context.verdict = _with_violation(context.verdict, violation)
 
     # --- for the admin listener -----------------------------------------------------
 
@@ -531,45 +419,15 @@ class Claimgate:
 # --- helpers outside the class: no state, testable alone -------------------------------
 
 
-def _answer(status: int, body: bytes, violation: str) -> http.Response:
-    return http.Response.make(
-        status,
-        body,
-        {"Content-Type": "application/json", VIOLATION_HEADER: violation},
-    )
-
-
-def _claim_may_have_gone_out(context: RequestContext) -> bool:
-    """Whether the API's 193/201/248 can be about a claim that was sent.
-
-    Not for a request claimgate could not read (malformed, or its own error: it went out as
-    it came), nor for one forwarded knowingly without a claim, whose 193 repeats a violation
-    already reported (missing, expired, unknown token).
-    """
-    if context.internal_error:
-        return False
-    kinds = {v.kind for v in context.verdict.violations}
-    if Kind.MALFORMED_REQUEST in kinds:
-        return False
-    return not (context.verdict.decision is Decision.PASSED and kinds & policy.WITHOUT_CLAIM)
+def _answer(answer: LocalAnswer) -> http.Response:
+    headers = {"Content-Type": "application/json", VIOLATION_HEADER: answer.violation}
+    return http.Response.make(answer.status, answer.body, headers)
 
 
 def _decoded(message: http.Message, limit: int) -> bytes:
     """The body as sent, decoded, never past ``limit`` bytes (``decoding.decode``)."""
     encoding = message.headers.get("content-encoding")
     return decoding.decode(message.raw_content or b"", encoding, limit)
-
-
-def _destination(flow: http.HTTPFlow) -> tuple[str, int, str]:
-    return flow.request.host, flow.request.port, flow.request.scheme
-
-
-def _point_at(flow: http.HTTPFlow, destination: tuple[str, int] | tuple[str, int, str]) -> None:
-    """Send the request elsewhere, leaving its Host header as it is."""
-    host, port, *scheme = destination
-    flow.request.data.host = host
-    flow.request.data.port = port
-    flow.request.scheme = scheme[0] if scheme else "http"
 
 
 def _refusal(status: int, reason: str) -> http.Response:
@@ -632,26 +490,3 @@ def _from_trusted_proxy(flow: http.HTTPFlow, settings: Settings) -> bool:
         return False
     peer = ip_address(flow.client_conn.peername[0])
     return any(peer in network for network in settings.capture.trusted_proxies)
-
-
-def _rejected_claims(response: http.Response, limit: int) -> list[tuple[int, int]]:
-    try:
-        content = _decoded(response, limit)
-    except (decoding.BodyTooLarge, decoding.UndecodableBody):
-        return []  # beyond what claimgate reads: the answer goes on unread
-    if not onoffice.may_reject_claim(content):
-        return []
-    try:
-        return onoffice.rejected_claim_codes(json.loads(content))
-    except ValueError:
-        return []
-
-
-def _with_violation(verdict: Verdict, violation: Violation) -> Verdict:
-    return Verdict(
-        verdict.decision,
-        (*verdict.violations, violation),
-        verdict.inject_into,
-        verdict.resign,
-        verdict.would,
-    )

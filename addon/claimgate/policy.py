@@ -1,12 +1,13 @@
 """What to do with one API request: the decision and the violations, from facts alone.
 
-Pure: the addon gathers the facts (who owns the token, the customer's freshest claim, who
-owns the claims the request already carries), this module decides (docs/design.md 2.3-2.6), and
-``rewrite`` carries the decision out. Keeping the rules here makes every mode testable
-without a proxy and keeps ``observe`` honest: it runs the very rules ``enforce`` runs.
+Pure: the pipeline looks up the facts in the store (who owns the token, the customer's
+freshest claim, who owns the claims the request already carries: ``carried_claims`` says
+which), this module decides (docs/design.md 2.3-2.6), and ``rewrite`` carries the decision
+out. Keeping the rules here makes every mode testable without a proxy and keeps ``observe``
+honest: it runs the very rules ``enforce`` runs.
 """
 
-from collections.abc import Mapping, Set
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -76,7 +77,7 @@ class Violation:
 
 @dataclass(slots=True)
 class Facts:
-    """Everything the addon looked up for one request.
+    """Everything the pipeline looked up for one request.
 
     Read-only by convention: built for every request, and a frozen dataclass costs several
     times more to build.
@@ -90,8 +91,8 @@ class Facts:
     ttl: float
     claim_owners: Mapping[str, str | None] = field(default_factory=dict)
     """Owner customer of each claim the request already carries (None: never seen)."""
-    resignable: Set[int] = frozenset()
-    """Version-1 actions whose token secret is configured and whose HMAC verified."""
+    token_secret: str | None = None
+    """The request token's API secret, when configured: version-1 actions may be re-signed."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,6 +125,14 @@ def decide(request: ApiRequest, facts: Facts) -> Verdict:
     return _decide(request, facts, facts.mode)
 
 
+def carried_claims(request: ApiRequest, freshest: Claim | None) -> set[str]:
+    """The claims the request already carries, other than the freshest: whose are they?"""
+    carried = {c for a in request.actions for c in a.claims}
+    if freshest is not None:
+        carried.discard(freshest.claim)
+    return carried
+
+
 def malformed(reason: str, mode: Mode) -> Verdict:
     """The verdict for a body that is not an onOffice request."""
     violation = Violation(Kind.MALFORMED_REQUEST, {"reason": reason})
@@ -145,13 +154,14 @@ def _decide(request: ApiRequest, facts: Facts, mode: Mode) -> Verdict:
     assert facts.claim is not None
     freshest = facts.claim.claim
 
+    resignable = _resignable(request, facts.token_secret)
     violations: list[Violation] = []
     inject_into: list[int] = []
     resign: list[int] = []
     replaced = False
     for action in targets:
         if not action.hmac_v2:
-            if action.index not in facts.resignable:
+            if action.index not in resignable:
                 violations.append(
                     Violation(
                         Kind.HMAC_V1,
@@ -184,6 +194,20 @@ def _decide(request: ApiRequest, facts: Facts, mode: Mode) -> Verdict:
     else:
         decision = Decision.PASSED
     return Verdict(decision, tuple(violations), tuple(inject_into), tuple(resign))
+
+
+def _resignable(request: ApiRequest, secret: str | None) -> frozenset[int]:
+    """Version-1 actions that may become version 2: secret known and their HMAC genuine.
+
+    Checking the old HMAC first keeps claimgate from signing requests nobody signed.
+    """
+    if secret is None:
+        return frozenset()
+    return frozenset(
+        a.index
+        for a in request.actions
+        if not a.hmac_v2 and onoffice.hmac_v1(secret, request.token, a.decoded()) == a.hmac
+    )
 
 
 def _unusable_claim(facts: Facts, token_fp: str) -> Violation | None:

@@ -1,0 +1,164 @@
+"""The injection pipeline alone: body bytes in, one outcome out, no proxy anywhere."""
+
+import gzip
+import json
+import time
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from claimgate import onoffice
+from claimgate.pipeline import Outcome, Pipeline
+from claimgate.policy import Decision, Kind, Mode
+from claimgate.settings import Customer, PolicySettings, ProxySettings, Secret, Settings
+from claimgate.store import Claim
+from claimgate.store.memory import MemoryStore
+
+TOKEN = "customer-api-token"
+CUSTOMER = "21312"
+CLAIM = "the-freshest-claim"
+LIMIT = 64 * 1024
+
+
+def pipeline(mode: Mode = Mode.INJECT) -> Pipeline:
+    configured = Settings(
+        proxy=ProxySettings(max_body_size=LIMIT),
+        policy=PolicySettings(mode=mode),
+        customers=(Customer(CUSTOMER, Secret(TOKEN)),),
+    )
+    return Pipeline(configured, MemoryStore(3600, 100))
+
+
+async def with_claim(mode: Mode = Mode.INJECT) -> Pipeline:
+    made = pipeline(mode)
+    await made.store.put(Claim(CUSTOMER, "17", CLAIM, int(time.time())))
+    return made
+
+
+def body(*claims: str | None, token: str = TOKEN) -> bytes:
+    """A request of one version-2 action per entry, carrying that claim (None: no claim)."""
+    actions = [
+        {
+            "actionid": onoffice.ACTION_PREFIX + "read",
+            "resourcetype": "estate",
+            "timestamp": 1,
+            "hmac": "h",
+            "hmac_version": 2,
+            "parameters": {} if claim is None else {"extendedclaim": claim},
+        }
+        for claim in claims
+    ]
+    return json.dumps({"token": token, "request": {"actions": actions}}).encode()
+
+
+def sent_claims(outcome: Outcome) -> list[str | None]:
+    assert outcome.body is not None
+    actions = json.loads(outcome.body)["request"]["actions"]
+    return [a["parameters"].get("extendedclaim") for a in actions]
+
+
+async def test_the_freshest_claim_goes_into_every_action():
+    made = await with_claim()
+    outcome = await made.run(body(None, "stale"), None, time.perf_counter())
+    assert sent_claims(outcome) == [CLAIM, CLAIM]
+    assert outcome.answer is None
+    assert outcome.record.verdict.decision is Decision.REPLACED
+    assert (outcome.record.customer, outcome.record.actions) == (CUSTOMER, 2)
+
+
+async def test_a_compressed_body_is_read_as_decoded():
+    made = await with_claim()
+    outcome = await made.run(gzip.compress(body(None)), "gzip", time.perf_counter())
+    assert sent_claims(outcome) == [CLAIM]  # decoded: the flow encodes it again
+
+
+@pytest.mark.parametrize(
+    ("mode", "status"), [(Mode.INJECT, None), (Mode.OBSERVE, None), (Mode.ENFORCE, 413)]
+)
+async def test_a_body_too_large_once_decoded_is_never_rewritten(mode, status):
+    made = await with_claim(mode)
+    bomb = gzip.compress(body(None) + b" " * (2 * LIMIT))
+    outcome = await made.run(bomb, "gzip", time.perf_counter())
+    assert outcome.body is None
+    assert (outcome.answer.status if outcome.answer else None) == status
+    (violation,) = outcome.record.verdict.violations
+    assert violation.kind is Kind.MALFORMED_REQUEST
+    assert violation.context["reason"].endswith("once decoded")
+
+
+@pytest.mark.parametrize(("mode", "status"), [(Mode.INJECT, None), (Mode.ENFORCE, 400)])
+async def test_a_body_that_is_no_api_request_is_answered_only_in_enforce(mode, status):
+    outcome = await pipeline(mode).run(b"{not json", None, time.perf_counter())
+    assert outcome.body is None
+    assert (outcome.answer.status if outcome.answer else None) == status
+    assert outcome.record.actions == 0 and outcome.record.token_fp == ""
+
+
+@pytest.mark.parametrize(("mode", "status"), [(Mode.INJECT, None), (Mode.ENFORCE, 502)])
+def test_claimgate_s_own_error_is_answered_only_in_enforce(mode, status):
+    outcome = pipeline(mode).failed(time.perf_counter())
+    assert outcome.record.internal_error and outcome.body is None
+    assert (outcome.answer.status if outcome.answer else None) == status
+
+
+@pytest.mark.parametrize("mode", list(Mode))
+def test_a_streamed_body_is_answered_by_the_sink_only_in_enforce(mode):
+    outcome = pipeline(mode).streamed_too_large("unknown (chunked)", time.perf_counter())
+    assert outcome.answer is None and outcome.body is None  # the sink answers, not us
+    assert outcome.record.answered_locally is (mode is Mode.ENFORCE)
+
+
+def rejection(code: int) -> bytes:
+    return onoffice.response_body([onoffice.action_error_result({}, code)])
+
+
+async def test_the_api_refusing_a_claim_it_was_sent_is_added_to_the_record():
+    made = await with_claim()
+    outcome = await made.run(body(None), None, time.perf_counter())
+    found = made.rejections(outcome.record, rejection(onoffice.CLAIM_OUTDATED), None)
+    assert [(v.kind, v.context["errorcode"]) for v in found] == [
+        (Kind.API_REJECTED_CLAIM, onoffice.CLAIM_OUTDATED)
+    ]
+    assert outcome.record.verdict.violations[-1] == found[0]
+
+
+async def test_refusals_of_requests_sent_without_a_claim_are_not_reported_again():
+    made = pipeline()  # no claim stored: the request goes on without one
+    outcome = await made.run(body(None), None, time.perf_counter())
+    assert made.rejections(outcome.record, rejection(onoffice.CLAIM_REQUIRED), None) == ()
+    assert [v.kind for v in outcome.record.verdict.violations] == [Kind.MISSING_CLAIM]
+
+
+async def test_an_answer_too_large_to_decode_is_left_unread():
+    made = await with_claim()
+    outcome = await made.run(body(None), None, time.perf_counter())
+    padded = gzip.compress(rejection(onoffice.CLAIM_OUTDATED) + b" " * (2 * LIMIT))
+    assert made.rejections(outcome.record, padded, "gzip") == ()
+
+
+bodies = st.one_of(
+    st.lists(st.sampled_from([None, CLAIM, "stale"]), min_size=1, max_size=4).map(
+        lambda claims: body(*claims)
+    ),
+    st.lists(st.sampled_from([None, CLAIM]), min_size=1, max_size=2).map(
+        lambda claims: body(*claims, token="nobody-s-token")
+    ),
+    st.binary(max_size=64),
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(mode=st.sampled_from(list(Mode)), stored=st.booleans(), raw=bodies)
+async def test_every_outcome_is_one_edit_at_most_and_observe_changes_nothing(mode, stored, raw):
+    made = await with_claim(mode) if stored else pipeline(mode)
+    outcome = await made.run(raw, None, time.perf_counter())
+    assert outcome.body is None or outcome.answer is None
+    assert (outcome.answer is not None) is outcome.record.answered_locally
+    assert (outcome.record.verdict.decision is Decision.BLOCKED) is outcome.record.answered_locally
+    if mode is not Mode.ENFORCE:
+        assert outcome.answer is None
+    if mode is Mode.OBSERVE:
+        assert outcome.body is None
+    if outcome.body is not None:
+        assert set(sent_claims(outcome)) == {CLAIM}
