@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from claimgate import signature
+from claimgate.settings import SECTIONS, keys
 from claimgate.testing import make_claim, make_secret, make_token
 from tests.support import claimgate_command
 
@@ -41,6 +42,17 @@ def test_check_config_prints_effective_settings_with_secrets_masked(tmp_path: Pa
     assert effective["capture"]["listen"] == "127.0.0.1:8081"
     assert SECRET not in result.stdout
     assert effective["capture"]["provider_secret"].startswith("<secret fp=")
+
+
+def test_check_config_prints_every_declared_key_and_no_other():
+    example = Path(__file__).resolve().parents[1] / "config" / "claimgate.example.toml"
+    result = claimgate("check-config", str(example))
+    assert result.returncode == 0, result.stderr
+    effective = json.loads(result.stdout)
+    assert effective.pop("customers") == []
+    assert {name: list(table) for name, table in effective.items()} == {
+        name: list(keys(section)) for name, section in SECTIONS.items()
+    }
 
 
 def test_a_wrong_value_is_one_line_naming_the_key_and_exit_2(tmp_path: Path):

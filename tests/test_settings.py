@@ -6,6 +6,7 @@ import json
 import re
 import textwrap
 import tomllib
+import typing
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ import pytest
 from claimgate.fingerprint import fingerprint
 from claimgate.limits import HeadLimits
 from claimgate.settings import (
+    SECTIONS,
     ConfigError,
     Customer,
     ListenAddress,
@@ -22,11 +24,13 @@ from claimgate.settings import (
     Secret,
     Settings,
     describe,
+    keys,
     load_settings,
     parse_duration,
 )
 
-EXAMPLE = Path(__file__).resolve().parents[1] / "config" / "claimgate.example.toml"
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLE = ROOT / "config" / "claimgate.example.toml"
 SECRET = "s3cr3t-VALUE-never-shown"
 TOKEN = "0f0e0d0c0b0a09080706050403020100"
 
@@ -47,6 +51,11 @@ def failure(tmp_path: Path, text: str | None = None, env: dict[str, str] | None 
     assert str(error) == f"{error.key}: {error.problem}"
     assert "\n" not in str(error)
     return str(error)
+
+
+def declared_keys() -> set[str]:
+    """Every dotted key of the ``[section]`` tables, as settings.py declares them."""
+    return {f"{name}.{key}" for name, section in SECTIONS.items() for key in keys(section)}
 
 
 # Defaults
@@ -150,19 +159,18 @@ def every_key_document(tmp_path: Path) -> str:
     ca = tmp_path / "ca.pem"
     ca.write_text("not checked here\n")
     lines = []
-    for section, keys in EVERY_KEY.items():
+    for section, table in EVERY_KEY.items():
         lines.append(f"[{section}]")
-        lines += [f"{key} = {value}" for key, value in keys.items()]
+        lines += [f"{key} = {value}" for key, value in table.items()]
     text = "\n".join(lines).format(ca=ca, ca_dir=tmp_path / "ca-dir")
     return text + CUSTOMERS
 
 
-def test_the_every_key_document_covers_every_field() -> None:
+def test_the_every_key_document_covers_every_declared_key() -> None:
     """Keeps the next test complete when a key is added."""
-    for section, keys in EVERY_KEY.items():
-        section_type = type(getattr(Settings(), section))
-        assert set(keys) == {item.name for item in dataclasses.fields(section_type)}
-    assert set(EVERY_KEY) | {"customers"} == {item.name for item in dataclasses.fields(Settings)}
+    assert {f"{section}.{key}" for section, table in EVERY_KEY.items() for key in table} == (
+        declared_keys()
+    )
 
 
 def test_every_key_is_read_from_the_file(tmp_path: Path) -> None:
@@ -700,6 +708,74 @@ def test_describe_is_plain_data_with_secrets_masked(tmp_path: Path) -> None:
         assert value not in dumped
 
 
+# The declaration: one per key, and what is derived from it
+
+
+def test_every_declared_key_has_one_line_of_help() -> None:
+    for section in [*SECTIONS.values(), Customer]:
+        for name, key in keys(section).items():
+            assert key.help.strip() and "\n" not in key.help, f"{section.__name__}.{name}"
+
+
+def test_every_declared_key_has_its_variable_and_no_other_key_has_one(tmp_path: Path) -> None:
+    variables = {f"CLAIMGATE_{key.replace('.', '_').upper()}": "" for key in declared_keys()}
+    assert load(tmp_path, env=variables) == Settings()
+    message = failure(tmp_path, env={"CLAIMGATE_PROXY_LISTENER": ""})
+    assert message.startswith("CLAIMGATE_PROXY_LISTENER: unknown key in [proxy]")
+
+
+LIST_KEYS = sorted(
+    f"{name}.{item.name}"
+    for name, section in SECTIONS.items()
+    for item in dataclasses.fields(section)
+    if typing.get_origin(item.type) is tuple
+)
+
+
+@pytest.mark.parametrize("dotted", LIST_KEYS)
+def test_a_list_key_reads_its_variable_as_items(tmp_path: Path, dotted: str) -> None:
+    """Either the two items load, or the first item is refused: never the text as a whole."""
+    section, name = dotted.split(".")
+    env = {f"CLAIMGATE_{section}_{name}".upper(): "one.example, two.example"}
+    try:
+        settings = load(tmp_path, env=env)
+    except ConfigError as error:
+        assert error.key == f"{dotted}[0]"
+    else:
+        assert getattr(getattr(settings, section), name) == ("one.example", "two.example")
+
+
+def test_check_config_describes_exactly_the_declared_keys() -> None:
+    described = describe(Settings())
+    assert list(described) == [item.name for item in dataclasses.fields(Settings)]
+    named = {f"{name}.{key}" for name in SECTIONS for key in described[name]}
+    assert named == declared_keys()
+
+
+def readme_table() -> dict[str, str]:
+    """The configuration table of the README: each key's meaning, by key."""
+    text = (ROOT / "README.md").read_text()
+    section = text.split("\n## Configuration\n", 1)[1].split("\n#", 1)[0]
+    return dict(re.findall(r"(?m)^\| `([^`]+)` \| .*? \| (.*) \|$", section))
+
+
+def test_the_readme_table_is_the_declared_keys_with_their_help() -> None:
+    table = readme_table()
+    customers = table.pop("[[customers]]")
+    assert set(table) == declared_keys()
+    for dotted, meaning in table.items():
+        name, key = dotted.split(".")
+        assert meaning == keys(SECTIONS[name])[key].help, dotted
+    assert set(re.findall(r"`([^`]+)`", customers)) == set(keys(Customer))
+
+
+def test_the_design_lists_the_declared_sections() -> None:
+    design = (ROOT / "docs" / "design.md").read_text()
+    listed = re.findall(r"`([^`]+)`", re.search(r"Sections: (.*?)\.", design, re.S)[1])
+    names = [item.name for item in dataclasses.fields(Settings)]
+    assert listed == [f"[[{name}]]" if name == "customers" else name for name in names]
+
+
 # The example configuration
 
 
@@ -737,16 +813,12 @@ def test_the_example_loads_with_every_setting_uncommented(tmp_path: Path) -> Non
     assert settings.log.level == defaults.log.level
 
 
-def test_the_example_documents_every_key() -> None:
+def test_the_example_documents_exactly_the_declared_keys() -> None:
     document = tomllib.loads(re.sub(r"(?m)^#(?=[\[a-z])", "", EXAMPLE.read_text()))
-    for section, values in document.items():
-        if section == "customers":
-            keys = set().union(*values)
-            assert keys == {item.name for item in dataclasses.fields(Customer)}
-        else:
-            section_type = type(getattr(Settings(), section))
-            assert set(values) == {item.name for item in dataclasses.fields(section_type)}
-    assert set(document) == {item.name for item in dataclasses.fields(Settings)}
+    customers = document.pop("customers")
+    named = {f"{section}.{key}" for section, table in document.items() for key in table}
+    assert named == declared_keys()
+    assert set().union(*customers) == set(keys(Customer))
 
 
 @pytest.mark.parametrize(

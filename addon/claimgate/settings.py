@@ -5,6 +5,10 @@ one line that names the dotted key (``claimgate check-config`` exits 2 on it) in
 showing up later as quietly wrong behaviour. An environment variable wins over the file.
 Secrets are resolved here too (``env:NAME``, ``file:PATH``) and held in ``Secret``, which
 never shows its value: not in ``repr``, not in an error, not in ``describe``.
+
+Each key is declared once: a field of its section's dataclass, with ``setting`` as its
+metadata (name, type, default, parser, help). The file's sections, the variables and
+``describe`` all come from those fields, so a key cannot be known in one and missing in another.
 """
 
 import dataclasses
@@ -16,8 +20,8 @@ import math
 import os
 import re
 import tomllib
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import MISSING, dataclass, field
 from enum import StrEnum
 from functools import partial
 from pathlib import Path
@@ -31,7 +35,8 @@ from claimgate.policy import Mode
 ENV_PREFIX = "CLAIMGATE_"
 
 type IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
-type Parser = Callable[[object, str], Any]
+type Parser = Callable[..., Any]
+type TextReader = Callable[[str, str], object]
 
 
 class ConfigError(Exception):
@@ -114,265 +119,21 @@ class LogLevel(StrEnum):
     ERROR = "error"
 
 
-def _default_ca_dir() -> Path:
-    return Path("~/.claimgate").expanduser()
+# Declaring keys
 
 
-DEFAULT_CAPTURE_LISTEN = ListenAddress("127.0.0.1", 8081)
-
-
-@dataclass(frozen=True, slots=True)
-class ProxySettings:
-    """The forward listener that the legacy code uses as HTTPS_PROXY."""
-
-    listen: ListenAddress = ListenAddress("127.0.0.1", 8080)
-    api_hosts: tuple[str, ...] = ("api.onoffice.de",)
-    """``host`` or ``host:port``, lower case: the only traffic that is intercepted."""
-    upstream_ca: Path | None = None
-    """CA bundle that verifies the API host; None trusts the system store."""
-    ca_dir: Path = field(default_factory=_default_ca_dir)
-    max_body_size: int = 4 * 1024 * 1024
-    """Bytes of a request body held in memory at most; larger bodies are streamed untouched
-    (an API request that large is reported, and answered 413 in ``enforce``)."""
-
-
-@dataclass(frozen=True, slots=True)
-class CaptureSettings:
-    """Where service calls are captured: in front of the provider app, or from a mirror."""
-
-    upstream: str | None = None
-    """``scheme://host[:port]`` of the provider app; setting it turns capture on."""
-    listen: ListenAddress | None = None
-    """Defaults to 127.0.0.1:8081 once ``upstream`` is set."""
-    public_base_url: str | None = None
-    """``scheme://host[:port]`` that onOffice signed, when TLS ends in front of claimgate."""
-    provider_secret: Secret | None = None
-    max_age: float = 600.0
-    """Seconds: the oldest service-call timestamp accepted."""
-    mirror_listen: ListenAddress | None = None
-    trusted_proxies: tuple[IPNetwork, ...] = ()
-
-
-@dataclass(frozen=True, slots=True)
-class ApiSettings:
-    """The optional reverse listener for integrations whose API base URL is configurable."""
-
-    listen: ListenAddress | None = None
-    upstream: str = "https://api.onoffice.de"
-
-
-@dataclass(frozen=True, slots=True)
-class ClaimsSettings:
-    """How long claims live and where they are kept."""
-
-    ttl: float = 12 * 3600.0
-    """Seconds. onOffice publishes no lifetime; a working day, and error 201 tells sooner."""
-    store: str = "memory"
-    """``memory`` or a ``redis://`` / ``rediss://`` URL without a password."""
-    store_password: Secret | None = None
-    store_prefix: str = "claimgate:"
-    max_entries: int = 100_000
-    """Customers the memory store holds at most."""
-
-
-@dataclass(frozen=True, slots=True)
-class PolicySettings:
-    """What to do with API requests, and which tokens are the provider's own."""
-
-    mode: Mode = Mode.INJECT
-    provider_tokens: tuple[str, ...] = ()
-    """Fingerprints only: the tokens themselves are never kept."""
-
-
-@dataclass(frozen=True, slots=True)
-class Customer:
-    """A static token-to-customer mapping, with the API secret for version-1 re-signing."""
-
-    customer_web_id: str
-    token: Secret
-    secret: Secret | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class AdminSettings:
-    """The admin listener; without a token ``/claims`` is off and ``/`` is loopback only."""
-
-    listen: ListenAddress = ListenAddress("127.0.0.1", 8082)
-    token: Secret | None = None
-    shutdown_grace: float = 20.0
-    """Seconds requests in flight may take to finish after SIGTERM before claimgate exits."""
-
-
-@dataclass(frozen=True, slots=True)
-class LogSettings:
-    """Log output; the choice for an unset format is telemetry's, not made here."""
-
-    format: LogFormat | None = None
-    level: LogLevel = LogLevel.INFO
-
-
-@dataclass(frozen=True, slots=True)
-class Settings:
-    """All settings; ``Settings()`` is what claimgate runs on with no file."""
-
-    proxy: ProxySettings = field(default_factory=ProxySettings)
-    capture: CaptureSettings = field(default_factory=CaptureSettings)
-    api: ApiSettings = field(default_factory=ApiSettings)
-    claims: ClaimsSettings = field(default_factory=ClaimsSettings)
-    policy: PolicySettings = field(default_factory=PolicySettings)
-    customers: tuple[Customer, ...] = ()
-    admin: AdminSettings = field(default_factory=AdminSettings)
-    log: LogSettings = field(default_factory=LogSettings)
-    limits: HeadLimits = field(default_factory=HeadLimits)
-    """What a request head may take on every listener; strangers reach some of them."""
-
-    @property
-    def capture_enabled(self) -> bool:
-        """True when a provider app sits behind the capture listener."""
-        return self.capture.upstream is not None
-
-
-def load_settings(path: Path | None, environ: Mapping[str, str] = os.environ) -> Settings:
-    """Read ``path`` (None: defaults only), let ``CLAIMGATE_*`` variables win, validate all.
-
-    Raises ``ConfigError`` for the first problem found.
-    """
-    document = _read_toml(path) if path is not None else {}
-    parsers = _section_parsers(environ)
-    values = _file_values(document, parsers)
-    _apply_environment(values, environ, parsers)
-    sections = {
-        name: _build(_SECTION_TYPES[name], name, values[name], parsers[name]) for name in parsers
-    }
-    sections["capture"] = _complete_capture(sections["capture"])
-    _check_limits(sections["limits"])
-    customers = _customers(document.get("customers", []), environ)
-    settings = Settings(customers=customers, **sections)
-    _check_listeners(settings)
-    return settings
-
-
-def describe(settings: Settings) -> dict[str, Any]:
-    """The effective settings as JSON-able data, secrets masked, for ``check-config``."""
-    return {
-        item.name: _plain(getattr(settings, item.name)) for item in dataclasses.fields(settings)
-    }
-
-
-def parse_duration(text: str | int | float, key: str) -> float:
-    """Seconds from ``90s``, ``10m``, ``12h``, ``1d``, ``1h30m`` or a bare number of seconds."""
-    return _duration(text, key)
-
-
-# Reading the file and the environment
-
-_SECTION_TYPES: Mapping[str, Callable[..., Any]] = {
-    "proxy": ProxySettings,
-    "capture": CaptureSettings,
-    "api": ApiSettings,
-    "claims": ClaimsSettings,
-    "policy": PolicySettings,
-    "admin": AdminSettings,
-    "log": LogSettings,
-    "limits": HeadLimits,
-}
-_LIST_KEYS = frozenset({"proxy.api_hosts", "capture.trusted_proxies", "policy.provider_tokens"})
-_INT_KEYS = frozenset({"claims.max_entries", "limits.header_count"})
-
-
-def _read_toml(path: Path) -> dict[str, Any]:
-    try:
-        text = path.read_bytes().decode("utf-8")
-    except OSError as exc:
-        raise ConfigError(str(path), f"cannot read: {_reason(exc)}") from exc
-    except UnicodeDecodeError:
-        raise ConfigError(str(path), "cannot read: not UTF-8 text") from None
-    try:
-        return tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(str(path), str(exc)) from exc
-
-
-def _reason(exc: OSError) -> str:
-    return exc.strerror or type(exc).__name__
-
-
-def _file_values(
-    document: Mapping[str, object], parsers: Mapping[str, Mapping[str, Parser]]
-) -> dict[str, dict[str, object]]:
-    """The file's raw values per section; unknown sections and keys are typos, so errors."""
-    values: dict[str, dict[str, object]] = {name: {} for name in parsers}
-    for name, table in document.items():
-        if name == "customers":
-            continue
-        if name not in parsers:
-            raise ConfigError(name, _unknown("section", name, [*parsers, "customers"]))
-        if not isinstance(table, dict):
-            raise ConfigError(name, f"expected a table [{name}], got {_toml_type(table)}")
-        _check_keys(table, parsers[name], name)
-        values[name].update(table)
-    return values
-
-
-def _check_keys(table: Mapping[str, object], known: Mapping[str, Parser], prefix: str) -> None:
-    for key in table:
-        if key not in known:
-            raise ConfigError(f"{prefix}.{key}", _unknown("key", key, list(known)))
-
-
-def _unknown(kind: str, name: str, known: list[str]) -> str:
-    close = difflib.get_close_matches(name, known, n=1)
-    if close:
-        return f"unknown {kind}; did you mean {close[0]}?"
-    return f"unknown {kind}; expected one of {', '.join(sorted(known))}"
-
-
-def _apply_environment(
-    values: dict[str, dict[str, object]],
-    environ: Mapping[str, str],
-    parsers: Mapping[str, Mapping[str, Parser]],
-) -> None:
-    """Overlay ``CLAIMGATE_<SECTION>_<KEY>``; an empty variable means "not set": the default."""
-    for variable, text in sorted(environ.items()):
-        target = _environment_target(variable, parsers)
-        if target is None:
-            continue
-        section, key = target
-        if text == "":
-            values[section].pop(key, None)
-        else:
-            values[section][key] = _environment_value(text, f"{section}.{key}")
-
-
-def _environment_target(
-    variable: str, parsers: Mapping[str, Mapping[str, Parser]]
-) -> tuple[str, str] | None:
-    """The (section, key) a variable sets; None for CLAIMGATE_ variables that are not ours."""
-    if not variable.startswith(ENV_PREFIX):
-        return None
-    section, _, key = variable.removeprefix(ENV_PREFIX).lower().partition("_")
-    if section == "customers":
-        raise ConfigError(variable, "customers come only from [[customers]] in the file")
-    if section not in parsers:
-        return None
-    if key not in parsers[section]:
-        raise ConfigError(variable, _unknown(f"key in [{section}]", key, list(parsers[section])))
-    return section, key
-
-
-def _environment_value(text: str, key: str) -> object:
-    """Give a variable's text the TOML type its key expects."""
-    if key in _LIST_KEYS:
-        return _environment_list(text, key)
-    if key in _INT_KEYS:
-        try:
-            return int(text)
-        except ValueError:
-            raise ConfigError(key, f"expected an integer, got {text!r}") from None
+def _as_string(text: str, key: str) -> object:
     return text
 
 
-def _environment_list(text: str, key: str) -> object:
+def _as_integer(text: str, key: str) -> object:
+    try:
+        return int(text)
+    except ValueError:
+        raise ConfigError(key, f"expected an integer, got {text!r}") from None
+
+
+def _as_list(text: str, key: str) -> object:
     """A TOML or JSON array literal if it starts with ``[``, else comma-separated items."""
     if not text.lstrip().startswith("["):
         return [item.strip() for item in text.split(",") if item.strip()]
@@ -388,165 +149,34 @@ def _environment_list(text: str, key: str) -> object:
         ) from None
 
 
-def _build[T](
-    cls: Callable[..., T], prefix: str, table: Mapping[str, object], parsers: Mapping[str, Parser]
-) -> T:
-    """Parse the keys present; the dataclass supplies the defaults of the others."""
-    return cls(**{key: parsers[key](value, f"{prefix}.{key}") for key, value in table.items()})
+@dataclass(frozen=True, slots=True)
+class Key:
+    """How one key's value is read and what the key is for (docs/design.md 3.2)."""
+
+    parse: Parser
+    """``(value, dotted key)`` to the typed value, or a ``ConfigError`` naming the key."""
+    help: str
+    """What the key is for: the README's configuration table says exactly this."""
+    variable: TextReader = _as_string
+    """Gives a ``CLAIMGATE_`` variable's text the TOML type that ``parse`` expects."""
+    environ: bool = False
+    """``parse`` resolves ``env:`` references, so it takes the environment as well."""
+
+    def read(self, value: object, key: str, environ: Mapping[str, str]) -> Any:
+        """The typed value; ``environ`` is where the ``env:`` references in it point."""
+        if self.environ:
+            return self.parse(value, key, environ=environ)
+        return self.parse(value, key)
 
 
-def _section_parsers(environ: Mapping[str, str]) -> dict[str, dict[str, Parser]]:
-    """Every key of every section, with the function that checks and converts its value."""
-    secret = partial(_secret, environ=environ)
-    return {
-        "proxy": {
-            "listen": _listen,
-            "api_hosts": _api_hosts,
-            "upstream_ca": _existing_file,
-            "ca_dir": _directory,
-            "max_body_size": _size,
-        },
-        "capture": {
-            "upstream": partial(_origin, schemes=("http", "https")),
-            "listen": _listen,
-            "public_base_url": partial(_origin, schemes=("http", "https")),
-            "provider_secret": secret,
-            "max_age": _duration,
-            "mirror_listen": _listen,
-            "trusted_proxies": _networks,
-        },
-        "api": {"listen": _listen, "upstream": partial(_origin, schemes=("https",))},
-        "claims": {
-            "ttl": _duration,
-            "store": _store,
-            "store_password": secret,
-            "store_prefix": _string,
-            "max_entries": _positive_int,
-        },
-        "policy": {
-            "mode": partial(_choice, enum=Mode),
-            "provider_tokens": partial(_provider_tokens, environ=environ),
-        },
-        "admin": {"listen": _listen, "token": secret, "shutdown_grace": _duration},
-        "log": {
-            "format": partial(_choice, enum=LogFormat),
-            "level": partial(_choice, enum=LogLevel),
-        },
-        "limits": {
-            "request_line": _size,
-            "header_size": _size,
-            "header_count": _positive_int,
-            "header_timeout": _duration,
-        },
-    }
+_KEY = "claimgate.key"
 
 
-# Rules across keys
-
-
-def _check_limits(limits: HeadLimits) -> None:
-    """The request line is part of the head, so the head's bound cannot be the smaller."""
-    if limits.header_size < limits.request_line:
-        raise ConfigError(
-            "limits.header_size",
-            f"must be at least limits.request_line ({limits.request_line} bytes), "
-            f"got {limits.header_size}",
-        )
-
-
-def _complete_capture(capture: CaptureSettings) -> CaptureSettings:
-    """Capture needs an app behind it, and the provider secret to verify what it captures."""
-    if capture.listen is not None and capture.upstream is None:
-        raise ConfigError("capture.upstream", "required when capture.listen is set")
-    if capture.provider_secret is None and (
-        capture.upstream is not None or capture.mirror_listen is not None
-    ):
-        raise ConfigError(
-            "capture.provider_secret",
-            "required when capture is on (capture.upstream or capture.mirror_listen is set)",
-        )
-    if capture.upstream is not None and capture.listen is None:
-        return dataclasses.replace(capture, listen=DEFAULT_CAPTURE_LISTEN)
-    return capture
-
-
-def _customers(value: object, environ: Mapping[str, str]) -> tuple[Customer, ...]:
-    if not isinstance(value, list) or not all(isinstance(table, dict) for table in value):
-        raise ConfigError("customers", "expected [[customers]] tables")
-    secret = partial(_secret, environ=environ)
-    parsers: dict[str, Parser] = {
-        "customer_web_id": _customer_web_id,
-        "token": secret,
-        "secret": secret,
-    }
-    customers = tuple(
-        _customer(table, f"customers[{index}]", parsers) for index, table in enumerate(value)
-    )
-    _check_unique(customers)
-    return customers
-
-
-def _customer(table: Mapping[str, object], prefix: str, parsers: Mapping[str, Parser]) -> Customer:
-    _check_keys(table, parsers, prefix)
-    for required in ("customer_web_id", "token"):
-        if required not in table:
-            raise ConfigError(f"{prefix}.{required}", "required")
-    return _build(Customer, prefix, table, parsers)
-
-
-def _check_unique(customers: tuple[Customer, ...]) -> None:
-    """One customer per id and per token, or a token could not be attributed."""
-    ids: dict[str, int] = {}
-    tokens: dict[Secret, int] = {}
-    for index, customer in enumerate(customers):
-        first = ids.setdefault(customer.customer_web_id, index)
-        if first != index:
-            raise ConfigError(
-                f"customers[{index}].customer_web_id",
-                f"{customer.customer_web_id!r} is already used by customers[{first}]",
-            )
-        first = tokens.setdefault(customer.token, index)
-        if first != index:
-            raise ConfigError(f"customers[{index}].token", f"same token as customers[{first}]")
-
-
-_WILDCARD_HOSTS = frozenset({"0.0.0.0", "::"})
-
-
-def _check_listeners(settings: Settings) -> None:
-    """Two listeners on one address would only fail later, at bind time, less clearly."""
-    candidates = [
-        ("proxy.listen", settings.proxy.listen),
-        ("capture.listen", settings.capture.listen),
-        ("capture.mirror_listen", settings.capture.mirror_listen),
-        ("api.listen", settings.api.listen),
-        ("admin.listen", settings.admin.listen),
-    ]
-    listeners = [(key, address) for key, address in candidates if address is not None]
-    for index, (key, address) in enumerate(listeners):
-        for other_key, other in listeners[:index]:
-            if _clash(address, other):
-                raise ConfigError(key, f"{address} clashes with {other_key} ({other})")
-            if _same_any_port(key, address, other_key, other):
-                raise ConfigError(
-                    key,
-                    f"port 0 on {address.host} is taken by {other_key} too: mitmproxy cannot "
-                    "run two listeners on one host with port 0; use another host (e.g. "
-                    "127.0.0.2) or a fixed port",
-                )
-
-
-def _clash(one: ListenAddress, other: ListenAddress) -> bool:
-    if one.port == 0 or one.port != other.port:
-        return False
-    return one.host == other.host or bool({one.host, other.host} & _WILDCARD_HOSTS)
-
-
-def _same_any_port(key: str, one: ListenAddress, other_key: str, other: ListenAddress) -> bool:
-    """mitmproxy refuses two of its listeners on (host, 0); the admin listener is not one."""
-    if "admin.listen" in (key, other_key):
-        return False
-    return one.port == 0 and other.port == 0 and one.host == other.host
+def setting(
+    parse: Parser, help: str, *, variable: TextReader = _as_string, environ: bool = False
+) -> Mapping[str, Key]:
+    """The ``field(metadata=...)`` that makes a dataclass field a key; its default is the key's."""
+    return {_KEY: Key(parse, help, variable, environ)}
 
 
 # Values
@@ -842,6 +472,521 @@ def _provider_token(text: str, key: str, environ: Mapping[str, str]) -> str:
     raise ConfigError(
         key, "expected a 12-hex-digit fingerprint or an env:/file: reference, not the token itself"
     )
+
+
+# Sections
+
+
+def _default_ca_dir() -> Path:
+    return Path("~/.claimgate").expanduser()
+
+
+DEFAULT_CAPTURE_LISTEN = ListenAddress("127.0.0.1", 8081)
+_HTTP_ORIGIN = partial(_origin, schemes=("http", "https"))
+
+
+@dataclass(frozen=True, slots=True)
+class ProxySettings:
+    """The forward listener that the legacy code uses as HTTPS_PROXY."""
+
+    listen: ListenAddress = field(
+        default=ListenAddress("127.0.0.1", 8080),
+        metadata=setting(_listen, "forward listener (HTTPS_PROXY); keep it on loopback"),
+    )
+    api_hosts: tuple[str, ...] = field(
+        default=("api.onoffice.de",),
+        metadata=setting(
+            _api_hosts,
+            "hosts intercepted and rewritten (`host` = any port, or `host:port`)",
+            variable=_as_list,
+        ),
+    )
+    """Lower case."""
+    upstream_ca: Path | None = field(
+        default=None, metadata=setting(_existing_file, "CA bundle that verifies the API host")
+    )
+    """None trusts the system store."""
+    ca_dir: Path = field(
+        default_factory=_default_ca_dir,
+        metadata=setting(_directory, "where the interception CA lives"),
+    )
+    max_body_size: int = field(
+        default=4 * 1024 * 1024,
+        metadata=setting(
+            _size,
+            "bytes of a body claimgate holds and reads, counted once decoded (gzip, deflate, "
+            "br, zstd); a larger API request goes on untouched (`malformed_request`; 413 in "
+            "`enforce`)",
+        ),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class CaptureSettings:
+    """Where service calls are captured: in front of the provider app, or from a mirror."""
+
+    upstream: str | None = field(
+        default=None,
+        metadata=setting(
+            _HTTP_ORIGIN, "the provider app behind the capture listener; turns capture on"
+        ),
+    )
+    listen: ListenAddress | None = field(
+        default=None, metadata=setting(_listen, "capture listener")
+    )
+    """Becomes 127.0.0.1:8081 once ``upstream`` is set."""
+    public_base_url: str | None = field(
+        default=None,
+        metadata=setting(
+            _HTTP_ORIGIN, "`scheme://host[:port]` onOffice signed, when TLS ends in front"
+        ),
+    )
+    provider_secret: Secret | None = field(
+        default=None,
+        metadata=setting(_secret, "provider secret for link signatures", environ=True),
+    )
+    max_age: float = field(
+        default=600.0,
+        metadata=setting(
+            _duration,
+            "oldest service-call timestamp accepted (120 s of clock skew into the future)",
+        ),
+    )
+    """Seconds."""
+    mirror_listen: ListenAddress | None = field(
+        default=None,
+        metadata=setting(
+            _listen,
+            "mirror listener: captures copies of inbound requests, answers 204, forwards nothing",
+        ),
+    )
+    trusted_proxies: tuple[IPNetwork, ...] = field(
+        default=(),
+        metadata=setting(
+            _networks,
+            "addresses (IP or CIDR) whose `X-Forwarded-Proto`/`-Host` are believed",
+            variable=_as_list,
+        ),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class ApiSettings:
+    """The optional reverse listener for integrations whose API base URL is configurable."""
+
+    listen: ListenAddress | None = field(
+        default=None,
+        metadata=setting(
+            _listen,
+            "API listener: a reverse proxy to the API for integrations whose API base URL is "
+            "configurable",
+        ),
+    )
+    upstream: str = field(
+        default="https://api.onoffice.de",
+        metadata=setting(
+            partial(_origin, schemes=("https",)),
+            "where the API listener forwards, with verified TLS (`proxy.upstream_ca` or "
+            "system trust)",
+        ),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimsSettings:
+    """How long claims live and where they are kept."""
+
+    ttl: float = field(
+        default=12 * 3600.0,
+        metadata=setting(
+            _duration,
+            "how long a claim is injected after its service call (onOffice publishes no "
+            "lifetime; a working day, and the API's error 201 reveals a shorter one)",
+        ),
+    )
+    """Seconds."""
+    store: str = field(
+        default="memory",
+        metadata=setting(
+            _store, "`memory`, or a `redis://` / `rediss://` URL shared by all replicas"
+        ),
+    )
+    store_password: Secret | None = field(
+        default=None,
+        metadata=setting(
+            _secret,
+            "Redis password (`env:`/`file:`); a password in the URL is refused",
+            environ=True,
+        ),
+    )
+    store_prefix: str = field(
+        default="claimgate:",
+        metadata=setting(_string, "key prefix, so one server can hold several environments"),
+    )
+    max_entries: int = field(
+        default=100_000,
+        metadata=setting(
+            _positive_int,
+            "customers the memory store holds at most (least recently used leave first)",
+            variable=_as_integer,
+        ),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class PolicySettings:
+    """What to do with API requests, and which tokens are the provider's own."""
+
+    mode: Mode = field(
+        default=Mode.INJECT,
+        metadata=setting(partial(_choice, enum=Mode), "`observe`, `inject` or `enforce`"),
+    )
+    provider_tokens: tuple[str, ...] = field(
+        default=(),
+        metadata=setting(
+            _provider_tokens,
+            "the provider's own API tokens (12-hex fingerprints or `env:` refs): passed untouched",
+            variable=_as_list,
+            environ=True,
+        ),
+    )
+    """Fingerprints only: the tokens themselves are never kept."""
+
+
+@dataclass(frozen=True, slots=True)
+class Customer:
+    """A static token-to-customer mapping, with the API secret for version-1 re-signing."""
+
+    customer_web_id: str = field(
+        metadata=setting(_customer_web_id, "the customer's id, as its links carry it")
+    )
+    token: Secret = field(metadata=setting(_secret, "the customer's API token", environ=True))
+    secret: Secret | None = field(
+        default=None,
+        metadata=setting(
+            _secret, "that token's API secret, for version-1 re-signing", environ=True
+        ),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class AdminSettings:
+    """The admin listener; without a token ``/claims`` is off and ``/`` is loopback only."""
+
+    listen: ListenAddress = field(
+        default=ListenAddress("127.0.0.1", 8082),
+        metadata=setting(_listen, "admin listener (probes, metrics, claims API, status page)"),
+    )
+    token: Secret | None = field(
+        default=None,
+        metadata=setting(
+            _secret,
+            "guards `/` and `/claims`; without it `/claims` is off and `/` is loopback only",
+            environ=True,
+        ),
+    )
+    shutdown_grace: float = field(
+        default=20.0,
+        metadata=setting(_duration, "how long requests in flight may take after SIGTERM"),
+    )
+    """Seconds."""
+
+
+@dataclass(frozen=True, slots=True)
+class LogSettings:
+    """Log output; the choice for an unset format is telemetry's, not made here."""
+
+    format: LogFormat | None = field(
+        default=None, metadata=setting(partial(_choice, enum=LogFormat), "`json` or `console`")
+    )
+    level: LogLevel = field(
+        default=LogLevel.INFO,
+        metadata=setting(
+            partial(_choice, enum=LogLevel),
+            "`debug`, `info`, `warning` or `error`; `debug` also shows mitmproxy's "
+            "per-connection lines",
+        ),
+    )
+
+
+_ATTACHED_KEYS: Mapping[type, Mapping[str, Key]] = {
+    HeadLimits: {
+        "request_line": Key(
+            _size,
+            "bytes of a request line (method, URL and query) on every listener; 414 past it",
+        ),
+        "header_size": Key(_size, "bytes of a request's whole head; 431 past it"),
+        "header_count": Key(
+            _positive_int, "header fields of one request; 431 past it", variable=_as_integer
+        ),
+        "header_timeout": Key(
+            _duration,
+            "time to receive a request's head, from the connection's start or its first byte; "
+            "408 (or the connection closed) past it",
+        ),
+    }
+}
+"""The keys of a section whose dataclass lives in a pure module (docs/design.md 4), which
+cannot carry this module's parsers: it declares their names, types and defaults, this the rest."""
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """All settings; ``Settings()`` is what claimgate runs on with no file."""
+
+    proxy: ProxySettings = field(default_factory=ProxySettings)
+    capture: CaptureSettings = field(default_factory=CaptureSettings)
+    api: ApiSettings = field(default_factory=ApiSettings)
+    claims: ClaimsSettings = field(default_factory=ClaimsSettings)
+    policy: PolicySettings = field(default_factory=PolicySettings)
+    customers: tuple[Customer, ...] = ()
+    admin: AdminSettings = field(default_factory=AdminSettings)
+    log: LogSettings = field(default_factory=LogSettings)
+    limits: HeadLimits = field(default_factory=HeadLimits)
+    """What a request head may take on every listener; strangers reach some of them."""
+
+    @property
+    def capture_enabled(self) -> bool:
+        """True when a provider app sits behind the capture listener."""
+        return self.capture.upstream is not None
+
+
+SECTIONS: Mapping[str, type] = {
+    item.name: item.type for item in dataclasses.fields(Settings) if item.name != "customers"
+}
+"""The ``[section]`` tables by name; ``[[customers]]`` is an array of ``Customer`` tables."""
+
+
+def keys(section: type) -> dict[str, Key]:
+    """A section's (or ``Customer``'s) declared keys by name, in the order declared."""
+    attached = _ATTACHED_KEYS.get(section, {})
+    return {
+        item.name: item.metadata.get(_KEY) or attached[item.name]
+        for item in dataclasses.fields(section)
+    }
+
+
+def load_settings(path: Path | None, environ: Mapping[str, str] = os.environ) -> Settings:
+    """Read ``path`` (None: defaults only), let ``CLAIMGATE_*`` variables win, validate all.
+
+    Raises ``ConfigError`` for the first problem found.
+    """
+    document = _read_toml(path) if path is not None else {}
+    values = _file_values(document)
+    _apply_environment(values, environ)
+    sections = {
+        name: _build(section, name, values[name], environ) for name, section in SECTIONS.items()
+    }
+    sections["capture"] = _complete_capture(sections["capture"])
+    _check_limits(sections["limits"])
+    customers = _customers(document.get("customers", []), environ)
+    settings = Settings(customers=customers, **sections)
+    _check_listeners(settings)
+    return settings
+
+
+def describe(settings: Settings) -> dict[str, Any]:
+    """The effective settings as JSON-able data, secrets masked, for ``check-config``."""
+    return _plain(settings)
+
+
+def parse_duration(text: str | int | float, key: str) -> float:
+    """Seconds from ``90s``, ``10m``, ``12h``, ``1d``, ``1h30m`` or a bare number of seconds."""
+    return _duration(text, key)
+
+
+# Reading the file and the environment
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except OSError as exc:
+        raise ConfigError(str(path), f"cannot read: {_reason(exc)}") from exc
+    except UnicodeDecodeError:
+        raise ConfigError(str(path), "cannot read: not UTF-8 text") from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(str(path), str(exc)) from exc
+
+
+def _reason(exc: OSError) -> str:
+    return exc.strerror or type(exc).__name__
+
+
+def _file_values(document: Mapping[str, object]) -> dict[str, dict[str, object]]:
+    """The file's raw values per section; unknown sections and keys are typos, so errors."""
+    values: dict[str, dict[str, object]] = {name: {} for name in SECTIONS}
+    for name, table in document.items():
+        if name == "customers":
+            continue
+        if name not in SECTIONS:
+            raise ConfigError(name, _unknown("section", name, [*SECTIONS, "customers"]))
+        if not isinstance(table, dict):
+            raise ConfigError(name, f"expected a table [{name}], got {_toml_type(table)}")
+        _check_keys(table, keys(SECTIONS[name]), name)
+        values[name].update(table)
+    return values
+
+
+def _check_keys(table: Mapping[str, object], known: Mapping[str, Key], prefix: str) -> None:
+    for key in table:
+        if key not in known:
+            raise ConfigError(f"{prefix}.{key}", _unknown("key", key, list(known)))
+
+
+def _unknown(kind: str, name: str, known: list[str]) -> str:
+    close = difflib.get_close_matches(name, known, n=1)
+    if close:
+        return f"unknown {kind}; did you mean {close[0]}?"
+    return f"unknown {kind}; expected one of {', '.join(sorted(known))}"
+
+
+def _apply_environment(values: dict[str, dict[str, object]], environ: Mapping[str, str]) -> None:
+    """Overlay ``CLAIMGATE_<SECTION>_<KEY>``; an empty variable means "not set": the default."""
+    for variable, text in sorted(environ.items()):
+        target = _environment_target(variable)
+        if target is None:
+            continue
+        section, name, key = target
+        if text == "":
+            values[section].pop(name, None)
+        else:
+            values[section][name] = key.variable(text, f"{section}.{name}")
+
+
+def _environment_target(variable: str) -> tuple[str, str, Key] | None:
+    """The section and key a variable sets; None for CLAIMGATE_ variables that are not ours."""
+    if not variable.startswith(ENV_PREFIX):
+        return None
+    section, _, name = variable.removeprefix(ENV_PREFIX).lower().partition("_")
+    if section == "customers":
+        raise ConfigError(variable, "customers come only from [[customers]] in the file")
+    if section not in SECTIONS:
+        return None
+    known = keys(SECTIONS[section])
+    if name not in known:
+        raise ConfigError(variable, _unknown(f"key in [{section}]", name, list(known)))
+    return section, name, known[name]
+
+
+def _build[T](
+    cls: type[T], prefix: str, table: Mapping[str, object], environ: Mapping[str, str]
+) -> T:
+    """Parse the keys present; the dataclass supplies the defaults of the others."""
+    known = keys(cls)
+    return cls(
+        **{
+            name: known[name].read(value, f"{prefix}.{name}", environ)
+            for name, value in table.items()
+        }
+    )
+
+
+# Rules across keys
+
+
+def _check_limits(limits: HeadLimits) -> None:
+    """The request line is part of the head, so the head's bound cannot be the smaller."""
+    if limits.header_size < limits.request_line:
+        raise ConfigError(
+            "limits.header_size",
+            f"must be at least limits.request_line ({limits.request_line} bytes), "
+            f"got {limits.header_size}",
+        )
+
+
+def _complete_capture(capture: CaptureSettings) -> CaptureSettings:
+    """Capture needs an app behind it, and the provider secret to verify what it captures."""
+    if capture.listen is not None and capture.upstream is None:
+        raise ConfigError("capture.upstream", "required when capture.listen is set")
+    if capture.provider_secret is None and (
+        capture.upstream is not None or capture.mirror_listen is not None
+    ):
+        raise ConfigError(
+            "capture.provider_secret",
+            "required when capture is on (capture.upstream or capture.mirror_listen is set)",
+        )
+    if capture.upstream is not None and capture.listen is None:
+        return dataclasses.replace(capture, listen=DEFAULT_CAPTURE_LISTEN)
+    return capture
+
+
+def _customers(value: object, environ: Mapping[str, str]) -> tuple[Customer, ...]:
+    if not isinstance(value, list) or not all(isinstance(table, dict) for table in value):
+        raise ConfigError("customers", "expected [[customers]] tables")
+    customers = tuple(
+        _customer(table, f"customers[{index}]", environ) for index, table in enumerate(value)
+    )
+    _check_unique(customers)
+    return customers
+
+
+def _customer(table: Mapping[str, object], prefix: str, environ: Mapping[str, str]) -> Customer:
+    _check_keys(table, keys(Customer), prefix)
+    for item in dataclasses.fields(Customer):  # a key declared without a default
+        if item.default is item.default_factory is MISSING and item.name not in table:
+            raise ConfigError(f"{prefix}.{item.name}", "required")
+    return _build(Customer, prefix, table, environ)
+
+
+def _check_unique(customers: tuple[Customer, ...]) -> None:
+    """One customer per id and per token, or a token could not be attributed."""
+    ids: dict[str, int] = {}
+    tokens: dict[Secret, int] = {}
+    for index, customer in enumerate(customers):
+        first = ids.setdefault(customer.customer_web_id, index)
+        if first != index:
+            raise ConfigError(
+                f"customers[{index}].customer_web_id",
+                f"{customer.customer_web_id!r} is already used by customers[{first}]",
+            )
+        first = tokens.setdefault(customer.token, index)
+        if first != index:
+            raise ConfigError(f"customers[{index}].token", f"same token as customers[{first}]")
+
+
+_WILDCARD_HOSTS = frozenset({"0.0.0.0", "::"})
+
+
+def _check_listeners(settings: Settings) -> None:
+    """Two listeners on one address would only fail later, at bind time, less clearly."""
+    listeners = list(_listeners(settings))
+    for index, (key, address) in enumerate(listeners):
+        for other_key, other in listeners[:index]:
+            if _clash(address, other):
+                raise ConfigError(key, f"{address} clashes with {other_key} ({other})")
+            if _same_any_port(key, address, other_key, other):
+                raise ConfigError(
+                    key,
+                    f"port 0 on {address.host} is taken by {other_key} too: mitmproxy cannot "
+                    "run two listeners on one host with port 0; use another host (e.g. "
+                    "127.0.0.2) or a fixed port",
+                )
+
+
+def _listeners(settings: Settings) -> Iterator[tuple[str, ListenAddress]]:
+    """Every listener that is on, by its dotted key, in the order the keys are declared."""
+    for name in SECTIONS:
+        section = getattr(settings, name)
+        for key in keys(SECTIONS[name]):
+            address = getattr(section, key)
+            if isinstance(address, ListenAddress):
+                yield f"{name}.{key}", address
+
+
+def _clash(one: ListenAddress, other: ListenAddress) -> bool:
+    if one.port == 0 or one.port != other.port:
+        return False
+    return one.host == other.host or bool({one.host, other.host} & _WILDCARD_HOSTS)
+
+
+def _same_any_port(key: str, one: ListenAddress, other_key: str, other: ListenAddress) -> bool:
+    """mitmproxy refuses two of its listeners on (host, 0); the admin listener is not one."""
+    if "admin.listen" in (key, other_key):
+        return False
+    return one.port == 0 and other.port == 0 and one.host == other.host
 
 
 # Describing
