@@ -13,13 +13,8 @@ import httpx
 import pytest
 
 from claimgate import capture
-from claimgate.admin import (
-    AdminServer,
-    Ingested,
-    bearer_or_basic_token,
-    is_loopback,
-    token_matches,
-)
+from claimgate.admin import AdminServer, bearer_or_basic_token, is_loopback, token_matches
+from claimgate.intake import Ingested
 from claimgate.limits import HeadLimits
 from claimgate.settings import AdminSettings, ListenAddress, Secret
 from claimgate.store import Claim

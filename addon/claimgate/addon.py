@@ -22,7 +22,6 @@ import inspect
 import json
 import time
 from collections.abc import Callable
-from dataclasses import replace
 from enum import StrEnum
 from ipaddress import ip_address
 from typing import Any
@@ -34,21 +33,21 @@ from mitmproxy.proxy import mode_specs
 from mitmproxy.proxy.context import Context
 
 from claimgate import capture, decoding, edge
-from claimgate.admin import AdminServer, Ingested
+from claimgate.admin import AdminServer
+from claimgate.backend import Backend
 from claimgate.flow_state import METADATA_KEY, FlowState
+from claimgate.intake import Intake
 from claimgate.limits import Refusal
 from claimgate.monitor import Monitor
 from claimgate.oversize import Oversize
 from claimgate.pipeline import LocalAnswer, Outcome, Pipeline
 from claimgate.scope import ApiHosts
 from claimgate.settings import ListenAddress, Settings
-from claimgate.status import claim_report, status_report
 from claimgate.store import ClaimStore
 from claimgate.telemetry import get_logger, redact
 
 VIOLATION_HEADER = "X-Claimgate-Violation"
 DRAIN_POLL = 0.05
-STORE_PING_TIMEOUT = 1.0
 
 log = get_logger()
 
@@ -136,14 +135,16 @@ class Claimgate:
         self.mode = settings.policy.mode
         self.pipeline = Pipeline(settings, store)
         self.oversize = Oversize(self.pipeline)
-        secret = settings.capture.provider_secret
-        self.provider_secret = secret.reveal() if secret else None
         upstream = urlsplit(settings.api.upstream)
         self.api_upstream = (upstream.hostname or "", upstream.port or 443)
         self.api_upstream_host = url.hostport("https", *self.api_upstream)
         """The Host the API must see: its own name, whatever the integration called us."""
-        self.admin = AdminServer(settings.admin, self, settings.limits)
+        self.intake = Intake(settings, store, monitor)
         self.listeners: dict[str, str] = {}
+        backend = Backend(
+            settings, store, monitor, self.intake, self.listeners, self._proxy_problem
+        )
+        self.admin = AdminServer(settings.admin, backend, settings.limits)
         self.in_flight = 0
         """Requests between their headers and their answer: what a graceful stop waits for."""
         self.first_requests = edge.FirstRequestDeadlines(
@@ -263,7 +264,7 @@ class Claimgate:
         if role is Role.MIRROR:
             flow.response = http.Response.make(204)  # first: answered whatever happens next
         if role in (Role.CAPTURE, Role.MIRROR):
-            await self.ingest(_link_request(flow, self.settings), "link")
+            await self.intake.ingest(_link_request(flow, self.settings), "link")
             return
         state = flow.metadata.get(METADATA_KEY)
         if state is None or not state.api or state.outcome is not None:
@@ -353,67 +354,16 @@ class Claimgate:
         flow.request.port = port  # after the scheme: the Host header follows both
         state.upgraded_to_https = True
 
-    # --- capture --------------------------------------------------------------------
-
-    async def ingest(self, link: capture.LinkRequest, source: str) -> Ingested:
-        """Verify a link and learn from it: one path for listeners and ``POST /claims``."""
-        result = capture.examine(
-            link, self.provider_secret, self.settings.capture.max_age, time.time()
-        )
-        if result is None:
-            return Ingested(None)
-        if isinstance(result, capture.Refused):
-            self.monitor.refused_link(result, link.path, source)
-            return Ingested(result)
-        claim = replace(result.claim, source=source)
-        if result.kind is capture.LinkKind.ACTIVATION:
-            assert result.api_token is not None
-            await self.store.learn_token(result.api_token, claim.customer_web_id)
-            self.monitor.token_learned(
-                claim.customer_web_id, claim.user_id, result.api_token, source
-            )
-            return Ingested(result)
-        stored = await self.store.put(claim)
-        self.monitor.captured(claim, result.kind, stored)
-        return Ingested(result, stored)
-
     # --- for the admin listener -----------------------------------------------------
 
-    async def readiness(self) -> str | None:
+    def _proxy_problem(self) -> str | None:
+        """Why the proxy cannot take requests now, if it cannot."""
         if self.shutting_down:
             return "shutting down"
         proxyserver = ctx.master.addons.get("proxyserver")
         if not proxyserver.is_running or not all(s.is_running for s in proxyserver.servers):
             return "listeners not bound"
-        try:
-            async with asyncio.timeout(STORE_PING_TIMEOUT):
-                await self.store.ping()
-        except Exception as error:
-            return f"store not answering ({type(error).__name__})"
         return None
-
-    async def status(self) -> dict[str, Any]:
-        return status_report(
-            claims=await self.store.claims(),
-            activity=self.monitor.activity,
-            listeners=self.listeners,
-            mode=self.mode.value,
-            ready=await self.readiness() is None,
-            ttl=self.settings.claims.ttl,
-            now=time.time(),
-        )
-
-    async def claim_status(self, customer_web_id: str) -> dict[str, Any] | None:
-        claim = await self.store.freshest(customer_web_id)
-        return None if claim is None else claim_report(claim, time.time(), self.settings.claims.ttl)
-
-    async def forget(self, customer_web_id: str) -> bool:
-        forgotten = await self.store.forget(customer_web_id)
-        log.info("claim_forgotten", customer=customer_web_id, had_claim=forgotten)
-        return forgotten
-
-    def metrics_text(self) -> bytes:
-        return self.monitor.metrics.render()
 
 
 # --- helpers outside the class: no state, testable alone -------------------------------

@@ -2,7 +2,7 @@
 
 It runs on its own port, on the proxy's event loop (tornado on asyncio), so orchestrator
 probes reach it without going through the proxy. Handlers only translate HTTP; what they
-answer comes from an ``AdminBackend`` (the addon). Every error is a short JSON body with a
+answer comes from an ``AdminBackend`` (``backend.Backend``). Every error is a short JSON body with a
 4xx/5xx status, never a stack trace.
 """
 
@@ -12,12 +12,13 @@ import hmac
 import json
 from collections.abc import Awaitable
 from ipaddress import ip_address
-from typing import Any, NamedTuple, Protocol
+from typing import Any, Protocol
 
 from tornado import httputil, netutil, web
 from tornado.httpserver import HTTPServer
 
 from claimgate import capture, signature, status_page
+from claimgate.intake import Ingested
 from claimgate.limits import HeadLimits, Refusal
 from claimgate.settings import AdminSettings
 
@@ -26,14 +27,6 @@ MAX_BODY = 64 * 1024
 TRANSPORT_LIMIT = 1024 * 1024
 """Above this tornado drops the connection unread; between the two we answer 413."""
 REALM = 'Basic realm="claimgate", charset="UTF-8"'
-
-
-class Ingested(NamedTuple):
-    """What became of a link: not a link (None), refused, or captured and maybe stored."""
-
-    result: capture.Captured | capture.Refused | None
-    stored: bool = False
-    """False for a claim older than the one held, and for activations (nothing to store)."""
 
 
 class AdminBackend(Protocol):
