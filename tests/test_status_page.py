@@ -30,6 +30,7 @@ import claimgate
 from claimgate import status_page
 from claimgate.testing import ApiDouble, make_claim, make_secret
 from tests.browser import chromium
+from tests.status_documents import customer_rows
 from tests.support import (
     PROVIDER_SECRET,
     VIOLATION_KINDS,
@@ -329,36 +330,7 @@ CRAFTED = {
     "ready": False,
     "listeners": {"forward": "127.0.0.1:8080", "admin": "127.0.0.1:8082"},
     "customers": [
-        {
-            "customer": "100",
-            "user": "17",
-            "claim_fp": "abcdef012345",
-            "source": "link",
-            "claim_age": 42,
-            "expires_in": 43158,
-            "expired": False,
-            "last_violation": None,
-        },
-        {
-            "customer": "200",
-            "user": "3",
-            "claim_fp": "0123456789ab",
-            "source": "admin",
-            "claim_age": 180,
-            "expires_in": 0,
-            "expired": True,
-            "last_violation": {"kind": "expired_claim", "age": 7200},
-        },
-        {
-            "customer": "300",
-            "user": None,
-            "claim_fp": None,
-            "source": None,
-            "claim_age": None,
-            "expires_in": None,
-            "expired": False,
-            "last_violation": {"kind": "missing_claim", "age": 12},
-        },
+        *customer_rows(),
         {
             "customer": MARKUP_ID + "&amp; '\"",
             "user": "<u>&</u>",

@@ -16,6 +16,7 @@ from claimgate import status_page
 from claimgate.activity import Activity
 from claimgate.status import status_report
 from claimgate.store import Claim
+from tests.status_documents import customer_rows
 from tests.support import VIOLATION_KINDS
 
 NOW = 1_800_000_000.0
@@ -183,38 +184,7 @@ def test_rows_are_worded_as_the_script_words_them():
         "ready": True,
         "mode": "enforce",
         "listeners": {"admin": "127.0.0.1:8082"},
-        "customers": [
-            {
-                "customer": "100",
-                "user": "17",
-                "claim_fp": "abcdef012345",
-                "source": "link",
-                "claim_age": 42,
-                "expires_in": 43158,
-                "expired": False,
-                "last_violation": None,
-            },
-            {
-                "customer": "200",
-                "user": "3",
-                "claim_fp": "0123456789ab",
-                "source": "admin",
-                "claim_age": 180,
-                "expires_in": 0,
-                "expired": True,
-                "last_violation": {"kind": "expired_claim", "age": 7200},
-            },
-            {
-                "customer": "300",
-                "user": None,
-                "claim_fp": None,
-                "source": None,
-                "claim_age": None,
-                "expires_in": None,
-                "expired": False,
-                "last_violation": {"kind": "missing_claim", "age": 200_000},
-            },
-        ],
+        "customers": customer_rows(missing_since=200_000),
         "recent_violations": [
             {"kind": "missing_claim", "customer": "300", "age": 100 + i} for i in range(25)
         ]
