@@ -19,6 +19,7 @@ SLOW_MODULES = frozenset(
         "test_soak",
         "test_status_page",
         "test_store_contract",
+        "test_testing_process",
     }
 )
 

@@ -34,7 +34,6 @@ import math
 import os
 import re
 import shutil
-import signal
 import socket
 import statistics
 import subprocess
@@ -50,12 +49,15 @@ from pathlib import Path
 
 from claimgate import onoffice
 from claimgate.testing import (
+    ClaimgateProcess,
+    free_port,
     make_certificates,
     make_claim,
     make_secret,
     make_token,
     service_call_url,
     signed_request,
+    stop_process,
 )
 
 READ = onoffice.ACTION_PREFIX + "read"
@@ -102,28 +104,15 @@ BUDGETS = {1024: 0.95, 65536: 0.9}
 """docs/design.md 5: claimgate / mitmdump throughput at these body sizes."""
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def ensure_tools() -> None:
+    """Stop before starting anything when nginx or hey is absent: ``./dev setup`` installs them."""
     missing = [
-        name
-        for name, tool in (("nginx", "nginx"), ("hey", "hey"))
+        tool
+        for tool in ("nginx", "hey")
         if shutil.which(tool) is None and not Path(f"/usr/sbin/{tool}").exists()
     ]
     if missing:
-        print(f"installing {', '.join(missing)} with apt-get ...", flush=True)
-        env = os.environ | {"DEBIAN_FRONTEND": "noninteractive"}
-        subprocess.run(["apt-get", "update", "-qq"], check=True, env=env)
-        subprocess.run(
-            ["apt-get", "install", "-y", "-qq", "--no-install-recommends", *missing],
-            check=True,
-            env=env,
-            stdout=subprocess.DEVNULL,
-        )
+        raise SystemExit(f"bench: {' and '.join(missing)} not installed: run ./dev setup")
 
 
 def body_of_size(size: int, token: str, secret: str) -> bytes:
@@ -158,17 +147,7 @@ def process(
         try:
             yield child.pid
         finally:
-            stop(child)
-
-
-def stop(child: subprocess.Popen) -> None:
-    """SIGTERM, then SIGKILL if it has not exited within 15 seconds."""
-    child.send_signal(signal.SIGTERM)
-    try:
-        child.wait(15)
-    except subprocess.TimeoutExpired:
-        child.kill()
-        child.wait(5)
+            stop_process(child)
 
 
 def wait_for_port(port: int, timeout: float = 30.0) -> None:
@@ -379,12 +358,12 @@ def run(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory(prefix="claimgate-bench-") as tmp:
         work = Path(tmp)
         ca, cert, key = make_certificates(work, ["localhost", "127.0.0.1"])
-        env = os.environ | {
+        secrets = {
             "BENCH_PROVIDER_SECRET": provider_secret,
             "BENCH_ADMIN_TOKEN": admin_token,
             "BENCH_API_TOKEN": token,
-            "CLAIMGATE_LOG_FORMAT": "json",
         }
+        env = os.environ | secrets | {"CLAIMGATE_LOG_FORMAT": "json"}
         admin = free_port()
         with nginx(work, cert, key) as upstream, ExitStack() as stack:
             url = f"https://localhost:{upstream}/api/stable/api.php"
@@ -405,18 +384,16 @@ def run(args: argparse.Namespace) -> None:
             core = [sys.executable, str(Path(__file__).with_name("core_proxy.py"))]
             running["core"] = start("core", [*core, config("core", port, free_port())], port)
             port = free_port()
-            claimgate = [str(Path(sys.executable).with_name("claimgate")), "run", "--config"]
-            running["claimgate"] = start(
-                "claimgate", [*claimgate, config("claimgate", port, admin)], port
-            )
-            wait_for_port(admin)
+            claimgate_toml = claimgate_config(work, "claimgate", port, admin, upstream, ca)
+            gate = ClaimgateProcess(claimgate_toml, secrets, cpus=proxy_cpus)
+            stack.enter_context(gate)  # returns once every listener is up
+            running["claimgate"] = Proxy("claimgate", f"http://127.0.0.1:{port}", gate.pid)
             give_claim(admin, admin_token, provider_secret)
             rows = [
                 measure_size(size, url, work, token, secret, running, args) for size in args.sizes
             ]
-        log = (work / "claimgate.log").read_text()
-    decisions = [json.loads(line) for line in log.splitlines() if '"api_request"' in line]
-    injected = sum(1 for d in decisions if d.get("decision") == "injected")
+    decisions = [event.get("decision") for event in gate.events("api_request")]
+    injected = decisions.count("injected")
     report(rows, args, proxy_cpus, load_cpus, injected, len(decisions))
 
 

@@ -11,24 +11,18 @@ The test suite runs a short form (``tests/test_soak.py``).
 """
 
 import argparse
-import json
-import os
 import ssl
-import subprocess
-import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 
-from benchmarks.bench import stop
 from claimgate.testing import (
     ApiDouble,
+    ClaimgateProcess,
     make_claim,
     make_secret,
     make_token,
@@ -52,9 +46,8 @@ def rss_mb(pid: int) -> float:
     raise RuntimeError("no VmRSS")
 
 
-@contextmanager
-def sidecar(work: Path, api: ApiDouble, env: dict[str, str]) -> Iterator[tuple[int, str, str]]:
-    """``claimgate run`` on free ports; yields (pid, proxy URL, admin address)."""
+def sidecar_config(work: Path, api: ApiDouble) -> Path:
+    """claimgate on free ports in front of the API double, the customer's token configured."""
     config = work / "claimgate.toml"
     config.write_text(f"""
 [proxy]
@@ -73,29 +66,7 @@ token = "env:SOAK_ADMIN_TOKEN"
 customer_web_id = "{CUSTOMER}"
 token = "env:SOAK_API_TOKEN"
 """)
-    child_env = {k: v for k, v in os.environ.items() if not k.upper().endswith("_PROXY")}
-    child = subprocess.Popen(
-        [sys.executable, "-m", "claimgate", "run", "--config", str(config)],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=child_env | env | {"CLAIMGATE_LOG_FORMAT": "json"},
-    )
-    try:
-        assert child.stderr is not None
-        listeners: dict[str, str] = {}
-        for line in child.stderr:
-            if '"claimgate_ready"' in line:
-                listeners = json.loads(line)["listeners"]
-                break
-        if not listeners:
-            raise RuntimeError("claimgate did not start")
-        # Keep draining its log so it never blocks on a full pipe.
-        threading.Thread(target=lambda: [None for _ in child.stderr], daemon=True).start()  # type: ignore[union-attr]
-        yield child.pid, f"http://{listeners['forward']}", listeners["admin"]
-    finally:
-        stop(child)
+    return config
 
 
 def run_soak(
@@ -112,8 +83,9 @@ def run_soak(
     with (
         tempfile.TemporaryDirectory(prefix="claimgate-soak-") as tmp,
         ApiDouble({token: secret}) as api,
-        sidecar(Path(tmp), api, env) as (pid, proxy, admin),
+        ClaimgateProcess(sidecar_config(Path(tmp), api), env) as gate,
     ):
+        pid, proxy, admin = gate.pid, f"http://{gate.listeners['forward']}", gate.listeners["admin"]
         link = service_call_url(
             "https://provider.example/service",
             provider_secret,

@@ -1,17 +1,13 @@
 """A real headless browser for tests: Debian's Chromium driven by Playwright.
 
 Playwright's wheel brings its driver but no browser, and nothing can be downloaded here
-(``playwright install`` would), so the tests use the distribution's Chromium and install it
-with apt when a fresh machine (CI) lacks it. Installation is serialised by a file lock, since
-parallel test processes would otherwise race on dpkg's own lock, and a failed installation
-fails the test: a skipped browser test would hide that the page was never checked.
+(``playwright install`` would), so the tests use the distribution's Chromium, which
+``./dev setup`` installs (``./dev test`` runs it first). Where it is missing the test fails
+naming that step: a skipped browser test would hide that the page was never checked.
 """
 
-import fcntl
 import os
-import shutil
 import signal
-import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
@@ -23,8 +19,6 @@ import pytest
 from playwright.sync_api import BrowserContext, sync_playwright
 
 CHROMIUM = Path("/usr/bin/chromium")
-INSTALL_LOCK = Path(tempfile.gettempdir()) / "claimgate-chromium-install.lock"
-INSTALL_TIMEOUT = 900.0
 CHROMIUM_ARGS = [
     "--headless",
     "--no-sandbox",  # root in a container: the sandbox cannot start
@@ -38,63 +32,11 @@ CHROMIUM_ARGS = [
 ]
 
 
-def _apt(*args: str) -> None:
-    """Run apt-get non-interactively; raise with its output's tail when it fails."""
-    env = os.environ | {"DEBIAN_FRONTEND": "noninteractive"}
-    result = subprocess.run(
-        ["apt-get", *args],
-        env=env,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=INSTALL_TIMEOUT,
-        check=False,
-    )
-    if result.returncode != 0:
-        tail = (result.stdout + result.stderr).strip().splitlines()[-15:]
-        raise RuntimeError(
-            f"apt-get {' '.join(args)} exited {result.returncode}:\n" + "\n".join(tail)
-        )
-
-
-_install_failure: list[str] = []  # one attempt per test process, not one per test
-
-
 def ensure_chromium() -> Path:
-    """Return Chromium's path, installing Debian's package first if it is missing.
-
-    Fails the calling test (never skips it) when Chromium cannot be installed.
-    """
-    if os.access(CHROMIUM, os.X_OK):
-        return CHROMIUM
-    if not _install_failure:
-        with INSTALL_LOCK.open("a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)  # another process may be installing it right now
-            try:
-                if not os.access(CHROMIUM, os.X_OK):
-                    _install()
-            except (OSError, RuntimeError, subprocess.TimeoutExpired) as error:
-                _install_failure.append(str(error))
-            finally:
-                fcntl.flock(lock, fcntl.LOCK_UN)
-    if _install_failure:
-        pytest.fail(
-            f"this test needs Chromium at {CHROMIUM}, and installing Debian's 'chromium' "
-            f"package failed: {_install_failure[0]}",
-            pytrace=False,
-        )
+    """Chromium's path; fails the calling test (never skips it) when it is not installed."""
     if not os.access(CHROMIUM, os.X_OK):
-        pytest.fail(
-            f"'apt-get install chromium' succeeded but {CHROMIUM} is missing", pytrace=False
-        )
+        pytest.fail(f"Chromium is not installed at {CHROMIUM}: run ./dev setup", pytrace=False)
     return CHROMIUM
-
-
-def _install() -> None:
-    if shutil.which("apt-get") is None:
-        raise RuntimeError("apt-get not found (not a Debian-like system)")
-    _apt("update")
-    _apt("install", "-y", "--no-install-recommends", "chromium")
 
 
 def _processes_using(marker: str) -> list[int]:

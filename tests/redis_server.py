@@ -2,21 +2,18 @@
 
 The shared store is only proven against the real server, so tests start their own: one
 process per ``redis_server`` fixture, on its own free loopback port, with no persistence,
-stopped at the end whatever the test's outcome. A fresh CI machine has no server, so
-``ensure_redis_server`` installs Debian's package once (serialised across processes by a
-file lock); a failed install fails the test with apt's output instead of skipping it, since
-a skipped store test would hide a missing install step.
+stopped at the end whatever the test's outcome. ``./dev setup`` installs Debian's package
+(``./dev test`` runs it first); where it is still missing the test fails naming that step
+instead of skipping, since a skipped store test would hide that the store was never proven.
 
 The repository's conftest.py registers these fixtures for every test module.
 """
 
 import atexit
 import contextlib
-import fcntl
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -28,10 +25,10 @@ from typing import Any, Self
 import pytest
 import redis
 
+from claimgate.testing import free_port
+
 START_TIMEOUT = 10.0
 STOP_TIMEOUT = 5.0
-INSTALL_TIMEOUT = 900.0
-INSTALL_LOCK = Path(tempfile.gettempdir()) / "claimgate-redis-server-install.lock"
 KNOWN_PATHS = ("/usr/bin/redis-server", "/usr/sbin/redis-server", "/usr/local/bin/redis-server")
 
 _running: set["RedisServer"] = set()
@@ -45,52 +42,12 @@ def find_redis_server() -> str | None:
     return next((path for path in KNOWN_PATHS if os.access(path, os.X_OK)), None)
 
 
-def _apt(*args: str) -> None:
-    """Run one apt-get step; fail the test with the output's tail when it does not succeed."""
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    command = ["apt-get", "-o", "DPkg::Lock::Timeout=300", *args]
-    try:
-        done = subprocess.run(
-            command,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            timeout=INSTALL_TIMEOUT,
-            check=False,
-        )
-    except (OSError, subprocess.TimeoutExpired) as error:
-        pytest.fail(f"installing redis-server: {' '.join(command)} failed: {error!r}")
-    if done.returncode != 0:
-        tail = "\n".join(done.stdout.splitlines()[-30:])
-        pytest.fail(
-            f"installing redis-server: {' '.join(command)} exited {done.returncode}:\n{tail}"
-        )
-
-
 def ensure_redis_server() -> str:
-    """The path of ``redis-server``, installed with apt first when the machine lacks it."""
+    """The path of ``redis-server``; fails the test, naming the set-up step, when it is absent."""
     found = find_redis_server()
-    if found:
-        return found
-    with INSTALL_LOCK.open("w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # another process may be installing right now
-        found = find_redis_server()
-        if found is None:
-            _apt("update")
-            _apt("install", "-y", "--no-install-recommends", "redis-server")
-            found = find_redis_server()
     if found is None:
-        pytest.fail("apt-get installed redis-server but no redis-server executable was found")
+        pytest.fail("redis-server is not installed: run ./dev setup", pytrace=False)
     return found
-
-
-def free_port() -> int:
-    """A port that was free on loopback a moment ago (the server binds it right after)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class RedisServer:
@@ -236,7 +193,7 @@ def _kill_leftovers() -> None:
 
 @pytest.fixture(scope="session")
 def redis_server_executable() -> str:
-    """Installed once per run; a failed install fails every test that needs a server."""
+    """Looked up once per run; when it is missing, every test that needs a server fails."""
     return ensure_redis_server()
 
 

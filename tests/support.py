@@ -5,17 +5,11 @@ that test (fixtures in ``conftest.py`` own the lifetimes).
 """
 
 import json
-import os
-import queue
-import signal
-import socket
 import ssl
-import subprocess
 import sys
 import threading
-import time
-from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -25,6 +19,7 @@ import httpx
 from claimgate import onoffice
 from claimgate.testing import (
     ApiDouble,
+    ClaimgateProcess,
     activation_url,
     make_claim,
     make_secret,
@@ -33,7 +28,6 @@ from claimgate.testing import (
     signed_request,
 )
 
-STARTUP_TIMEOUT = 30.0
 PROVIDER_SECRET = make_secret()
 READ = onoffice.ACTION_PREFIX + "read"
 
@@ -52,13 +46,6 @@ SDK_HEADERS = {
     "Accept-Encoding": "deflate, gzip",
     "Content-Type": "application/x-www-form-urlencoded",
 }
-
-
-def free_port() -> int:
-    """A loopback port nothing listens on (for a moment): for servers that must be absent."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def toml_value(value: Any) -> str:
@@ -87,18 +74,12 @@ def toml_document(config: Mapping[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-@dataclass
-class Sidecar:
-    """A running ``claimgate run`` and everything it logged (one JSON object per line)."""
+class Sidecar(ClaimgateProcess):
+    """A test world's ``claimgate run``, with the CA its forward listener signs with."""
 
-    process: subprocess.Popen[str]
-    listeners: dict[str, str]
-    ca_path: Path
-    lines: list[str] = field(default_factory=list)
-    _events: "queue.Queue[dict[str, Any]]" = field(default_factory=queue.Queue)
-    _seen: list[dict[str, Any]] = field(default_factory=list)
-    _reader: threading.Thread | None = None
-    """Reads the output; once it is done with an exited process, no event can still come."""
+    def __init__(self, config: Path, env: Mapping[str, str], ca_path: Path) -> None:
+        super().__init__(config, env)
+        self.ca_path = ca_path
 
     @property
     def proxy_url(self) -> str:
@@ -107,44 +88,6 @@ class Sidecar:
     @property
     def capture_url(self) -> str:
         return f"http://{self.listeners['capture']}"
-
-    def events(self, event: str | None = None) -> list[dict[str, Any]]:
-        """Every event logged so far (optionally only those named ``event``)."""
-        while True:
-            try:
-                self._seen.append(self._events.get_nowait())
-            except queue.Empty:
-                break
-        return [e for e in self._seen if event is None or e.get("event") == event]
-
-    def wait_for(
-        self,
-        event: str,
-        where: Callable[[dict[str, Any]], bool] = lambda e: True,
-        timeout: float = 5.0,
-    ) -> dict[str, Any]:
-        """The first event named ``event`` matching ``where``, waiting up to ``timeout``."""
-        deadline = time.monotonic() + timeout
-        while True:
-            for logged in self.events(event):
-                if where(logged):
-                    return logged
-            finished = self._reader is not None and not self._reader.is_alive()
-            if time.monotonic() > deadline or (finished and self._events.empty()):
-                raise AssertionError(
-                    f"no {event!r} event; saw {[e.get('event') for e in self._seen]}"
-                )
-            time.sleep(0.02)
-
-    def stop(self) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(5)
-        return self.process.returncode
 
 
 def forward_proxy(tmp: Path, api: ApiDouble, **keys: Any) -> dict[str, Any]:
@@ -185,39 +128,8 @@ def start_sidecar(workdir: Path, config: Mapping[str, Any], env: Mapping[str, st
     config = {**config, "admin": {"listen": "127.0.0.1:0", **config.get("admin", {})}}
     config_path = workdir / "claimgate.toml"
     config_path.write_text(toml_document(config))
-    process_env = {k: v for k, v in os.environ.items() if not k.upper().endswith("_PROXY")}
-    process_env |= {"CLAIMGATE_LOG_FORMAT": "json", "PYTHONFAULTHANDLER": "1", **env}
-    process = subprocess.Popen(
-        [*claimgate_command(), "run", "--config", str(config_path)],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env=process_env,
-    )
-    events: queue.Queue[dict[str, Any]] = queue.Queue()
-    lines: list[str] = []
-
-    def pump() -> None:
-        assert process.stdout is not None
-        for line in process.stdout:
-            lines.append(line)
-            try:
-                events.put(json.loads(line))
-            except ValueError:
-                events.put({"event": "unparsed", "line": line})
-
-    reader = threading.Thread(target=pump, daemon=True)
-    reader.start()
-    ca_dir = Path(config["proxy"]["ca_dir"])
-    sidecar = Sidecar(process, {}, ca_dir / "mitmproxy-ca-cert.pem", lines, events, _reader=reader)
-    try:
-        ready = sidecar.wait_for("claimgate_ready", timeout=STARTUP_TIMEOUT)
-    except AssertionError:
-        sidecar.stop()
-        raise AssertionError("claimgate did not start:\n" + "".join(lines)) from None
-    sidecar.listeners = ready["listeners"]
-    return sidecar
+    ca_path = Path(config["proxy"]["ca_dir"]) / "mitmproxy-ca-cert.pem"
+    return Sidecar(config_path, env, ca_path).start()
 
 
 @dataclass(frozen=True)

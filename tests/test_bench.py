@@ -2,7 +2,8 @@
 
 It asserts that every proxy was measured and every comparison reported, and that claimgate
 injected every request it was sent; never how fast anything was (speed is the benchmark's
-business, not CI's). nginx and hey are installed with apt-get when missing.
+business, not CI's). nginx and hey come from ``./dev setup``; without them the benchmark
+exits naming that step, and this test fails with its message.
 """
 
 import os

@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from claimgate.fingerprint import fingerprint
-from claimgate.testing import ApiDouble, make_certificates, make_claim, make_secret
+from claimgate.testing import ApiDouble, free_port, make_certificates, make_claim, make_secret
 from tests.support import (
     PROVIDER_SECRET,
     App,
@@ -23,7 +23,6 @@ from tests.support import (
     World,
     api_request,
     forward_proxy,
-    free_port,
     run_world,
 )
 

@@ -378,8 +378,7 @@ def test_sigterm_with_open_connections_on_every_listener_logs_no_error(tmp_path)
             world.sidecar.process.send_signal(signal.SIGTERM)
             assert world.sidecar.process.wait(15) == 0
             idle.close()
-            assert world.sidecar._reader is not None
-            world.sidecar._reader.join(10)  # every line the process wrote has been read
+            assert world.sidecar.stop() == 0  # reaped: every line it wrote has been read
             logged = world.sidecar.events()
             assert [e["event"] for e in logged if e["event"].startswith("shutdown")] == [
                 "shutdown_started",

@@ -7,27 +7,23 @@ then stops everything. A new user sees claimgate work before touching anything r
 """
 
 import json
-import os
-import queue
-import signal
-import socket
 import ssl
-import subprocess
 import sys
 import tempfile
 import threading
-import time
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TextIO
 
 from claimgate.fingerprint import fingerprint
 from claimgate.testing import (
     ApiDouble,
+    ClaimgateProcess,
     activation_url,
+    free_port,
     make_claim,
     make_secret,
     make_token,
@@ -37,7 +33,6 @@ from claimgate.testing import (
 
 CUSTOMER = "21312"
 USER = "17"
-STARTUP_TIMEOUT = 30.0
 
 
 class _ProviderApp(BaseHTTPRequestHandler):
@@ -68,63 +63,6 @@ def _provider_app() -> Iterator[str]:
         thread.join(5)
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-class _Sidecar:
-    """``claimgate run`` as a child process, its JSON log lines collected as they come."""
-
-    def __init__(self, config: Path, secrets: dict[str, str]) -> None:
-        env = {k: v for k, v in os.environ.items() if not k.upper().endswith("_PROXY")}
-        env |= {"CLAIMGATE_LOG_FORMAT": "json", **secrets}
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "claimgate", "run", "--config", str(config)],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=env,
-        )
-        self.events: queue.Queue[dict[str, Any]] = queue.Queue()
-        self.lines: list[str] = []
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self) -> None:
-        assert self.process.stderr is not None
-        for line in self.process.stderr:
-            self.lines.append(line)
-            try:
-                self.events.put(json.loads(line))
-            except ValueError:
-                continue
-
-    def wait_for(self, event: str, timeout: float = 5.0) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                logged = self.events.get(timeout=0.1)
-            except queue.Empty:
-                if self.process.poll() is not None:
-                    break
-                continue
-            if logged.get("event") == event:
-                return logged
-        raise RuntimeError(f"claimgate did not log {event!r}:\n" + "".join(self.lines[-20:]))
-
-    def stop(self) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(5)
-        return self.process.returncode
-
-
 def _get(url: str, host: str) -> int:
     request = urllib.request.Request(url, headers={"Host": host})
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
@@ -142,36 +80,37 @@ def run_demo(out: TextIO = sys.stdout) -> int:
         ApiDouble({token: api_secret}) as api,
         _provider_app() as app,
     ):
-        forward, capture, admin = _free_port(), _free_port(), _free_port()
+        # mitmproxy binds one port-0 listener per host: the capture listener gets a free port.
         config = Path(workdir) / "claimgate.toml"
         config.write_text(
-            f'[proxy]\nlisten = "127.0.0.1:{forward}"\napi_hosts = ["localhost:{api.port}"]\n'
+            f'[proxy]\nlisten = "127.0.0.1:0"\napi_hosts = ["localhost:{api.port}"]\n'
             f'upstream_ca = "{api.ca_path}"\nca_dir = "{Path(workdir) / "ca"}"\n'
-            f'[capture]\nlisten = "127.0.0.1:{capture}"\nupstream = "{app}"\n'
+            f'[capture]\nlisten = "127.0.0.1:{free_port()}"\nupstream = "{app}"\n'
             f'provider_secret = "env:DEMO_PROVIDER_SECRET"\n'
-            f'[admin]\nlisten = "127.0.0.1:{admin}"\n'
+            '[admin]\nlisten = "127.0.0.1:0"\n'
         )
-        sidecar = _Sidecar(config, {"DEMO_PROVIDER_SECRET": provider_secret})
-        try:
-            sidecar.wait_for("claimgate_ready", STARTUP_TIMEOUT)
+        with ClaimgateProcess(config, {"DEMO_PROVIDER_SECRET": provider_secret}) as sidecar:
+            forward, capture, admin = (
+                sidecar.listeners[n] for n in ("forward", "capture", "admin")
+            )
             say("claimgate demo: the whole path on loopback; nothing leaves this machine.")
             say()
             say(f"  onOffice API (a double)  {api.url}")
             say(f"  provider app             {app}")
             say(
-                f"  claimgate                forward 127.0.0.1:{forward} (HTTPS_PROXY), "
-                f"capture 127.0.0.1:{capture}, admin 127.0.0.1:{admin}"
+                f"  claimgate                forward {forward} (HTTPS_PROXY), "
+                f"capture {capture}, admin {admin}"
             )
             say()
             link = activation_url(
-                f"http://127.0.0.1:{capture}/activate",
+                f"http://{capture}/activate",
                 provider_secret,
                 customer_web_id=CUSTOMER,
                 user_id="1",
                 claim=activation_claim,
                 api_token=token,
             )
-            _get(link, f"127.0.0.1:{capture}")
+            _get(link, capture)
             learned = sidecar.wait_for("token_learned")
             say(
                 "1. An administrator activates the service: onOffice opens the signed "
@@ -182,13 +121,13 @@ def run_demo(out: TextIO = sys.stdout) -> int:
                 f"belongs to customer {learned['customer']}."
             )
             link = service_call_url(
-                f"http://127.0.0.1:{capture}/service",
+                f"http://{capture}/service",
                 provider_secret,
                 customer_web_id=CUSTOMER,
                 user_id=USER,
                 claim=claim,
             )
-            status = _get(link, f"127.0.0.1:{capture}")
+            status = _get(link, capture)
             captured = sidecar.wait_for("claim_captured")
             say(
                 "2. A user opens the service: onOffice calls the provider app through the "
@@ -200,7 +139,7 @@ def run_demo(out: TextIO = sys.stdout) -> int:
             )
             ca = Path(workdir) / "ca" / "mitmproxy-ca-cert.pem"
             opener = urllib.request.build_opener(
-                urllib.request.ProxyHandler({"https": f"http://127.0.0.1:{forward}"}),
+                urllib.request.ProxyHandler({"https": f"http://{forward}"}),
                 urllib.request.HTTPSHandler(context=ssl.create_default_context(cafile=ca)),
             )
             body = signed_request(token, api_secret, "estate", "address")
@@ -245,5 +184,3 @@ def run_demo(out: TextIO = sys.stdout) -> int:
             )
             injected = received.claims() == [claim] * len(received.claims())
             return 0 if injected and errorcode == 0 else 1
-        finally:
-            sidecar.stop()

@@ -1,9 +1,10 @@
-"""claimgate.testing: the API double over real HTTPS, and the signed-link builders."""
+"""claimgate.testing.api_double: the onOffice API double, over real HTTPS.
 
-import base64
+How it answers each action and each whole request (docs/onoffice-protocol.md 1, 2, 4), what
+it records, and that stopping it leaves nothing behind.
+"""
+
 import gzip
-import hashlib
-import hmac
 import json
 import socket
 import ssl
@@ -12,22 +13,12 @@ import time
 import zlib
 from collections.abc import Iterator
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
 
 import httpx
 import pytest
 
 from claimgate import onoffice
-from claimgate.testing import (
-    ApiDouble,
-    ReceivedRequest,
-    activation_url,
-    make_claim,
-    make_secret,
-    make_token,
-    service_call_url,
-    webhook_url,
-)
+from claimgate.testing import ApiDouble, ReceivedRequest, make_claim
 from tests.support import SDK_BODY
 
 TOKEN = "a" * 32
@@ -405,36 +396,6 @@ def test_php_sdk_request_bytes(api: ApiDouble) -> None:
     )
 
 
-def test_chunked_request_body(api: ApiDouble) -> None:
-    body = json.dumps(request_body(v2_action())).encode()
-    chunked = b"".join(
-        b"%x\r\n%s\r\n" % (len(body[i : i + 100]), body[i : i + 100])
-        for i in range(0, len(body), 100)
-    )
-    request = (
-        b"POST /api/stable/api.php HTTP/1.1\r\nHost: localhost\r\n"
-        b"Transfer-Encoding: chunked\r\n\r\n" + chunked + b"0\r\n\r\n"
-    )
-
-    response = raw_exchange(api, request)
-
-    assert response.startswith(b"HTTP/1.1 200 ")
-    assert api.requests[0].raw_body == body
-    assert api.requests[0].results == (0,)
-
-
-def test_keep_alive_serves_several_requests_on_one_connection(
-    api: ApiDouble, client: httpx.Client
-) -> None:
-    peers = set()
-    for _ in range(3):
-        with client.stream("POST", api.url, json=request_body(v2_action())) as response:
-            response.read()
-            peers.add(response.extensions["network_stream"].get_extra_info("client_addr"))
-    assert len(api.wait_for_requests(3)) == 3
-    assert len(peers) == 1
-
-
 def test_certificate_covers_hostname_localhost_and_ip(api: ApiDouble) -> None:
     context = ssl.create_default_context(cafile=str(api.ca_path))
     with httpx.Client(verify=context, trust_env=False) as http:
@@ -521,153 +482,6 @@ def test_wait_for_requests_wakes_up_for_a_request_from_another_thread(
     assert isinstance(received, ReceivedRequest)
 
 
-# --- signed links --------------------------------------------------------------------------
-
-
-def query(url: str) -> dict[str, str]:
-    return dict(parse_qsl(urlsplit(url).query, keep_blank_values=True))
-
-
-def expected_signature(url: str, secret: str) -> str:
-    """The signature over a URL whose query is already sorted and PHP-encoded."""
-    unsigned = url.rsplit("&signature=", 1)[0]
-    return hmac.new(secret.encode(), unsigned.encode(), hashlib.sha256).hexdigest()
-
-
-def test_service_call_url_matches_the_documented_vector() -> None:
-    # docs/onoffice-protocol.md 3c: a test vector computed from onOffice's algorithm.
-    url = service_call_url(
-        "https://provider.example/service",
-        "provider-secret",
-        customer_web_id="21312",
-        user_id="17",
-        claim="ab+c/d=",
-        timestamp=1700000000,
-        extra={"estateId": "4711", "groupId": "3"},
-    )
-
-    assert url == (
-        "https://provider.example/service?apiClaim=ab%2Bc%2Fd%3D&customerName=Muster+Immobilien"
-        "&customerWebId=21312&estateId=4711&groupId=3&timestamp=1700000000&userId=17"
-        "&signature=0a1bdb811f9b3f872e8665f98522d15cb81b8b8938bb3aa6635ad49492adb98e"
-    )
-
-
-def test_service_call_url_carries_the_parameters_and_a_signature() -> None:
-    claim = make_claim("link")
-    before = int(time.time())
-
-    url = service_call_url(
-        "https://provider.example:8443/onoffice/service",
-        "provider-secret",
-        customer_web_id="4711",
-        user_id="42",
-        claim=claim,
-        extra={"estateId": "9", "UserLanguage": "DEU", "note": "a~b c"},
-    )
-
-    parameters = query(url)
-    assert parameters["apiClaim"] == claim
-    assert parameters["customerWebId"] == "4711"
-    assert parameters["userId"] == "42"
-    assert parameters["customerName"] == "Muster Immobilien"
-    assert parameters["estateId"] == "9"
-    assert before <= int(parameters["timestamp"]) <= int(time.time())
-    assert len(parameters["signature"]) == 64
-    assert int(parameters["signature"], 16) >= 0
-    assert parameters["signature"] == expected_signature(url, "provider-secret")
-    assert url.startswith("https://provider.example:8443/onoffice/service?UserLanguage=DEU&")
-    assert "note=a%7Eb+c" in url  # PHP encodes "~"
-    assert "%2B" in url and "%2F" in url  # the claim's "+" and "/"
-
-
-def test_webhook_url_is_signed_like_a_service_call() -> None:
-    arguments: dict[str, Any] = {
-        "customer_web_id": "1",
-        "user_id": "2",
-        "claim": CLAIM,
-        "timestamp": 1700000000,
-    }
-
-    webhook = webhook_url("https://provider.example/hook", "s", **arguments)
-
-    assert webhook == service_call_url("https://provider.example/hook", "s", **arguments)
-
-
-def test_activation_url_carries_token_and_parameter_cache_id() -> None:
-    token = make_token()
-
-    url = activation_url(
-        "https://provider.example/activate",
-        "provider-secret",
-        customer_web_id="4711",
-        user_id="42",
-        claim=CLAIM,
-        api_token=token,
-        parameter_cache_id="cache-1",
-        timestamp=1700000000,
-    )
-
-    parameters = query(url)
-    assert parameters["apiToken"] == token
-    assert parameters["parameterCacheId"] == "cache-1"
-    assert parameters["apiClaim"] == CLAIM
-    assert parameters["timestamp"] == "1700000000"
-    assert parameters["signature"] == expected_signature(url, "provider-secret")
-
-
-def test_links_verify_and_keep_a_query_of_the_base_url() -> None:
-    from claimgate.signature import verify_url
-
-    url = activation_url(
-        "https://provider.example/app?page=unlock",
-        "provider-secret",
-        customer_web_id="4711",
-        user_id="42",
-        claim=CLAIM,
-        api_token=make_token(),
-    )
-
-    assert query(url)["page"] == "unlock"
-    assert verify_url(url, "provider-secret")
-    assert not verify_url(url, "other-secret")
-
-
-def test_link_parameters_must_not_collide() -> None:
-    for extra in ({"signature": "x"}, {"userId": "3"}):
-        with pytest.raises(ValueError):
-            service_call_url(
-                "https://provider.example/s",
-                "s",
-                customer_web_id="1",
-                user_id="2",
-                claim="c",
-                extra=extra,
-            )
-
-
-# --- values --------------------------------------------------------------------------------
-
-
-def test_make_claim_is_realistic_and_seedable() -> None:
-    claim = make_claim("seed")
-
-    assert len(claim) == 256
-    assert "+" in claim and "/" in claim and claim.endswith("=")
-    assert base64.b64decode(claim, validate=True)
-    assert make_claim("seed") == claim
-    assert make_claim("other") != claim
-    assert make_claim() != make_claim()
-    assert all("+" in c and "/" in c and "=" in c for c in (make_claim() for _ in range(50)))
-
-
-def test_make_token_and_secret_lengths() -> None:
-    assert len(make_token()) == 32
-    assert len(make_secret()) == 64
-    assert make_token() != make_token()
-    assert make_token().isalnum() and make_secret().isalnum()
-
-
 def test_delay_holds_the_answer_but_records_the_request_at_once(
     api: ApiDouble, client: httpx.Client
 ) -> None:
@@ -678,17 +492,3 @@ def test_delay_holds_the_answer_but_records_the_request_at_once(
     api.wait_for_requests(1, timeout=0.45)
     worker.join(5)
     assert time.monotonic() - started >= 0.5
-
-
-def test_signed_request_is_accepted_by_the_double_and_carries_no_claim(
-    api: ApiDouble, client: httpx.Client
-) -> None:
-    from claimgate.testing import signed_request
-
-    body = signed_request(TOKEN, SECRET, "estate", "address")
-    document = json.loads(body)
-    assert [a["resourcetype"] for a in document["request"]["actions"]] == ["estate", "address"]
-    assert all("extendedclaim" not in a["parameters"] for a in document["request"]["actions"])
-    assert results(client.post(api.url, content=body)) == [193, 193]  # signed, but no claim
-    with_claim = signed_request(TOKEN, SECRET, claim=CLAIM, version=None)
-    assert results(client.post(api.url, content=with_claim)) == [0]  # HMAC v1 covers it
