@@ -5,10 +5,11 @@ that test (fixtures in ``conftest.py`` own the lifetimes).
 """
 
 import json
+import socket
 import ssl
 import sys
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -29,6 +30,9 @@ from claimgate.testing import (
 )
 
 PROVIDER_SECRET = make_secret()
+ADMIN_TOKEN = make_secret()
+SECRETS_ENV = {"TEST_PS": PROVIDER_SECRET, "TEST_ADMIN_TOKEN": ADMIN_TOKEN}
+"""What a world's claimgate reads its secrets from (``env:TEST_PS``, ``env:TEST_ADMIN_TOKEN``)."""
 READ = onoffice.ACTION_PREFIX + "read"
 
 # The official PHP SDK's request, byte for byte (docs/onoffice-protocol.md 1.4): token
@@ -88,6 +92,34 @@ class Sidecar(ClaimgateProcess):
     @property
     def capture_url(self) -> str:
         return f"http://{self.listeners['capture']}"
+
+
+class SocketServer:
+    """A loopback TCP server for upstreams that misbehave on purpose: each connection, one
+    at a time, goes to ``handle``, which must close it; an ``OSError`` there is the client's."""
+
+    def __init__(self, handle: Callable[[socket.socket], None]) -> None:
+        self.handle = handle
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port: int = self.listener.getsockname()[1]
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                connection, _ = self.listener.accept()
+            except OSError:
+                return  # closed
+            try:
+                self.handle(connection)
+            except OSError:
+                continue
+
+    def close(self) -> None:
+        self.listener.shutdown(socket.SHUT_RDWR)  # wakes the accept()
+        self.listener.close()
+        self.thread.join(5)
 
 
 def forward_proxy(tmp: Path, api: ApiDouble, **keys: Any) -> dict[str, Any]:

@@ -6,7 +6,6 @@ timeout), nothing is buffered without bound, and claimgate serves the next reque
 import socket
 import ssl
 import struct
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,53 +14,37 @@ import httpx
 import pytest
 
 from claimgate.fingerprint import fingerprint
-from claimgate.testing import ApiDouble, free_port, make_certificates, make_claim, make_secret
+from claimgate.testing import ApiDouble, free_port, make_certificates, make_claim
 from tests.support import (
-    PROVIDER_SECRET,
+    ADMIN_TOKEN,
+    SECRETS_ENV,
     App,
     Customer,
+    SocketServer,
     World,
     api_request,
     forward_proxy,
     run_world,
 )
 
-ADMIN_TOKEN = make_secret()
-ENV = {"TEST_PS": PROVIDER_SECRET, "TEST_ADMIN_TOKEN": ADMIN_TOKEN}
 LIMIT = 64 * 1024
 BIG = 100 * 1024
 
 
-class Resetter:
+class Resetter(SocketServer):
     """A TLS server that sends half a response and then resets the connection."""
 
     def __init__(self, workdir: Path) -> None:
-        ca, cert, key = make_certificates(workdir, ["localhost", "127.0.0.1"])
-        self.ca = ca
+        self.ca, cert, key = make_certificates(workdir, ["localhost", "127.0.0.1"])
         self.context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         self.context.load_cert_chain(cert, key)
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self.listener.getsockname()[1]
-        self.thread = threading.Thread(target=self._serve, daemon=True)
-        self.thread.start()
+        super().__init__(self._reset)
 
-    def _serve(self) -> None:
-        while True:
-            try:
-                raw, _ = self.listener.accept()
-            except OSError:
-                return
-            try:
-                with self.context.wrap_socket(raw, server_side=True) as conn:
-                    conn.recv(65536)
-                    conn.sendall(b'HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n{"status":')
-                    conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-            except OSError:
-                continue
-
-    def close(self) -> None:
-        self.listener.close()
-        self.thread.join(5)
+    def _reset(self, raw: socket.socket) -> None:
+        with self.context.wrap_socket(raw, server_side=True) as conn:
+            conn.recv(65536)
+            conn.sendall(b'HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n{"status":')
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
 
 
 def config_for(tmp: Path, app_url: str, api: ApiDouble, mode: str, *hosts: str) -> dict:
@@ -83,7 +66,9 @@ def customers() -> list[Customer]:
 def world_in(tmp_path_factory, customers, mode: str) -> Iterator[World]:
     tmp = tmp_path_factory.mktemp(mode)
     with App() as app, ApiDouble({c.token: c.secret for c in customers}) as api:
-        yield from run_world(tmp, config_for(tmp, app.url, api, mode), ENV, app, api, customers)
+        yield from run_world(
+            tmp, config_for(tmp, app.url, api, mode), SECRETS_ENV, app, api, customers
+        )
 
 
 @pytest.fixture(scope="module")
@@ -172,7 +157,7 @@ def test_an_api_that_refuses_connections_gets_a_clear_502(tmp_path, customers):
     closed = free_port()
     with App() as app, ApiDouble({customer.token: customer.secret}) as api:
         config = config_for(tmp_path, app.url, api, "inject", f"localhost:{closed}")
-        worlds = run_world(tmp_path, config, ENV, app, api, [customer])
+        worlds = run_world(tmp_path, config, SECRETS_ENV, app, api, [customer])
         world = next(worlds)
         try:
             claim = ready(world, customer)
@@ -206,7 +191,7 @@ def test_an_api_resetting_mid_response(tmp_path, customers):
         bundle = tmp_path / "bundle.pem"
         bundle.write_text(api.ca_path.read_text() + resetter.ca.read_text())
         config["proxy"]["upstream_ca"] = str(bundle)
-        worlds = run_world(tmp_path, config, ENV, app, api, [customer])
+        worlds = run_world(tmp_path, config, SECRETS_ENV, app, api, [customer])
         world = next(worlds)
         try:
             claim = ready(world, customer)
@@ -224,7 +209,7 @@ def test_a_provider_app_that_is_down_still_has_its_claim_captured(tmp_path, cust
     with App() as app, ApiDouble({customer.token: customer.secret}) as api:
         dead_app = f"http://127.0.0.1:{free_port()}"  # nothing listens there
         config = config_for(tmp_path, dead_app, api, "inject")
-        worlds = run_world(tmp_path, config, ENV, app, api, [customer])
+        worlds = run_world(tmp_path, config, SECRETS_ENV, app, api, [customer])
         world = next(worlds)
         try:
             claim = make_claim()

@@ -59,6 +59,7 @@ from tests.support import (
     PROVIDER_SECRET,
     App,
     Customer,
+    SocketServer,
     World,
     api_request,
     run_world,
@@ -79,36 +80,23 @@ SLOWEST_PROBE = 5.0
 TRICKLE_BOUND = 40.0
 
 
-class PlainServer:
+class PlainServer(SocketServer):
     """A plain TCP server: records the first bytes each connection sends, then closes it."""
 
     def __init__(self) -> None:
         self.received: list[bytes] = []
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self.listener.getsockname()[1]
-        self.thread = threading.Thread(target=self._serve, daemon=True)
-        self.thread.start()
+        super().__init__(self._record)
 
-    def _serve(self) -> None:
-        while True:
+    def _record(self, connection: socket.socket) -> None:
+        with connection:
+            connection.settimeout(1.0)
+            data = b""
             try:
-                connection, _ = self.listener.accept()
-            except OSError:
-                return
-            with connection:
-                connection.settimeout(1.0)
-                data = b""
-                try:
-                    while len(data) < 64 * KIB and (chunk := connection.recv(64 * KIB)):
-                        data += chunk
-                except OSError:  # a TLS client waits for our hello: a second of silence
-                    pass
-                self.received.append(data)
-
-    def close(self) -> None:
-        self.listener.shutdown(socket.SHUT_RDWR)  # wakes the accept()
-        self.listener.close()
-        self.thread.join(5)
+                while len(data) < 64 * KIB and (chunk := connection.recv(64 * KIB)):
+                    data += chunk
+            except OSError:  # a TLS client waits for our hello: a second of silence
+                pass
+            self.received.append(data)
 
 
 @dataclass

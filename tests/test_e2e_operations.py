@@ -19,7 +19,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from claimgate.fingerprint import fingerprint
 from claimgate.testing import ApiDouble, make_claim, make_secret
 from tests.support import (
-    PROVIDER_SECRET,
+    ADMIN_TOKEN,
+    SECRETS_ENV,
     VIOLATION_KINDS,
     App,
     Customer,
@@ -30,7 +31,6 @@ from tests.support import (
     service_call_link,
 )
 
-ADMIN_TOKEN = make_secret()
 TTL = 30
 
 
@@ -46,9 +46,6 @@ def config_for(tmp: Path, app: App, api: ApiDouble, **sections: dict) -> dict:
     return config
 
 
-ENV = {"TEST_PS": PROVIDER_SECRET, "TEST_ADMIN_TOKEN": ADMIN_TOKEN}
-
-
 @pytest.fixture(scope="module")
 def customers() -> list[Customer]:
     return [Customer(str(41000 + i)) for i in range(12)]
@@ -58,7 +55,7 @@ def customers() -> list[Customer]:
 def world(tmp_path_factory, customers) -> Iterator[World]:
     tmp = tmp_path_factory.mktemp("operations")
     with App() as app, ApiDouble({c.token: c.secret for c in customers}) as api:
-        world_iter = run_world(tmp, config_for(tmp, app, api), ENV, app, api, customers)
+        world_iter = run_world(tmp, config_for(tmp, app, api), SECRETS_ENV, app, api, customers)
         for world in world_iter:
             world.secrets.add(ADMIN_TOKEN)
             yield world
@@ -267,7 +264,7 @@ def test_sigterm_lets_a_request_in_flight_finish(tmp_path, customers):
     customer = customers[10]
     with App() as app, ApiDouble({customer.token: customer.secret}) as api:
         config = config_for(tmp_path, app, api, admin={"shutdown_grace": "10s"})
-        worlds = run_world(tmp_path, config, ENV, app, api, [customer])
+        worlds = run_world(tmp_path, config, SECRETS_ENV, app, api, [customer])
         world = next(worlds)
         try:
             world.activate(customer)
@@ -323,7 +320,7 @@ def test_requests_their_clients_abandon_do_not_hold_up_a_stop(tmp_path, customer
     customer = customers[11]
     with App() as app, ApiDouble({customer.token: customer.secret}) as api:
         config = config_for(tmp_path, app, api, admin={"shutdown_grace": "30s"})
-        worlds = run_world(tmp_path, config, ENV, app, api, [customer])
+        worlds = run_world(tmp_path, config, SECRETS_ENV, app, api, [customer])
         world = next(worlds)
         try:
             head = (
@@ -359,7 +356,7 @@ def test_sigterm_with_open_connections_on_every_listener_logs_no_error(tmp_path)
     with App() as app, ApiDouble({customer.token: customer.secret}) as api:
         config = config_for(tmp_path, app, api, capture={"mirror_listen": "127.0.0.4:0"})
         config["api"] = {"listen": "127.0.0.3:0", "upstream": f"https://localhost:{api.port}"}
-        worlds = run_world(tmp_path, config, ENV, app, api, [customer])
+        worlds = run_world(tmp_path, config, SECRETS_ENV, app, api, [customer])
         world = next(worlds)
         listeners = world.sidecar.listeners
         clients = [httpx.Client(trust_env=False) for _ in range(4)]

@@ -14,10 +14,11 @@ import httpx
 import pytest
 
 from claimgate.fingerprint import fingerprint
-from claimgate.testing import ApiDouble, make_claim, make_secret
+from claimgate.testing import ApiDouble, make_claim
 from tests.redis_server import RedisServer, ensure_redis_server
 from tests.support import (
-    PROVIDER_SECRET,
+    ADMIN_TOKEN,
+    SECRETS_ENV,
     App,
     Customer,
     World,
@@ -26,8 +27,6 @@ from tests.support import (
     run_world,
 )
 
-ADMIN_TOKEN = make_secret()
-ENV = {"TEST_PS": PROVIDER_SECRET, "TEST_ADMIN_TOKEN": ADMIN_TOKEN}
 SHARED_WITHIN = 10.0
 """How long a claim captured on one replica may take to reach another here: a bound that
 holds on a loaded machine, not a measurement (the latency is for benchmarks)."""
@@ -68,7 +67,9 @@ def replica_config(tmp: Path, redis: RedisServer, app: App, api: ApiDouble, capt
 def start_replica(tmp_path_factory, name, redis, backends, customers, capture):
     app, api = backends
     tmp = tmp_path_factory.mktemp(name)
-    worlds = run_world(tmp, replica_config(tmp, redis, app, api, capture), ENV, app, api, customers)
+    worlds = run_world(
+        tmp, replica_config(tmp, redis, app, api, capture), SECRETS_ENV, app, api, customers
+    )
     world = next(worlds)
     world.secrets.add(ADMIN_TOKEN)
     return worlds, world
