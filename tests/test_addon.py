@@ -20,11 +20,11 @@ from claimgate.activity import Activity
 from claimgate.addon import VIOLATION_HEADER, Claimgate, Role, listener_modes
 from claimgate.metrics import Metrics
 from claimgate.monitor import Monitor
+from claimgate.policy import Mode
 from claimgate.settings import (
     CaptureSettings,
     Customer,
     ListenAddress,
-    Mode,
     PolicySettings,
     ProxySettings,
     Secret,

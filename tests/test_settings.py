@@ -13,6 +13,7 @@ import pytest
 
 from claimgate.fingerprint import fingerprint
 from claimgate.limits import HeadLimits
+from claimgate.policy import Mode
 from claimgate.settings import (
     SECTIONS,
     ConfigError,
@@ -20,7 +21,6 @@ from claimgate.settings import (
     ListenAddress,
     LogFormat,
     LogLevel,
-    Mode,
     Secret,
     Settings,
     describe,
