@@ -143,7 +143,7 @@ def test_hooks_per_api_request(benchmark):
         addon.requestheaders(flow)
         loop.run_until_complete(addon.request(flow))
         flow.response = answer
-        addon.response(flow)
+        loop.run_until_complete(addon.response(flow))
         return flow
 
     with open(os.devnull, "w") as devnull:

@@ -137,6 +137,7 @@ def forward_proxy(tmp: Path, api: ApiDouble, **keys: Any) -> dict[str, Any]:
 VIOLATION_KINDS = (
     "missing_claim",
     "expired_claim",
+    "rejected_claim",
     "unknown_token",
     "stale_claim",
     "foreign_claim",

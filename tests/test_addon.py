@@ -183,7 +183,7 @@ async def test_enforce_answers_without_a_claim():
     with taddons.context(addon), capture_logs() as logs:
         flow = api_flow(addon, api_body())
         await send(addon, flow)
-        addon.response(flow)
+        await addon.response(flow)
     assert flow.response.headers[VIOLATION_HEADER] == "missing_claim"
     assert json.loads(flow.response.content)["response"]["results"][0]["status"]["errorcode"] == 193
     decision = next(e for e in logs if e["event"] == "api_request")
@@ -204,7 +204,7 @@ async def test_observe_changes_nothing_but_logs_what_enforce_would_do():
     with taddons.context(addon), capture_logs() as logs:
         flow = api_flow(addon, api_body())
         await send(addon, flow)
-        addon.response(flow)
+        await addon.response(flow)
     assert flow.request.content == api_body() and flow.response is None
     decision = next(e for e in logs if e["event"] == "api_request")
     assert (decision["decision"], decision["would"]) == ("observed", "blocked")
@@ -224,7 +224,7 @@ async def test_internal_error_forwards_the_original_bytes(mode):
         flow = api_flow(addon, api_body())
         await send(addon, flow)
         assert flow.request.content == api_body() and flow.response is None
-        addon.response(flow)
+        await addon.response(flow)
     decision = next(e for e in logs if e["event"] == "api_request")
     assert (decision["decision"], decision["error"]) == ("passed", "internal_error")
 
@@ -280,7 +280,7 @@ async def test_an_error_at_the_head_is_logged_and_the_body_still_decided(monkeyp
         flow = api_flow(addon, api_body())
         await send(addon, flow)
         assert sent_claim(flow) == "the-claim"
-        addon.response(flow)
+        await addon.response(flow)
     assert [e["hook"] for e in logs if e["event"] == "internal_error"] == ["requestheaders"]
     assert addon.in_flight == 0
 
@@ -336,7 +336,7 @@ async def test_api_rejection_is_reported_from_the_response():
         await send(addon, flow)
         body = onoffice.response_body([onoffice.action_error_result({}, onoffice.CLAIM_OUTDATED)])
         flow.response = tutils.tresp(content=body)
-        addon.response(flow)
+        await addon.response(flow)
     rejected = [e for e in logs if e.get("kind") == "api_rejected_claim"]
     assert rejected and rejected[0]["errorcode"] == 201
     decision = next(e for e in logs if e["event"] == "api_request")
@@ -562,7 +562,7 @@ async def test_a_request_sent_without_a_claim_is_not_reported_twice():
         await send(addon, flow)
         body = onoffice.response_body([onoffice.action_error_result({}, onoffice.CLAIM_REQUIRED)])
         flow.response = tutils.tresp(content=body)
-        addon.response(flow)
+        await addon.response(flow)
     assert [e["kind"] for e in logs if e["event"] == "violation"] == ["missing_claim"]
 
 
@@ -614,7 +614,7 @@ async def test_an_api_answer_too_large_once_decoded_goes_on_unread():
             await send(addon, flow)
             flow.response = tutils.tresp(content=b"", headers=http.Headers(content_encoding="gzip"))
             flow.response.raw_content = body
-            addon.response(flow)
+            await addon.response(flow)
     rejected = [e for e in logs if e.get("kind") == "api_rejected_claim"]
     assert len(rejected) == 1  # the small answer's; the large one was not inflated
 
@@ -627,7 +627,7 @@ async def test_a_malformed_request_is_not_reported_as_a_rejected_claim():
         await send(addon, flow)
         body = onoffice.response_body([onoffice.action_error_result({}, onoffice.CLAIM_REQUIRED)])
         flow.response = tutils.tresp(content=body)
-        addon.response(flow)
+        await addon.response(flow)
     assert [e["kind"] for e in logs if e["event"] == "violation"] == ["malformed_request"]
 
 
@@ -647,6 +647,6 @@ async def test_a_plain_http_api_request_is_sent_over_tls(api_hosts, port, expect
         assert (flow.request.scheme, flow.request.port) == ("https", expected_port)
         assert sent_claim(flow) == "the-claim"
         flow.response = tutils.tresp()
-        addon.response(flow)
+        await addon.response(flow)
     decision = next(e for e in logs if e["event"] == "api_request")
     assert decision["upgraded_to_https"] is True

@@ -228,6 +228,7 @@ def test_every_violation_kind_is_logged_and_counted(world, customers):
     world.call_api(b'{"token": "t", "request": [')  # malformed_request
     world.api.mark_outdated(c_new)
     world.call_api(api_request(c))  # api_rejected_claim
+    world.call_api(api_request(c))  # rejected_claim: c_new is retired until a newer capture
     after = metrics(world)
 
     # store_unavailable needs Redis going away: tests/test_e2e_replicas.py provokes it.

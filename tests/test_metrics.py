@@ -2,6 +2,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from claimgate.metrics import Metrics
 from claimgate.policy import Decision, Kind
+from claimgate.store import Claim
 
 
 def samples(metrics: Metrics) -> dict[tuple[str, tuple], float]:
@@ -73,3 +74,23 @@ def test_the_process_reports_its_memory_cpu_and_collections():
     assert ("process_cpu_seconds_total", ()) in scrape
     assert scrape[("python_gc_collections_total", (("generation", "0"),))] >= 0
     assert any(name == "python_info" for name, _ in scrape)
+
+
+def expiry(metrics: Metrics) -> tuple[float, float]:
+    scrape = samples(metrics)
+    return scrape[("claimgate_claims_expiring", ())], scrape[("claimgate_claims_expired", ())]
+
+
+def test_expiring_and_expired_customers_are_counted_at_every_scrape():
+    now = [1_800_000_000.0]
+    held = [
+        Claim("fresh", "1", "a", int(now[0])),
+        Claim("expiring", "1", "b", int(now[0]) - 3500),
+        Claim("expired", "1", "c", int(now[0]) - 4000),
+        Claim("refused", "1", "d", int(now[0]), refused=True),
+    ]
+    metrics = Metrics()
+    metrics.count_expiry_with(lambda: held, ttl=3600, warn_before=600, clock=lambda: now[0])
+    assert expiry(metrics) == (1, 2)
+    now[0] += 3100  # "fresh" is now within its last 600 s, "expiring" has expired
+    assert expiry(metrics) == (1, 3)

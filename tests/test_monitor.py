@@ -1,3 +1,4 @@
+import time
 from collections.abc import Callable
 
 from prometheus_client.parser import text_string_to_metric_families
@@ -5,6 +6,8 @@ from structlog.testing import capture_logs
 
 from claimgate.activity import Activity
 from claimgate.capture import LinkKind, Refused
+from claimgate.fingerprint import fingerprint
+from claimgate.lifetime import Lifetime
 from claimgate.limits import Refusal
 from claimgate.metrics import Metrics
 from claimgate.monitor import Monitor, RequestContext
@@ -111,3 +114,44 @@ def test_a_refused_path_reaches_the_log_capped_and_printable():
         monitor.refused_link(refused_link("4711"), "/s\x1b[31m" + "p" * 5000, "link")
     path = logs[0]["path"]
     assert len(path) < 300 and "\x1b" not in path and path.isprintable()
+
+
+def went_out(claim: Claim, *violations: Violation) -> RequestContext:
+    """A request the freshest ``claim`` was injected into (action 0), with what came back."""
+    verdict = Verdict(Decision.INJECTED, violations, inject_into=(0,))
+    return RequestContext(
+        "tokfp", "21312", 1, verdict, claim, 0.0001, carried_freshest=frozenset({0})
+    )
+
+
+def outdated(action: int = 0) -> Violation:
+    return Violation(Kind.API_REJECTED_CLAIM, {"action": action, "errorcode": 201})
+
+
+def test_the_ages_of_claims_that_went_out_teach_the_lifetime():
+    monitor = Monitor(Metrics(), Activity(), lifetime=Lifetime(ttl=12 * 3600))
+    now = time.time()
+    with capture_logs() as logs:
+        monitor.decision(went_out(Claim("21312", "17", "a", int(now) - 3600)), 200)
+        monitor.decision(went_out(Claim("21312", "17", "b", int(now) - 7200), outdated()), 200)
+        monitor.decision(went_out(Claim("21312", "17", "c", int(now) - 7300), outdated()), 200)
+    assert counter(monitor, "claimgate_claim_age_seconds_count") == 3
+    assert counter(monitor, "claimgate_claim_age_at_rejection_seconds_count") == 2
+    report = monitor.lifetime.report()
+    assert report["longest_accepted_age"] in (3600, 3601)  # a second may turn
+    assert report["shortest_refused_age"] in (7200, 7201)
+    (told,) = [line for line in logs if line["event"] == "claim_lifetime_observed"]
+    assert told["suggested_ttl"] < told["claim_age"] < told["ttl"]
+    assert told["claim_fp"] == fingerprint("b")  # the first refused, named by fingerprint
+
+
+def test_a_refusal_of_another_claim_teaches_nothing_about_the_freshest():
+    monitor = new_monitor()
+    claim = Claim("21312", "17", "a", int(time.time()) - 60)
+    monitor.decision(went_out(claim, outdated(action=1)), 200)  # action 1 carried its own
+    assert counter(monitor, "claimgate_claim_age_at_rejection_seconds_count") == 0
+    assert monitor.lifetime.report()["longest_accepted_age"] is None  # refused: not accepted
+    blocked = RequestContext("t", "21312", 1, Verdict(Decision.BLOCKED, ()), claim, 0.0)
+    blocked.answered_locally = True
+    monitor.decision(blocked, None)
+    assert counter(monitor, "claimgate_claim_age_seconds_count") == 1

@@ -116,17 +116,43 @@ def rejection(code: int) -> bytes:
 async def test_the_api_refusing_a_claim_it_was_sent_is_added_to_the_record():
     made = await with_claim()
     outcome = await made.run(body(None), None, time.perf_counter())
-    found = made.rejections(outcome.record, rejection(onoffice.CLAIM_OUTDATED), None)
+    found = await made.rejections(outcome.record, rejection(onoffice.CLAIM_OUTDATED), None)
     assert [(v.kind, v.context["errorcode"]) for v in found] == [
         (Kind.API_REJECTED_CLAIM, onoffice.CLAIM_OUTDATED)
     ]
     assert outcome.record.verdict.violations[-1] == found[0]
 
 
+@pytest.mark.parametrize("code", [onoffice.CLAIM_OUTDATED, onoffice.CLAIM_NOT_MATCHING])
+async def test_a_claim_the_api_refused_is_retired_until_a_newer_capture(code):
+    made = await with_claim(Mode.ENFORCE)
+    sent = await made.run(body(None), None, time.perf_counter())
+    await made.rejections(sent.record, rejection(code), None)
+    assert (await made.store.freshest(CUSTOMER)).refused
+    after = await made.run(body(None), None, time.perf_counter())
+    assert after.body is None and after.answer is not None
+    assert (after.answer.status, after.answer.violation) == (200, "rejected_claim")
+    assert [v.kind for v in after.record.verdict.violations] == [Kind.REJECTED_CLAIM]
+    await made.store.put(Claim(CUSTOMER, "18", "newer-claim", int(time.time()) + 1))
+    again = await made.run(body(None), None, time.perf_counter())
+    assert sent_claims(again) == ["newer-claim"]
+
+
+async def test_only_a_refusal_of_the_claim_that_went_out_retires_it():
+    made = await with_claim()
+    outcome = await made.run(body(None), None, time.perf_counter())
+    await made.rejections(outcome.record, rejection(onoffice.CLAIM_REQUIRED), None)
+    assert not (await made.store.freshest(CUSTOMER)).refused  # 193: the claim is not dead
+    observed = await with_claim(Mode.OBSERVE)  # sends the request as it came: no claim
+    outcome = await observed.run(body(None), None, time.perf_counter())
+    await observed.rejections(outcome.record, rejection(onoffice.CLAIM_OUTDATED), None)
+    assert not (await observed.store.freshest(CUSTOMER)).refused
+
+
 async def test_refusals_of_requests_sent_without_a_claim_are_not_reported_again():
     made = pipeline()  # no claim stored: the request goes on without one
     outcome = await made.run(body(None), None, time.perf_counter())
-    assert made.rejections(outcome.record, rejection(onoffice.CLAIM_REQUIRED), None) == ()
+    assert await made.rejections(outcome.record, rejection(onoffice.CLAIM_REQUIRED), None) == ()
     assert [v.kind for v in outcome.record.verdict.violations] == [Kind.MISSING_CLAIM]
 
 
@@ -134,7 +160,7 @@ async def test_an_answer_too_large_to_decode_is_left_unread():
     made = await with_claim()
     outcome = await made.run(body(None), None, time.perf_counter())
     padded = gzip.compress(rejection(onoffice.CLAIM_OUTDATED) + b" " * (2 * LIMIT))
-    assert made.rejections(outcome.record, padded, "gzip") == ()
+    assert await made.rejections(outcome.record, padded, "gzip") == ()
 
 
 bodies = st.one_of(

@@ -93,6 +93,8 @@ def test_unknown_carried_claim_is_replaced_without_violation():
         ({"customer_web_id": None, "claim": None}, "unknown_token"),
         ({"claim": None}, "missing_claim"),
         ({"claim": Claim("21312", "17", "c", int(NOW - TTL - 1))}, "expired_claim"),
+        ({"claim": Claim("21312", "17", "c", int(NOW - 60), refused=True)}, "rejected_claim"),
+        ({"claim": Claim("21312", "17", "c", int(NOW - TTL - 1), refused=True)}, "rejected_claim"),
     ],
 )
 @pytest.mark.parametrize(
@@ -118,6 +120,15 @@ def test_expired_claim_context_names_the_claim_by_fingerprint_only():
     context = verdict.violations[0].context
     assert context["claim_age"] == TTL + 100
     assert "expired-secret-claim" not in repr(verdict)
+
+
+def test_a_refused_claim_is_not_injected_nor_counted_as_fresh_when_carried():
+    refused = Claim("21312", "17", "refused-claim", int(NOW - 60), refused=True)
+    carried = request('{"extendedclaim":"refused-claim"}')
+    for mode in Mode:
+        verdict = decide(carried, facts(mode, claim=refused))
+        assert kinds(verdict) == ["rejected_claim"] and not verdict.changes_body
+        assert verdict.violations[0].context["claim_fp"] != "refused-claim"
 
 
 def test_observe_changes_nothing_and_says_what_enforce_would_do():

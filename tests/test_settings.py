@@ -76,6 +76,7 @@ def test_no_file_and_no_environment_gives_the_documented_defaults(tmp_path: Path
     assert settings.api.listen is None
     assert settings.api.upstream == "https://api.onoffice.de"
     assert settings.claims.ttl == 12 * 3600.0
+    assert settings.claims.warn_before == 3600.0
     assert settings.claims.store == "memory"
     assert settings.claims.store_prefix == "claimgate:"
     assert settings.claims.max_entries == 100_000
@@ -116,6 +117,7 @@ EVERY_KEY = {
     "api": {"listen": '"127.0.0.1:8190"', "upstream": '"https://api.test:8443"'},
     "claims": {
         "ttl": "3600",
+        "warn_before": '"10m"',
         "store": '"rediss://redis.internal:6380/2"',
         "store_password": '"env:REDIS_PASSWORD"',
         "store_prefix": '"cg:"',
@@ -195,6 +197,7 @@ def test_every_key_is_read_from_the_file(tmp_path: Path) -> None:
     assert settings.api.listen == ListenAddress("127.0.0.1", 8190)
     assert settings.api.upstream == "https://api.test:8443"
     assert settings.claims.ttl == 3600.0
+    assert settings.claims.warn_before == 600.0
     assert settings.claims.store == "rediss://redis.internal:6380/2"
     assert settings.claims.store_password == Secret("redis-password")
     assert settings.claims.store_prefix == "cg:"

@@ -1,5 +1,6 @@
 from claimgate.activity import Activity
 from claimgate.fingerprint import fingerprint
+from claimgate.lifetime import Lifetime
 from claimgate.policy import Decision, Kind
 from claimgate.status import MAX_ROWS, claim_report, status_report
 from claimgate.store import Claim
@@ -53,3 +54,33 @@ def test_rows_are_capped():
     assert len(status["customers"]) == MAX_ROWS
     assert status["customers_total"] == MAX_ROWS + 50
     assert status["customers"][0]["customer"] == "0"
+
+
+def test_each_row_says_whether_its_claim_is_expiring_or_refused():
+    claims = [
+        Claim("fresh", "1", "a", int(NOW) - 60),
+        Claim("expiring", "1", "b", int(NOW) - 3300),
+        Claim("refused", "1", "c", int(NOW) - 60, refused=True),
+    ]
+    rows = {r["customer"]: r for r in report(claims, warn_before=600)["customers"]}
+    standings = {c: (r["expiring"], r["expired"], r["refused"]) for c, r in rows.items()}
+    assert standings == {
+        "fresh": (False, False, False),
+        "expiring": (True, False, False),
+        "refused": (False, True, True),
+    }
+    assert rows["expiring"]["expires_in"] == 300
+
+
+def test_the_lifetime_is_what_this_process_learnt():
+    lifetime = Lifetime(ttl=3600)
+    assert report([], lifetime=lifetime)["lifetime"] == {
+        "shortest_refused_age": None,
+        "longest_accepted_age": None,
+    }
+    lifetime.accepted(1200.4)
+    lifetime.refused(3000, NOW)
+    assert report([], lifetime=lifetime)["lifetime"] == {
+        "shortest_refused_age": 3000,
+        "longest_accepted_age": 1200,
+    }

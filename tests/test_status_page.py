@@ -30,7 +30,7 @@ import claimgate
 from claimgate import status_page
 from claimgate.testing import ApiDouble, make_claim, make_secret
 from tests.browser import chromium
-from tests.status_documents import customer_rows
+from tests.status_documents import NEW_ROW_FIELDS, customer_rows, lifetime
 from tests.support import (
     PROVIDER_SECRET,
     VIOLATION_KINDS,
@@ -53,7 +53,7 @@ PREFIX = "/claimgate/"
 """Where the reverse proxy below serves the admin listener, as an ingress path would."""
 REGIONS = (
     *("ready", "mode", "listeners", "generated"),
-    *("customers", "violations-hour", "decisions-hour", "recent"),
+    *("customers", "lifetime", "violations-hour", "decisions-hour", "recent"),
 )
 """The elements the server renders and the script refreshes."""
 # Each region as [tag, {attribute: value}, [children]], text as strings: what the DOM holds,
@@ -81,6 +81,13 @@ FIRST_PAINT = """() => ({
   recent: [...document.querySelectorAll("#recent tr[data-kind]")]
     .map(row => [row.dataset.kind, row.cells[2].textContent]),
 })"""
+# Per customer, how its expiry cell looks: the highlight is the stylesheet's, so this checks
+# that the (hashed) style applies, not only that a class is set.
+EXPIRY_LOOK = """() => Object.fromEntries(
+  [...document.querySelectorAll("#customers tr[data-customer]")].map(row => {
+    const style = getComputedStyle(row.cells[5]);
+    return [row.dataset.customer, [style.color, style.backgroundColor]];
+  }))"""
 # Records every time the error banner shows, from before the page's own script runs.
 BANNER_WATCH = """window.__banners = [];
 document.addEventListener("DOMContentLoaded", () => {
@@ -342,42 +349,88 @@ CRAFTED = {
             "last_violation": {"kind": "<i>kind</i>", "age": 90000},
         },
     ],
+    "lifetime": lifetime(),
     "violations_last_hour": {"missing_claim": 3, "expired_claim": 0, "new_kind": 2},
     "decisions_last_hour": {"injected": 10, "blocked": 0},
     "recent_violations": [{"kind": "unknown_token", "customer": None, "age": 1}]
     + [{"kind": "missing_claim", "customer": "300", "age": 100 + i} for i in range(25)],
 }
+# What an older claimgate sends (no expiring, refused or lifetime), and a document whose new
+# fields hold what they never should: both renderers must read them alike.
+OLDER = {
+    **{key: value for key, value in CRAFTED.items() if key != "lifetime"},
+    "customers": [
+        {k: v for k, v in row.items() if k not in NEW_ROW_FIELDS} for row in CRAFTED["customers"]
+    ],
+}
+ODD = {
+    **CRAFTED,
+    "lifetime": {"shortest_refused_age": "6 h", "longest_accepted_age": True},
+    "customers": [
+        *(row | {"expiring": "yes", "refused": 1} for row in customer_rows()),
+        {"customer": "600", "expires_in": None, "expiring": True},
+        {"customer": "700", "expires_in": -5, "expiring": True},
+        {"customer": "800", "refused": True, "expired": False, "expiring": True},
+    ],
+}
+CREDENTIALS = {"username": "ops", "password": ADMIN_TOKEN}
 
 
-def serve_crafted(page: Page) -> None:
-    """The real page's answer (its headers, its policy), with ``CRAFTED`` rendered in it."""
+def serve_crafted(page: Page, document: dict[str, Any]) -> None:
+    """The real page's answer (its headers, its policy), with ``document`` rendered in it."""
 
     def crafted_page(route: Route) -> None:
         real = route.fetch()
         assert real.status == 200, real.status
-        route.fulfill(response=real, body=status_page.render(CRAFTED))
+        route.fulfill(response=real, body=status_page.render(document))
 
     page.route(lambda url: urlsplit(url).path == "/", crafted_page)
-    page.route("**/status.json*", lambda route: route.fulfill(json=CRAFTED))
+    page.route("**/status.json*", lambda route: route.fulfill(json=document))
+
+
+def first_paint(page_url: str, document: dict[str, Any]) -> list[Any]:
+    """The server's rendering of ``document``, as a browser without JavaScript holds it."""
+    with chromium(http_credentials=CREDENTIALS, java_script_enabled=False) as browser:
+        page = browser.new_page()
+        serve_crafted(page, document)
+        page.goto(page_url)
+        return snapshot(page)
+
+
+def refreshed(browser: Any, page_url: str, document: dict[str, Any]) -> Page:
+    """The page once its script has rendered ``document`` over the server's first paint."""
+    page = browser.new_page()
+    serve_crafted(page, document)
+    page.goto(page_url + "?refresh=1")
+    # The server's footer says 5 s: this is the script's, after it rendered the document.
+    updated = re.compile(r"^updated .* refreshes every 1 s$")
+    expect(page.locator("#footer")).to_have_text(updated, timeout=WAIT_MS)
+    return page
+
+
+@pytest.mark.parametrize("document", [OLDER, ODD], ids=["older-document", "odd-values"])
+def test_missing_and_odd_fields_are_read_alike(page_url: str, document: dict[str, Any]):
+    painted = first_paint(page_url, document)
+    with chromium(http_credentials=CREDENTIALS) as browser:
+        page = refreshed(browser, page_url, document)
+        assert snapshot(page) == painted
+        expect(page.locator("#lifetime-refused")).to_have_text("\u2014")
+        expect(page.locator("#lifetime-accepted")).to_have_text("\u2014")
+        expect(page.locator("#status-error")).to_be_hidden()
+        # Only a true "expiring" highlights, and only a claim neither expired nor refused.
+        highlighted = page.locator("#customers tr.expiring").evaluate_all(
+            "rows => rows.map(row => row.dataset.customer)"
+        )
+        assert highlighted == ([] if document is OLDER else ["600"])
 
 
 def test_the_page_words_every_field_of_the_contract(page_url: str):
     """The server's first paint, read with JavaScript off, is the script's refresh of the
     same document, element for element; and that is worded as below."""
-    credentials = {"username": "ops", "password": ADMIN_TOKEN}
-    with chromium(http_credentials=credentials, java_script_enabled=False) as browser:
-        page = browser.new_page()
-        serve_crafted(page)
-        page.goto(page_url)
-        first_paint = snapshot(page)
-    with chromium(http_credentials=credentials) as browser:
-        page = browser.new_page()
-        serve_crafted(page)
-        page.goto(page_url + "?refresh=1")
-        # The server's footer says 5 s: this is the script's, after it rendered CRAFTED.
-        updated = re.compile(r"^updated .* refreshes every 1 s$")
-        expect(page.locator("#footer")).to_have_text(updated, timeout=WAIT_MS)
-        assert snapshot(page) == first_paint
+    painted = first_paint(page_url, CRAFTED)
+    with chromium(http_credentials=CREDENTIALS) as browser:
+        page = refreshed(browser, page_url, CRAFTED)
+        assert snapshot(page) == painted
         assert page.locator("#injected, #customers img, #customers u, #customers i").count() == 0
         expect(page.locator("#ready")).to_have_text("not ready", timeout=WAIT_MS)
         expect(page.locator("#mode")).to_have_text("enforce")
@@ -398,6 +451,26 @@ def test_the_page_words_every_field_of_the_contract(page_url: str):
             "expired_claim, 2 h ago",
         ]
         assert cells("300") == ["300", "—", "—", "—", "—", "—", "missing_claim, 12 s ago"]
+        assert cells("400")[5] == "in 36 min"
+        assert cells("500")[5:] == ["refused", "rejected_claim, 30 s ago"]
+
+        # An expiring claim stands out, row and cell, and says why; a refused one is shown
+        # as bad as an expired one, and says what happens next.
+        expect(page.locator("#customers tr.expiring")).to_have_count(1)
+        expiring = page.locator('#customers tr.expiring[data-customer="400"] td.expiring')
+        expect(expiring).to_have_attribute("title", re.compile(r"within claims\.warn_before"))
+        refused = page.locator('#customers tr[data-customer="500"] td').nth(5)
+        expect(refused).to_have_class("refused")
+        expect(refused).to_have_attribute("title", re.compile(r"refused"))
+        look = page.evaluate(EXPIRY_LOOK)
+        assert look["500"][0] == look["200"][0] != look["100"][0]  # refused: expired's colour
+        assert look["400"][0] not in (look["100"][0], look["200"][0])  # a warning colour
+        assert look["400"][1] != look["100"][1] == look["500"][1]  # a highlighted background
+
+        # What the API taught about the claim lifetime, and what to make of it.
+        expect(page.locator("#lifetime-refused")).to_have_text("refused at 6 h")
+        expect(page.locator("#lifetime-accepted")).to_have_text("accepted up to 11 h")
+        expect(page.locator("#lifetime + .note")).to_contain_text("claims.ttl")
 
         hour = page.locator("#violations-hour [data-kind]")
         shown = dict(

@@ -8,6 +8,7 @@ elements the same way.
 
 import base64
 import hashlib
+import json
 import re
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
@@ -16,13 +17,15 @@ from claimgate import status_page
 from claimgate.activity import Activity
 from claimgate.status import status_report
 from claimgate.store import Claim
-from tests.status_documents import customer_rows
+from tests.status_documents import NEW_ROW_FIELDS, customer_rows, lifetime
 from tests.support import VIOLATION_KINDS
 
 NOW = 1_800_000_000.0
 DECISIONS = ("injected", "replaced", "kept", "passed", "blocked", "observed")
 HOSTILE = "<script>alert(\"x\")</script>&amp;'\"<b onmouseover='y'>"
 VOID = {"meta", "br", "img", "input", "link", "hr", "wbr"}
+EXPIRY = 5
+"""The customers table's expiry column."""
 
 
 @dataclass
@@ -84,6 +87,15 @@ def counts(page: Element, list_id: str, attribute: str) -> dict[str, str]:
     return {span.attrs[attribute]: span.text for span in spans}
 
 
+def by_customer(page: Element) -> dict[str, Element]:
+    return {row.attrs["data-customer"]: row for row in page.by_id("customers").find_all("tr")}
+
+
+def learned(page: Element) -> tuple[str, str]:
+    """The claim lifetime block: what it says of refused and of accepted claims."""
+    return page.by_id("lifetime-refused").text, page.by_id("lifetime-accepted").text
+
+
 def report(claims: list[Claim], activity: Activity | None = None) -> dict:
     return status_report(
         claims=claims,
@@ -103,6 +115,8 @@ def test_hostile_ids_are_text_never_markup():
     document["mode"] = HOSTILE
     document["listeners"] = {HOSTILE: HOSTILE}
     document["violations_last_hour"][HOSTILE] = 1  # status_report counts known kinds only
+    document["lifetime"] = {"shortest_refused_age": HOSTILE, "longest_accepted_age": HOSTILE}
+    document["customers"][0] |= {"expiring": HOSTILE, "refused": HOSTILE}
     rendered = status_page.render(document)
     page = parse(rendered)
 
@@ -114,6 +128,8 @@ def test_hostile_ids_are_text_never_markup():
     assert (first.text, first.attrs["title"]) == (HOSTILE, HOSTILE)
     assert cells(row)[1] == HOSTILE  # the user id
     assert cells(row)[6] == f"{HOSTILE}, 30 s ago"
+    assert "class" not in row.attrs and cells(row)[EXPIRY] == "in 59 min"  # truthy is not true
+    assert learned(page) == ("\u2014", "\u2014")
     (recent,) = page.by_id("recent").find_all("tr")
     assert recent.attrs["data-kind"] == HOSTILE
     assert cells(recent) == ["30 s ago", HOSTILE, HOSTILE]
@@ -150,7 +166,7 @@ def test_a_document_without_data_renders_dashes():
         "false",
         "not ready",
     )
-    for element in ("mode", "listeners", "generated"):
+    for element in ("mode", "listeners", "generated", "lifetime-refused", "lifetime-accepted"):
         assert page.by_id(element).text == "\u2014"
     assert page.by_id("generated").attrs["title"] == ""
     assert page.by_id("footer").text == "updated \u2014 \u00b7 refreshes every 5 s"
@@ -185,6 +201,7 @@ def test_rows_are_worded_as_the_script_words_them():
         "mode": "enforce",
         "listeners": {"admin": "127.0.0.1:8082"},
         "customers": customer_rows(missing_since=200_000),
+        "lifetime": lifetime(),
         "recent_violations": [
             {"kind": "missing_claim", "customer": "300", "age": 100 + i} for i in range(25)
         ]
@@ -195,7 +212,7 @@ def test_rows_are_worded_as_the_script_words_them():
     assert page.by_id("generated").text == "2027-01-15 08:00:00 UTC"
     assert page.by_id("generated").attrs["title"] == "2027-01-15T08:00:00.123Z"
     assert page.by_id("footer").text == "updated 08:00:00 UTC \u00b7 refreshes every 5 s"
-    rows = {row.attrs["data-customer"]: row for row in page.by_id("customers").find_all("tr")}
+    rows = by_customer(page)
     assert cells(rows["100"]) == ["100", "17", "abcdef012345", "link", "42 s", "in 11 h", "—"]
     assert cells(rows["200"]) == [
         *("200", "3", "0123456789ab", "admin", "3 min", "expired", "expired_claim, 2 h ago")
@@ -205,6 +222,20 @@ def test_rows_are_worded_as_the_script_words_them():
         *("mono id", None, "mono", None, "num", "expired", "violated")
     ]
     assert rows["100"].find_all("td")[6].attrs == {"class": "muted"}
+    assert learned(page) == ("refused at 6 h", "accepted up to 11 h")
+
+    # Expiring: the row and its expiry highlighted, the tooltip naming the warning window.
+    expiring = rows["400"].find_all("td")[EXPIRY]
+    assert (rows["400"].attrs.get("class"), expiring.attrs.get("class")) == ("expiring", "expiring")
+    assert expiring.text == "in 36 min" and "claims.warn_before" in expiring.attrs["title"]
+    # Refused: worded and styled apart from expired, though the document says expired too.
+    refused = rows["500"].find_all("td")[EXPIRY]
+    assert (refused.text, refused.attrs.get("class")) == ("refused", "refused")
+    assert "refused" in refused.attrs["title"] and "class" not in rows["500"].attrs
+    assert cells(rows["500"])[6] == "rejected_claim, 30 s ago"
+    assert [c for c, row in rows.items() if "class" in row.attrs] == ["400"]
+    titled = [c for c, row in rows.items() if "title" in row.find_all("td")[EXPIRY].attrs]
+    assert titled == ["400", "500"]
 
     recent = page.by_id("recent").find_all("tr")
     assert len(recent) == status_page.RECENT_MAX
@@ -212,10 +243,71 @@ def test_rows_are_worded_as_the_script_words_them():
     assert cells(recent[1]) == ["1 min ago", "missing_claim", "300"]
 
 
+def test_the_expiry_reads_refused_then_expired_then_expiring():
+    """Whatever combination a document holds, one word and one highlight at most."""
+    base = {"customer": "1", "expires_in": 600}
+    for flags, shown, css in [
+        ({"refused": True, "expired": True, "expiring": True}, "refused", "refused"),
+        ({"refused": True, "expires_in": None}, "refused", "refused"),
+        ({"expired": True, "expiring": True}, "expired", "expired"),
+        ({"expiring": True, "expires_in": -5}, "expired", "expired"),
+        ({"expiring": True}, "in 10 min", "expiring"),
+        ({"expiring": True, "expires_in": None}, "\u2014", "expiring"),
+        ({"expiring": 1, "refused": "yes"}, "in 10 min", None),
+    ]:
+        (row,) = by_customer(parse(status_page.render({"customers": [base | flags]}))).values()
+        cell = row.find_all("td")[EXPIRY]
+        assert (cell.text, cell.attrs.get("class")) == (shown, css), flags
+        assert row.attrs.get("class") == ("expiring" if css == "expiring" else None), flags
+        assert ("title" in cell.attrs) == (css in ("expiring", "refused")), flags
+
+
+def test_a_document_without_the_new_fields_renders_as_before():
+    """An older claimgate's document (no ``expiring``, ``refused`` or ``lifetime``): its rows
+    read as neither, the lifetime as unknown; what it has is worded as it always was."""
+    current = customer_rows()
+    older = [{k: v for k, v in row.items() if k not in NEW_ROW_FIELDS} for row in current]
+    page = parse(status_page.render({"customers": older}))
+    rows = by_customer(page)
+    assert learned(page) == ("\u2014", "\u2014")
+    assert all("class" not in row.attrs for row in rows.values())
+    assert cells(rows["400"])[EXPIRY] == "in 36 min"  # no longer highlighted
+    assert cells(rows["500"])[EXPIRY] == "expired"  # its expired flag still holds
+    unflagged = [r["customer"] for r in current if not (r["expiring"] or r["refused"])]
+    now = by_customer(parse(status_page.render({"customers": current})))
+    assert unflagged and all(rows[c] == now[c] for c in unflagged)
+
+
+def test_the_claim_lifetime_shows_numbers_only():
+    dash = ("\u2014", "\u2014")
+    for value, shown in [
+        (
+            {"shortest_refused_age": 59.9, "longest_accepted_age": 90_000},
+            ("refused at 59 s", "accepted up to 1 d"),
+        ),
+        (
+            {"shortest_refused_age": None, "longest_accepted_age": 3600},
+            ("\u2014", "accepted up to 1 h"),
+        ),
+        ({"shortest_refused_age": True, "longest_accepted_age": "6 h"}, dash),
+        ({"shortest_refused_age": float("nan"), "longest_accepted_age": float("inf")}, dash),
+        ({}, dash),
+        ([22_000, 41_000], dash),
+        (None, dash),
+    ]:
+        page = parse(status_page.render({"customers": [], "lifetime": value}))
+        assert learned(page) == shown, value
+
+
 def test_every_slot_is_filled_and_the_policy_allows_exactly_the_page_code():
     rendered = status_page.render(report([])).decode()
     assert not re.search(r"\{\{\w+\}\}", rendered)
     assert '<noscript><meta http-equiv="refresh" content="5"></noscript>' in rendered
+    # The script's lists are claimgate's, put there by the server: declared once.
+    (script,) = re.findall(r"<script>(.*?)</script>", rendered, re.DOTALL)
+    declared = dict(re.findall(r"var (KINDS|DECISIONS) = (\[.*?\]);", script))
+    assert json.loads(declared["KINDS"]) == list(VIOLATION_KINDS)
+    assert json.loads(declared["DECISIONS"]) == list(DECISIONS)
     policy = status_page.CONTENT_SECURITY_POLICY
     assert "unsafe-inline" not in policy and "default-src 'none'" in policy
     for tag in ("script", "style"):

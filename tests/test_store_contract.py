@@ -18,6 +18,7 @@ import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -246,6 +247,21 @@ async def test_claims_lists_each_customers_freshest_and_ping_answers(store: Clai
     await store.ping()
 
 
+async def test_a_refused_claim_stays_refused_until_a_newer_one_replaces_it(store: ClaimStore):
+    await store.put(claim(at=0))
+    assert await store.refuse("c1", claim(at=0).claim)
+    assert (await store.freshest("c1")).refused
+    assert not await store.refuse("c1", claim(at=0).claim)  # once
+    assert await store.put(claim(at=1, value=claim(at=0).claim))  # the same claim, again
+    assert (await store.freshest("c1")).refused
+    assert [c.refused for c in store.held()] == [True]
+    assert await store.put(claim(at=2))
+    assert not (await store.freshest("c1")).refused
+    assert not await store.refuse("c1", claim(at=0).claim)  # no longer the freshest
+    assert not await store.refuse("nobody", claim(at=2).claim)
+    assert not (await store.freshest("c1")).refused
+
+
 async def test_concurrent_puts_keep_the_newest(store: ClaimStore):
     offsets = list(range(300))
     random.Random(7).shuffle(offsets)
@@ -291,6 +307,7 @@ async def test_redis_holds_the_claim_the_token_and_the_owner_without_a_raw_token
             "user": "u7",
             "claim": the_claim.claim,
             "source": "admin",
+            "refused": "0",
         }
         assert 0 < client.pttl(f"{prefix}claim:c1") <= ttl * RETENTION_FACTOR * 1000
         token_key = f"{prefix}token:{secret_key(token)}"
@@ -323,6 +340,22 @@ async def test_a_second_instance_uses_a_new_claim_within_100ms(redis_backend: Re
     assert await replica_a.put(claim(at=1))
     seen = await first_seen(replica_b, claim(at=1), deadline=started + 1.0)
     assert seen - started <= SEEN_WITHIN, f"seen after {seen - started:.3f} s"
+
+
+async def test_a_second_instance_stops_using_a_refused_claim_within_100ms(
+    redis_backend: RedisBackend,
+):
+    replica_a = await redis_backend.open()
+    replica_b = await redis_backend.open()
+    await replica_a.put(claim(at=0))
+    await first_seen(replica_b, claim(at=0), deadline=time.monotonic() + 1.0)
+    started = time.monotonic()
+    assert await replica_a.refuse("c1", claim(at=0).claim)
+    refused = replace(claim(at=0), refused=True)
+    seen = await first_seen(replica_b, refused, deadline=started + 1.0)
+    assert seen - started <= SEEN_WITHIN, f"seen after {seen - started:.3f} s"
+    replica_c = await redis_backend.open()  # one that starts later loads it refused
+    assert await replica_c.freshest("c1") == refused
 
 
 async def test_a_new_instance_finds_what_an_earlier_one_stored(redis_backend: RedisBackend):

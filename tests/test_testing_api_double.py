@@ -177,6 +177,19 @@ def test_outdated_claim_is_201(api: ApiDouble, client: httpx.Client) -> None:
     assert results(response) == [onoffice.CLAIM_OUTDATED, 0]
 
 
+def test_a_claim_issued_longer_ago_than_the_lifetime_is_201(
+    api: ApiDouble, client: httpx.Client
+) -> None:
+    young, old, unknown = make_claim("young"), make_claim("old"), make_claim("unknown")
+    now = time.time()
+    api.issued(young, now - 30)
+    api.issued(old, now - 90)
+    body = request_body(v2_action(claim=young), v2_action(claim=old), v2_action(claim=unknown))
+    assert results(client.post(api.url, json=body)) == [0, 0, 0]  # no lifetime: forever
+    api.claim_lifetime = 60
+    assert results(client.post(api.url, json=body)) == [0, onoffice.CLAIM_OUTDATED, 0]
+
+
 def test_wrong_hmac_is_137(api: ApiDouble, client: httpx.Client) -> None:
     wrong_secret = client.post(api.url, json=request_body(v2_action(secret="other")))
     no_hmac = v2_action()

@@ -282,7 +282,7 @@ class Claimgate:
         self._carry_out(flow, state, outcome)
 
     @_guarded
-    def response(self, flow: http.HTTPFlow) -> None:
+    async def response(self, flow: http.HTTPFlow) -> None:
         state = self._settle(flow)
         if state is None or state.outcome is None:
             return
@@ -290,7 +290,8 @@ class Claimgate:
             answer = flow.response
             encoding = answer.headers.get("content-encoding")
             record = state.outcome.record
-            for violation in self.pipeline.rejections(record, answer.raw_content or b"", encoding):
+            body = answer.raw_content or b""
+            for violation in await self.pipeline.rejections(record, body, encoding):
                 self.monitor.violation(violation)
         self._write_decision(state, flow.response.status_code if flow.response else None)
 

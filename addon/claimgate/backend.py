@@ -37,6 +37,7 @@ class Backend:
     ) -> None:
         self.mode = settings.policy.mode
         self.ttl = settings.claims.ttl
+        self.warn_before = settings.claims.warn_before
         self.store = store
         self.monitor = monitor
         self.intake = intake
@@ -67,11 +68,15 @@ class Backend:
             ready=await self.readiness() is None,
             ttl=self.ttl,
             now=time.time(),
+            warn_before=self.warn_before,
+            lifetime=self.monitor.lifetime,
         )
 
     async def claim_status(self, customer_web_id: str) -> dict[str, Any] | None:
         claim = await self.store.freshest(customer_web_id)
-        return None if claim is None else claim_report(claim, time.time(), self.ttl)
+        return (
+            None if claim is None else claim_report(claim, time.time(), self.ttl, self.warn_before)
+        )
 
     async def forget(self, customer_web_id: str) -> bool:
         forgotten = await self.store.forget(customer_web_id)

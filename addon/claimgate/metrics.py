@@ -6,6 +6,7 @@ Every label value is created at start, so a rate over a counter that has not mov
 rather than absent.
 """
 
+import time
 from collections.abc import Callable
 
 from prometheus_client import (
@@ -20,8 +21,10 @@ from prometheus_client import (
     generate_latest,
 )
 
+from claimgate.lifetime import Standing, standing
 from claimgate.limits import Refusal
 from claimgate.policy import Decision, Kind
+from claimgate.store import Claim
 
 # The ``*_created`` series add a timestamp per label value that no dashboard here needs.
 disable_created_metrics()
@@ -30,6 +33,12 @@ CAPTURE_SOURCES = ("link", "admin")
 
 # claimgate's own work per request is well under a millisecond; the buckets resolve that.
 DURATION_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5)
+# Claim ages, from minutes to days: where onOffice's coming lifetime limit may fall.
+MINUTE, HOUR = 60.0, 3600.0
+AGE_BUCKETS = (
+    *(m * MINUTE for m in (1, 5, 15, 30)),
+    *(h * HOUR for h in (1, 2, 4, 8, 12, 24, 48, 96, 168)),
+)
 
 
 class Metrics:
@@ -81,6 +90,28 @@ class Metrics:
             ["reason"],
             registry=self.registry,
         )
+        self.claim_age = Histogram(
+            "claimgate_claim_age_seconds",
+            "Age of each claim that went out to the API, from its service call's timestamp.",
+            buckets=AGE_BUCKETS,
+            registry=self.registry,
+        )
+        self.claim_age_at_rejection = Histogram(
+            "claimgate_claim_age_at_rejection_seconds",
+            "Age at which the API refused a claim as outdated (error 201).",
+            buckets=AGE_BUCKETS,
+            registry=self.registry,
+        )
+        self.claims_expiring = Gauge(
+            "claimgate_claims_expiring",
+            "Customers whose freshest claim expires within claims.warn_before (this process).",
+            registry=self.registry,
+        )
+        self.claims_expired = Gauge(
+            "claimgate_claims_expired",
+            "Customers whose freshest claim has expired or was refused (this process).",
+            registry=self.registry,
+        )
         self.api_requests_by_decision = {d: self.api_requests.labels(d.value) for d in Decision}
         """Bound once: ``labels()`` takes a lock and builds a key on every call."""
         for kind in Kind:
@@ -93,6 +124,25 @@ class Metrics:
     def count_claims_with(self, count: Callable[[], int]) -> None:
         """Read ``claimgate_claims_cached`` from ``count`` at every scrape."""
         self.claims_cached.set_function(count)
+
+    def count_expiry_with(
+        self,
+        held: Callable[[], list[Claim]],
+        ttl: float,
+        warn_before: float,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        """Read the expiring and expired gauges from the claims ``held``, at every scrape."""
+
+        def counting(wanted: Standing) -> Callable[[], int]:
+            def count() -> int:
+                now = clock()
+                return sum(1 for c in held() if standing(c, now, ttl, warn_before) is wanted)
+
+            return count
+
+        self.claims_expiring.set_function(counting(Standing.EXPIRING))
+        self.claims_expired.set_function(counting(Standing.EXPIRED))
 
     def render(self) -> bytes:
         """The Prometheus text exposition of every metric."""

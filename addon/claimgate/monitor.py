@@ -10,12 +10,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from claimgate import capture, policy
+from claimgate import capture, onoffice, policy
 from claimgate.activity import Activity
 from claimgate.fingerprint import fingerprint
+from claimgate.lifetime import Lifetime
 from claimgate.limits import Refusal
 from claimgate.metrics import Metrics
-from claimgate.policy import Verdict, Violation
+from claimgate.policy import Kind, Verdict, Violation
+from claimgate.settings import ClaimsSettings
 from claimgate.store import Claim
 from claimgate.telemetry import get_logger, printable
 from claimgate.throttle import LineBudget
@@ -38,6 +40,8 @@ class RequestContext:
     """claimgate failed on this request; it was forwarded untouched or answered 502."""
     upgraded_to_https: bool = False
     """It was sent as plain HTTP; claimgate sent it to the API over TLS instead."""
+    carried_freshest: frozenset[int] = frozenset()
+    """The actions that went out with ``claim``: only their refusals retire it."""
     logged: bool = False
 
 
@@ -53,10 +57,16 @@ class Monitor:
     """
 
     def __init__(
-        self, metrics: Metrics, activity: Activity, call_later: CallLater | None = None
+        self,
+        metrics: Metrics,
+        activity: Activity,
+        call_later: CallLater | None = None,
+        lifetime: Lifetime | None = None,
     ) -> None:
         self.metrics = metrics
         self.activity = activity
+        self.lifetime = lifetime or Lifetime(ClaimsSettings().ttl)
+        """Measured against ``claims.ttl`` (the default one unless told)."""
         self.refusal_lines = LineBudget()
         self._call_later = call_later
         self._report_pending = False
@@ -168,9 +178,13 @@ class Monitor:
         if verdict.would is not None:
             fields["would"] = verdict.would.value
         if context.claim is not None:
+            now = time.time()
+            age = policy.claim_age(context.claim, now)
             fields["claim_fp"] = fingerprint(context.claim.claim)
-            fields["claim_age"] = round(policy.claim_age(context.claim, time.time()))
+            fields["claim_age"] = round(age)
             fields["user"] = context.claim.user_id
+            if context.carried_freshest and not context.answered_locally:
+                self._learn_lifetime(context, upstream_status, age, now)
         if upstream_error:
             fields["upstream_error"] = printable(upstream_error)
         if context.upgraded_to_https:
@@ -181,3 +195,30 @@ class Monitor:
         self.metrics.api_requests_by_decision[verdict.decision].inc()
         self.metrics.request_duration.observe(context.own_seconds)
         self.activity.decision(verdict.decision.value)
+
+    def _learn_lifetime(
+        self, context: RequestContext, status: int | None, age: float, now: float
+    ) -> None:
+        """What a claim that went out at ``age`` teaches (docs/design.md 2.11)."""
+        assert context.claim is not None
+        self.metrics.claim_age.observe(age)
+        rejections = [v for v in context.verdict.violations if v.kind is Kind.API_REJECTED_CLAIM]
+        outdated = any(
+            v.context.get("errorcode") == onoffice.CLAIM_OUTDATED
+            and v.context.get("action") in context.carried_freshest
+            for v in rejections
+        )
+        if outdated:
+            self.metrics.claim_age_at_rejection.observe(age)
+            suggested = self.lifetime.refused(age, now)
+            if suggested is not None:
+                log.warning(
+                    "claim_lifetime_observed",
+                    claim_age=round(age),
+                    ttl=round(self.lifetime.ttl),
+                    suggested_ttl=suggested,
+                    customer=context.customer,
+                    claim_fp=fingerprint(context.claim.claim),
+                )
+        elif not rejections and status is not None and 200 <= status < 300:
+            self.lifetime.accepted(age)

@@ -20,6 +20,9 @@ from claimgate.settings import Settings
 from claimgate.sink import answer_body
 from claimgate.store import Claim, ClaimStore
 
+RETIRING = frozenset({onoffice.CLAIM_OUTDATED, onoffice.CLAIM_NOT_MATCHING})
+"""Errors that say the claim itself is dead (201 outdated, 248 no matching): retire it."""
+
 
 @dataclass(frozen=True, slots=True)
 class LocalAnswer:
@@ -88,7 +91,10 @@ class Pipeline:
             assert claim is not None  # policy changes a body only to put the claim in
             secrets = {i: self.token_secrets[token] for i in verdict.resign}
             new_body = rewrite.rewrite(request, claim.claim, verdict.inject_into, secrets)
-        return self._outcome(verdict, started, request, claim, customer, new_body)
+        outcome = self._outcome(verdict, started, request, claim, customer, new_body)
+        if claim is not None and verdict.decision is not Decision.BLOCKED:
+            outcome.record.carried_freshest = _carrying(request, claim.claim, verdict)
+        return outcome
 
     def streamed_too_large(self, size: str, started: float) -> Outcome:
         """A body above ``proxy.max_body_size`` on the wire, streamed by mitmproxy, never held.
@@ -111,15 +117,18 @@ class Pipeline:
         body = onoffice.request_error_body(onoffice.UNKNOWN_ERROR, 500)
         return Outcome(record, answer=LocalAnswer(502, body, "internal_error"))
 
-    def rejections(
+    async def rejections(
         self, record: RequestContext, raw: bytes, content_encoding: str | None
     ) -> tuple[Violation, ...]:
         """The API's refusals (193/201/248) of a claim it was sent (docs/design.md 2.8).
 
-        They are added to ``record`` and returned, for the caller to report.
+        They are added to ``record`` and returned, for the caller to report. A 201 or 248
+        for an action that carried the customer's freshest claim retires that claim in the
+        store (docs/design.md 2.11).
         """
         if not _claim_may_have_gone_out(record):
             return ()
+        refusals = _rejected_claims(raw, content_encoding, self.max_body_size)
         violations = tuple(
             Violation(
                 Kind.API_REJECTED_CLAIM,
@@ -131,10 +140,13 @@ class Pipeline:
                     "claim_fp": fingerprint(record.claim.claim) if record.claim else None,
                 },
             )
-            for index, code in _rejected_claims(raw, content_encoding, self.max_body_size)
+            for index, code in refusals
         )
         if violations:
             record.verdict = _with_violations(record.verdict, violations)
+        retire = any(i in record.carried_freshest and c in RETIRING for i, c in refusals)
+        if retire and record.claim is not None and record.customer is not None:
+            await self.store.refuse(record.customer, record.claim.claim)
         return violations
 
     def _outcome(
@@ -179,6 +191,14 @@ def _record(
         own_seconds=time.perf_counter() - started,
         answered_locally=answered_locally,
         internal_error=internal_error,
+    )
+
+
+def _carrying(request: rewrite.ApiRequest, freshest: str, verdict: Verdict) -> frozenset[int]:
+    """The actions that go out with ``freshest``: injected into, or carrying it alone."""
+    injected = set(verdict.inject_into)
+    return frozenset(
+        a.index for a in request.actions if a.index in injected or a.claims == (freshest,)
     )
 
 

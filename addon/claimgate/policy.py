@@ -42,6 +42,7 @@ class Kind(StrEnum):
 
     MISSING_CLAIM = "missing_claim"
     EXPIRED_CLAIM = "expired_claim"
+    REJECTED_CLAIM = "rejected_claim"
     UNKNOWN_TOKEN = "unknown_token"
     STALE_CLAIM = "stale_claim"
     FOREIGN_CLAIM = "foreign_claim"
@@ -53,13 +54,16 @@ class Kind(StrEnum):
     STORE_UNAVAILABLE = "store_unavailable"
 
 
-WITHOUT_CLAIM = frozenset({Kind.MISSING_CLAIM, Kind.EXPIRED_CLAIM, Kind.UNKNOWN_TOKEN})
+WITHOUT_CLAIM = frozenset(
+    {Kind.MISSING_CLAIM, Kind.EXPIRED_CLAIM, Kind.REJECTED_CLAIM, Kind.UNKNOWN_TOKEN}
+)
 """Kinds meaning no claim could be had for the request at all."""
 
 BLOCKING = frozenset(
     {
         Kind.MISSING_CLAIM,
         Kind.EXPIRED_CLAIM,
+        Kind.REJECTED_CLAIM,
         Kind.UNKNOWN_TOKEN,
         Kind.HMAC_V1,
         Kind.MALFORMED_REQUEST,
@@ -217,12 +221,14 @@ def _unusable_claim(facts: Facts, token_fp: str) -> Violation | None:
     context: dict[str, Any] = {"customer": facts.customer_web_id, "token_fp": token_fp}
     if facts.claim is None:
         return Violation(Kind.MISSING_CLAIM, context)
+    context |= {
+        "claim_fp": fingerprint(facts.claim.claim),
+        "claim_age": round(claim_age(facts.claim, facts.now)),
+        "user": facts.claim.user_id,
+    }
+    if facts.claim.refused:  # the API's word outranks claimgate's guess of the lifetime
+        return Violation(Kind.REJECTED_CLAIM, context)
     if is_expired(facts.claim, facts.now, facts.ttl):
-        context |= {
-            "claim_fp": fingerprint(facts.claim.claim),
-            "claim_age": round(claim_age(facts.claim, facts.now)),
-            "user": facts.claim.user_id,
-        }
         return Violation(Kind.EXPIRED_CLAIM, context)
     return None
 

@@ -25,6 +25,7 @@ from mitmproxy.master import Master
 from claimgate import edge
 from claimgate.activity import Activity
 from claimgate.addon import Claimgate, listener_modes
+from claimgate.lifetime import Lifetime
 from claimgate.metrics import Metrics
 from claimgate.monitor import Monitor
 from claimgate.settings import Settings
@@ -83,9 +84,11 @@ async def serve(settings: Settings) -> None:
     master = Master(options.Options())
     master.addons.add(*proxy_addons())
     loop = asyncio.get_running_loop()
-    monitor = Monitor(Metrics(), Activity(), call_later=loop.call_later)
+    lifetime = Lifetime(settings.claims.ttl)
+    monitor = Monitor(Metrics(), Activity(), call_later=loop.call_later, lifetime=lifetime)
     store = make_store(settings, monitor)
     monitor.metrics.count_claims_with(store.__len__)
+    monitor.metrics.count_expiry_with(store.held, settings.claims.ttl, settings.claims.warn_before)
     await store.start()
     addon = Claimgate(settings, store, monitor)
     edge.install(addon.http1_server)

@@ -605,6 +605,15 @@ class ClaimsSettings:
         ),
     )
     """Seconds."""
+    warn_before: float = field(
+        default=3600.0,
+        metadata=setting(
+            _duration,
+            "a claim this close to its expiry counts as expiring (`claimgate_claims_expiring`, "
+            "the status page)",
+        ),
+    )
+    """Seconds."""
     store: str = field(
         default="memory",
         metadata=setting(

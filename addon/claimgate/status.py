@@ -9,14 +9,16 @@ from typing import Any
 
 from claimgate.activity import Activity
 from claimgate.fingerprint import fingerprint
-from claimgate.policy import Decision, Kind, claim_age, is_expired
+from claimgate.lifetime import Lifetime, Standing, standing
+from claimgate.policy import Decision, Kind, claim_age
 from claimgate.store import Claim
 
 MAX_ROWS = 500
 
 
-def claim_report(claim: Claim, now: float, ttl: float) -> dict[str, Any]:
-    """One customer's claim, as the admin API shows it."""
+def claim_report(claim: Claim, now: float, ttl: float, warn_before: float = 0.0) -> dict[str, Any]:
+    """One customer's claim, as the admin API shows it (docs/design.md 2.11 for its standing)."""
+    held = standing(claim, now, ttl, warn_before)
     return {
         "customer": claim.customer_web_id,
         "user": claim.user_id,
@@ -26,7 +28,9 @@ def claim_report(claim: Claim, now: float, ttl: float) -> dict[str, Any]:
         "claim_age": round(claim_age(claim, now)),
         "expires_at": claim.timestamp + ttl,
         "expires_in": round(claim.timestamp + ttl - now),
-        "expired": is_expired(claim, now, ttl),
+        "expired": held is Standing.EXPIRED,
+        "expiring": held is Standing.EXPIRING,
+        "refused": claim.refused,
     }
 
 
@@ -39,11 +43,13 @@ def status_report(
     ready: bool,
     ttl: float,
     now: float,
+    warn_before: float = 0.0,
+    lifetime: Lifetime | None = None,
 ) -> dict[str, Any]:
     """The document behind the status page (``GET /status.json``)."""
     rows: dict[str, dict[str, Any]] = {}
     for claim in claims:
-        report = claim_report(claim, now, ttl)
+        report = claim_report(claim, now, ttl, warn_before)
         rows[claim.customer_web_id] = {
             key: report[key]
             for key in (
@@ -54,6 +60,8 @@ def status_report(
                 "claim_age",
                 "expires_in",
                 "expired",
+                "expiring",
+                "refused",
             )
         }
     for customer in activity.customers_with_violations():
@@ -67,6 +75,8 @@ def status_report(
                 "claim_age": None,
                 "expires_in": None,
                 "expired": False,
+                "expiring": False,
+                "refused": False,
             },
         )
     for customer, row in rows.items():
@@ -82,6 +92,7 @@ def status_report(
         "mode": mode,
         "ready": ready,
         "listeners": listeners,
+        "lifetime": (lifetime or Lifetime(ttl)).report(),
         "customers_total": len(rows),
         "customers": ordered,
         "violations_last_hour": {kind.value: violations.get(kind.value, 0) for kind in Kind},

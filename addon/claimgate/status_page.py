@@ -4,10 +4,15 @@ The page's script only refreshes what is rendered here, so a browser without Jav
 one whose first fetch fails, still shows the data. The markup mirrors the script's
 ``render`` element for element (the browser tests compare the two); change both together.
 Every value is escaped: customer and user ids come from signed links and are hostile text.
+
+The script's constants (the violation kinds and decisions in order, the refresh, the number
+of recent violations, the expiry tooltips) are slots too, filled once when this module loads,
+so they are declared here only; the Content-Security-Policy hashes the script as filled.
 """
 
 import base64
 import hashlib
+import json
 import math
 import re
 from collections.abc import Iterable, Mapping
@@ -27,12 +32,39 @@ DECISIONS = tuple(decision.value for decision in Decision)
 _EPOCH = datetime(1970, 1, 1)
 _SLOT = re.compile(r"\{\{(\w+)\}\}")
 
+EXPIRING_TITLE = (
+    "expires within claims.warn_before: the next service call (a user opening the service) "
+    "brings a fresh claim"
+)
+"""The tooltip of an expiring claim's expiry; the script's is the same."""
+REFUSED_TITLE = (
+    "the API refused this claim (error 201 or 248): none is injected until a newer service call"
+)
+"""The tooltip of a refused claim's expiry; the script's is the same."""
+
 TEMPLATE = resources.files("claimgate").joinpath("status.html").read_text("utf-8")
 
 
+def _script_value(value: object) -> str:
+    """``value`` as a JavaScript literal (JSON), never able to end the script early."""
+    return json.dumps(value).replace("<", "\\u003c")
+
+
+_CONSTANTS = {
+    "refresh": str(REFRESH_SECONDS),
+    "recent_max": str(RECENT_MAX),
+    "kinds": _script_value(KINDS),
+    "decisions": _script_value(DECISIONS),
+    "expiring_title": _script_value(EXPIRING_TITLE),
+    "refused_title": _script_value(REFUSED_TITLE),
+}
+PAGE = _SLOT.sub(lambda slot: _CONSTANTS.get(slot.group(1), slot.group(0)), TEMPLATE)
+"""``TEMPLATE`` with its constants filled in: what ``render`` fills with a document."""
+
+
 def _inline_hash(tag: str) -> str:
-    """The CSP source that allows the template's one inline ``<tag>`` and nothing else."""
-    (body,) = re.findall(rf"<{tag}>(.*?)</{tag}>", TEMPLATE, re.DOTALL)
+    """The CSP source that allows the page's one inline ``<tag>`` and nothing else."""
+    (body,) = re.findall(rf"<{tag}>(.*?)</{tag}>", PAGE, re.DOTALL)
     return "'sha256-" + base64.b64encode(hashlib.sha256(body.encode()).digest()).decode() + "'"
 
 
@@ -53,8 +85,8 @@ def render(document: Mapping[str, Any]) -> bytes:
         iso = generated.isoformat(timespec="milliseconds") + "Z"
         clock = generated.strftime("%H:%M:%S UTC")
     listeners = _mapping(document.get("listeners"))
+    lifetime = _mapping(document.get("lifetime"))
     slots = {
-        "refresh": str(REFRESH_SECONDS),
         "ready_state": "true" if document.get("ready") is True else "false",
         "ready": "ready" if document.get("ready") is True else "not ready",
         "mode": _e(_text(document.get("mode"))),
@@ -62,12 +94,14 @@ def render(document: Mapping[str, Any]) -> bytes:
         "generated": shown,
         "generated_iso": iso,
         "customers": _customers(document.get("customers")),
+        "refused_at": _observed("refused at", lifetime.get("shortest_refused_age")),
+        "accepted_up_to": _observed("accepted up to", lifetime.get("longest_accepted_age")),
         "violations_hour": _counts(KINDS, document.get("violations_last_hour"), "data-kind"),
         "decisions_hour": _counts(DECISIONS, document.get("decisions_last_hour"), "data-decision"),
         "recent": _recent(document.get("recent_violations")),
         "footer": f"updated {clock} \u00b7 refreshes every {REFRESH_SECONDS} s",
     }
-    page = _SLOT.sub(lambda slot: slots[slot.group(1)], TEMPLATE)
+    page = _SLOT.sub(lambda slot: slots[slot.group(1)], PAGE)
     # Ids decoded from links may hold lone surrogates (undecodable bytes): shown as U+FFFD.
     return page.encode("utf-8", "xmlcharrefreplace")
 
@@ -106,6 +140,11 @@ def _ago(seconds: Any) -> str:
     return f"{_duration(seconds)} ago" if _is_number(seconds) else DASH
 
 
+def _observed(what: str, seconds: Any) -> str:
+    """``refused at 6 h``: a claim age the API's answers taught, or a dash before any."""
+    return f"{what} {_duration(seconds)}" if _is_number(seconds) else DASH
+
+
 def _utc(timestamp: Any) -> datetime | None:
     """Whole milliseconds, truncated like JavaScript's ``Date``, so both show the same time."""
     if not _is_number(timestamp):
@@ -116,13 +155,19 @@ def _utc(timestamp: Any) -> datetime | None:
         return None
 
 
-def _expiry(customer: Mapping[str, Any]) -> str:
-    if customer.get("expired") is True:
-        return "expired"
+def _expiry(customer: Mapping[str, Any]) -> tuple[str, str, str | None]:
+    """The expiry cell's text, class and tooltip. Refused outranks expired, which outranks
+    expiring; a document without ``refused`` or ``expiring`` (an older claimgate) shows
+    neither."""
+    if customer.get("refused") is True:
+        return "refused", "refused", REFUSED_TITLE
     expires_in = customer.get("expires_in")
-    if not _is_number(expires_in):
-        return DASH
-    return "expired" if expires_in <= 0 else f"in {_duration(expires_in)}"
+    if customer.get("expired") is True or (_is_number(expires_in) and expires_in <= 0):
+        return "expired", "expired", None
+    shown = f"in {_duration(expires_in)}" if _is_number(expires_in) else DASH
+    if customer.get("expiring") is True:
+        return shown, "expiring", EXPIRING_TITLE
+    return shown, "", None
 
 
 def _td(text: str, css: str = "", title: str | None = None) -> str:
@@ -143,7 +188,7 @@ def _customers(value: Any) -> str:
 
 def _customer_row(customer: Mapping[str, Any]) -> str:
     customer_id = _text(customer.get("customer"))
-    expires = _expiry(customer)
+    expires, expiry_css, expiry_title = _expiry(customer)
     last = customer.get("last_violation")
     if isinstance(last, Mapping) and last.get("kind"):
         violation = _td(f"{last['kind']}, {_ago(last.get('age'))}", "violated")
@@ -155,10 +200,11 @@ def _customer_row(customer: Mapping[str, Any]) -> str:
         _td(_text(customer.get("claim_fp")), "mono"),
         _td(_text(customer.get("source"))),
         _td(_duration(customer.get("claim_age")), "num"),
-        _td(expires, "expired" if expires == "expired" else ""),
+        _td(expires, expiry_css, expiry_title),
         violation,
     ]
-    return f'<tr data-customer="{_e(customer_id)}">{"".join(cells)}</tr>'
+    row_css = ' class="expiring"' if expiry_css == "expiring" else ""
+    return f'<tr data-customer="{_e(customer_id)}"{row_css}>{"".join(cells)}</tr>'
 
 
 def _counts(known: Iterable[str], value: Any, attribute: str) -> str:

@@ -2,6 +2,7 @@
 
 Every store keeps, per customer, only the freshest claim (docs/design.md 2.4): the one from the
 newest verified service call by the call's own timestamp, so a late, older call never wins.
+A claim the API refused is marked so (docs/design.md 2.11) until a newer one replaces it.
 It also keeps which customer an API token belongs to (learned from activation links, keyed
 by the token's SHA-256 so the store never holds a token in clear; kept without expiry, since
 a customer is activated once) and which customer a claim was issued to (to tell a stale
@@ -24,6 +25,8 @@ class Claim:
     """The service call's own ``timestamp`` (Unix seconds): what "freshest" compares."""
     source: str = "link"
     """``link`` for a signed service call or webhook, ``admin`` for ``POST /claims``."""
+    refused: bool = False
+    """The API refused it (201 or 248): never injected again (docs/design.md 2.11)."""
 
     def __repr__(self) -> str:
         from claimgate.fingerprint import fingerprint
@@ -31,7 +34,7 @@ class Claim:
         return (
             f"Claim(customer_web_id={self.customer_web_id!r}, user_id={self.user_id!r}, "
             f"claim=<fp {fingerprint(self.claim)}>, timestamp={self.timestamp}, "
-            f"source={self.source!r})"
+            f"source={self.source!r}, refused={self.refused})"
         )
 
 
@@ -76,6 +79,13 @@ class ClaimStore(Protocol):
         """Keep ``claim`` if it is newer than the customer's current one; True if kept."""
         ...
 
+    async def refuse(self, customer_web_id: str, claim: str) -> bool:
+        """Mark ``claim`` refused if it is the customer's freshest; True if it was marked.
+
+        A claim the API refused stays refused, however often it is captured again.
+        """
+        ...
+
     async def freshest(self, customer_web_id: str) -> Claim | None:
         """The customer's freshest claim, expired or not (the caller judges expiry)."""
         ...
@@ -98,6 +108,10 @@ class ClaimStore(Protocol):
 
     async def claims(self) -> list[Claim]:
         """Every customer's freshest claim (for the status page)."""
+        ...
+
+    def held(self) -> list[Claim]:
+        """Every customer's freshest claim in this process's copy, without waiting (scrapes)."""
         ...
 
     async def ping(self) -> None:

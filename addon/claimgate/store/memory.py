@@ -21,6 +21,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import replace
 
 from cachetools import LRUCache
 
@@ -92,7 +93,17 @@ class MemoryStore:
                 return False
             if not self._alive(claim):
                 return False  # already past its retention: nothing to keep
+            if current is not None and current.claim == claim.claim and current.refused:
+                claim = replace(claim, refused=True)  # captured again, still refused
             self._claims[customer] = claim
+            return True
+
+    async def refuse(self, customer_web_id: str, claim: str) -> bool:
+        with self._lock:
+            current = self._current(customer_web_id)
+            if current is None or current.claim != claim or current.refused:
+                return False
+            self._claims[customer_web_id] = replace(current, refused=True)
             return True
 
     async def start(self) -> None:
@@ -122,6 +133,9 @@ class MemoryStore:
             return self._claims.pop(customer_web_id, None) is not None
 
     async def claims(self) -> list[Claim]:
+        return self.held()
+
+    def held(self) -> list[Claim]:
         with self._lock:
             self._drop_expired()
             return list(self._claims.values())

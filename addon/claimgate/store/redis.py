@@ -15,7 +15,7 @@ hot path never waits on the network. Redis is the shared truth:
   Redis, and a Redis that came back empty (no persistence) is filled again.
 
 Keys (``prefix`` lets one server hold several environments): ``claim:<customer>`` a hash
-(ts, user, claim, source) expiring at the call's timestamp plus the retention (the claim
+(ts, user, claim, source, refused) expiring at the call's timestamp plus the retention (the claim
 TTL twice, as in the memory store), ``token:<secret_key(token)>`` the customer (no expiry:
 activation happens once), ``owner:<secret_key(claim)>`` the customer a claim was issued
 to. Claims are secrets: the Redis server must be private to the provider.
@@ -43,18 +43,36 @@ SCAN_BATCH = 500
 MAX_CONNECTIONS = 100
 
 # KEYS: claim key, owner key. ARGV: ts, user, claim, source, expiry (Unix ms: the call's
-# timestamp plus the retention), customer, channel, message. Newest wins by the call's own
-# timestamp; an equal one replaces (the later arrival).
+# timestamp plus the retention), customer, channel, message, refused (1 or 0). Newest wins by
+# the call's own timestamp; an equal one replaces (the later arrival). A claim the API
+# refused stays refused when it is written again.
 _PUT = """
 redis.call('SET', KEYS[2], ARGV[6], 'PXAT', ARGV[5])
-local current = redis.call('HGET', KEYS[1], 'ts')
-if current and tonumber(current) > tonumber(ARGV[1]) then
+local current = redis.call('HMGET', KEYS[1], 'ts', 'claim', 'refused')
+if current[1] and tonumber(current[1]) > tonumber(ARGV[1]) then
   return 0
 end
-redis.call('HSET', KEYS[1], 'ts', ARGV[1], 'user', ARGV[2], 'claim', ARGV[3], 'source', ARGV[4])
+local refused = ARGV[9]
+if current[2] == ARGV[3] and current[3] == '1' then
+  refused = '1'
+end
+redis.call('HSET', KEYS[1], 'ts', ARGV[1], 'user', ARGV[2], 'claim', ARGV[3], 'source', ARGV[4],
+  'refused', refused)
 redis.call('PEXPIREAT', KEYS[1], ARGV[5])
 redis.call('PUBLISH', ARGV[7], ARGV[8])
 return 1
+"""
+
+# KEYS: claim key. ARGV: claim, channel, message. Marks the customer's claim refused only if
+# it still is that claim (a newer capture may have replaced it meanwhile) and is not yet.
+_REFUSE = """
+local current = redis.call('HMGET', KEYS[1], 'claim', 'refused')
+if current[1] == ARGV[1] and current[2] ~= '1' then
+  redis.call('HSET', KEYS[1], 'refused', '1')
+  redis.call('PUBLISH', ARGV[2], ARGV[3])
+  return 1
+end
+return 0
 """
 
 _FAILURES = (RedisError, OSError, TimeoutError)
@@ -94,6 +112,7 @@ class RedisStore:
         self._origin = uuid.uuid4().hex
         """Marks this replica's own messages, which its local copy already reflects."""
         self._put_script = self._client.register_script(_PUT)
+        self._refuse_script = self._client.register_script(_REFUSE)
         self._prefix = prefix
         self._channel = f"{prefix}events"
         self._retention = ttl * RETENTION_FACTOR
@@ -135,6 +154,15 @@ class RedisStore:
         if not stored:
             await self._adopt_shared(claim.customer_web_id)
         return bool(stored)
+
+    async def refuse(self, customer_web_id: str, claim: str) -> bool:
+        refused_locally = await self._local.refuse(customer_web_id, claim)
+        message = json.dumps(
+            {"op": "refuse", "customer": customer_web_id, "claim": claim, "origin": self._origin}
+        )
+        keys, args = [self._claim_key(customer_web_id)], [claim, self._channel, message]
+        refused = await self._shared("refuse", lambda: self._refuse_script(keys=keys, args=args))
+        return refused_locally or (refused is not _UNANSWERED and bool(refused))
 
     async def freshest(self, customer_web_id: str) -> Claim | None:
         found = await self._local.freshest(customer_web_id)
@@ -182,6 +210,9 @@ class RedisStore:
 
     async def claims(self) -> list[Claim]:
         return await self._local.claims()
+
+    def held(self) -> list[Claim]:
+        return self._local.held()
 
     async def ping(self) -> None:
         if not self._available:
@@ -283,6 +314,8 @@ class RedisStore:
             return
         if event.get("op") == "forget":
             await self._local.forget(str(event.get("customer")))
+        elif event.get("op") == "refuse":
+            await self._local.refuse(str(event.get("customer")), str(event.get("claim")))
         elif event.get("op") == "put":
             claim = _claim_from(str(event.get("customer")), event)
             if claim is not None:
@@ -339,6 +372,7 @@ class RedisStore:
             claim.customer_web_id,
             self._channel,
             message,
+            int(claim.refused),
         ]
         return keys, args
 
@@ -357,6 +391,7 @@ def _claim_fields(claim: Claim) -> dict[str, Any]:
         "claim": claim.claim,
         "ts": claim.timestamp,
         "source": claim.source,
+        "refused": claim.refused,
     }
 
 
@@ -368,6 +403,7 @@ def _claim_from(customer: str, fields: dict[str, Any]) -> Claim | None:
             str(fields["claim"]),
             int(fields["ts"]),
             str(fields.get("source") or "link"),
+            refused=fields.get("refused") in (True, "1"),
         )
     except (KeyError, TypeError, ValueError):
         return None

@@ -99,7 +99,8 @@ class ApiDouble:
     * otherwise one result per action, in order: an action that is not an object gets 247;
       a wrong or missing HMAC 137 (version 2 when ``hmac_version`` is ``2`` or ``"2"``,
       else version 1); a missing, empty or non-string ``parameters.extendedclaim`` 193; a
-      claim passed to :meth:`mark_outdated` 201; anything else is accepted (errorcode 0)
+      claim passed to :meth:`mark_outdated`, or one :meth:`issued` longer ago than
+      :attr:`claim_lifetime`, 201; anything else is accepted (errorcode 0)
       with one empty record (``unlockProvider``: the documented success record).
       Top-level errorcode is 97 when any action failed, as the API does.
     * a compressed body that inflates past 16 MiB: HTTP 413, errorcode 1, nothing decoded
@@ -121,12 +122,16 @@ class ApiDouble:
         self.hostname = hostname
         # Copied once and never changed afterwards, so handler threads read it without a lock.
         self._credentials: dict[str, str] = dict(credentials)
-        # Guards _requests, _outdated and _canned (handler threads write, the test thread
+        # Guards _requests, _outdated, _issued and _canned (handler threads write, the test
         # reads); a Condition so that wait_for_requests can sleep until a request comes.
         self._state = threading.Condition()
         self._requests: list[ReceivedRequest] = []
         self._outdated: set[str] = set()
+        self._issued: dict[str, float] = {}
         self._canned: list[Reply] = []
+        self.claim_lifetime: float | None = None
+        """Seconds a claim given to :meth:`issued` is valid, as onOffice will limit it one
+        day (docs/onoffice-protocol.md 5); None: forever."""
         self.delay = 0.0
         """Seconds to wait before answering each request: a slow API, for timeout and
         shutdown tests. The request is recorded when it arrives, before the wait."""
@@ -229,6 +234,11 @@ class ApiDouble:
         with self._state:
             self._outdated.add(claim)
 
+    def issued(self, claim: str, timestamp: float) -> None:
+        """Tell the double when ``claim`` was issued (its service call's ``timestamp``)."""
+        with self._state:
+            self._issued[claim] = timestamp
+
     @property
     def requests(self) -> list[ReceivedRequest]:
         """A copy of the requests received so far, oldest first."""
@@ -286,6 +296,13 @@ class ApiDouble:
             time.sleep(self.delay)
         return reply
 
+    def _past_lifetime(self, now: float) -> set[str]:
+        """The issued claims older than the lifetime (the caller holds ``_state``)."""
+        lifetime = self.claim_lifetime
+        if lifetime is None:
+            return set()
+        return {claim for claim, at in self._issued.items() if now - at > lifetime}
+
     def _evaluate(self, body: bytes) -> tuple[tuple[int, ...], bytes]:
         if not body.strip():
             return (), onoffice.request_error_body(onoffice.EMPTY_REQUEST)
@@ -308,7 +325,7 @@ class ApiDouble:
         if secret is None:
             return (), onoffice.request_error_body(onoffice.NOT_AUTHENTICATED)
         with self._state:
-            outdated = frozenset(self._outdated)
+            outdated = frozenset(self._outdated | self._past_lifetime(time.time()))
         results = [_evaluate_action(action, token, secret, outdated) for action in actions]
         codes = tuple(int(result["status"]["errorcode"]) for result in results)
         return codes, onoffice.response_body(results)
