@@ -16,6 +16,7 @@ SLOW_MODULES = frozenset(
         "test_clients",
         "test_demo",
         "test_deploy",
+        "test_monitoring",
         "test_soak",
         "test_status_page",
         "test_store_contract",

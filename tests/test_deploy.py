@@ -1538,7 +1538,8 @@ def test_docs_links_resolve(page: Path) -> None:
 
 
 def test_every_deploy_file_is_checked_here() -> None:
-    """A new file under deploy/ needs its own check in this module, then a line here."""
+    """A new file under deploy/ needs its own check in this module (the alerts and the
+    dashboard: in tests/test_monitoring.py), then a line here."""
     checked = {
         "README.md",
         "Dockerfile",
@@ -1555,6 +1556,9 @@ def test_every_deploy_file_is_checked_here() -> None:
         "compose/claimgate.toml",
         "compose/legacy_app.py",
         "compose/secrets/.gitignore",
+        "prometheus/claimgate.rules.yml",
+        "prometheus/claimgate.rules.test.yml",
+        "grafana/claimgate.json",
     }
     present = {
         str(path.relative_to(DEPLOY))
