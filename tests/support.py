@@ -247,14 +247,18 @@ def api_request(
 
 
 def service_call_link(
-    customer: Customer, claim: str, timestamp: int | None = None, secret: str = PROVIDER_SECRET
+    customer: Customer,
+    claim: str,
+    timestamp: int | None = None,
+    secret: str = PROVIDER_SECRET,
+    user: str = "17",
 ) -> str:
-    """The signed service call onOffice would open for ``customer`` with ``claim``."""
+    """The signed service call onOffice would open for ``user`` of ``customer`` with ``claim``."""
     return service_call_url(
         "http://provider.example/service",
         secret,
         customer_web_id=customer.web_id,
-        user_id="17",
+        user_id=user,
         claim=claim,
         timestamp=timestamp,
     )
@@ -288,9 +292,10 @@ class World:
         claim: str,
         timestamp: int | None = None,
         secret: str = PROVIDER_SECRET,
+        user: str = "17",
     ) -> httpx.Response:
         self.secrets.add(claim)
-        return self.link(service_call_link(customer, claim, timestamp, secret))
+        return self.link(service_call_link(customer, claim, timestamp, secret, user))
 
     def activate(self, customer: Customer) -> None:
         claim = make_claim()

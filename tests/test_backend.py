@@ -7,6 +7,7 @@ from structlog.testing import capture_logs
 
 from claimgate.activity import Activity
 from claimgate.backend import Backend
+from claimgate.fingerprint import fingerprint
 from claimgate.intake import Intake
 from claimgate.metrics import Metrics
 from claimgate.monitor import Monitor
@@ -62,6 +63,23 @@ async def test_a_claim_is_shown_by_fingerprint_and_forgotten_with_a_log_line():
         assert await made.forget("21312") is False
     assert [e["had_claim"] for e in logs if e["event"] == "claim_forgotten"] == [True, False]
     assert await made.claim_status("21312") is None
+
+
+async def test_a_customer_s_claim_lists_each_user_s_freshest_newest_first():
+    made = backend()
+    now = int(time.time())
+    await made.store.put(Claim("21312", "a", "a-claim", now - 300))
+    await made.store.put(Claim("21312", "b", "b-claim", now - 60))
+    shown = await made.claim_status("21312")
+    assert shown["user"] == "b"
+    users = [(u["user"], u["claim_fp"], u["call_timestamp"]) for u in shown["users"]]
+    assert users == [
+        ("b", fingerprint("b-claim"), now - 60),
+        ("a", fingerprint("a-claim"), now - 300),
+    ]
+    b, a = (u["expires_in"] for u in shown["users"])
+    assert b - a == 240 and b <= made.ttl - 60  # one clock for both, counted from each call
+    assert "a-claim" not in repr(shown)
 
 
 def test_metrics_are_the_monitor_s():

@@ -194,3 +194,45 @@ def test_a_customer_whose_only_claim_was_refused_counts_as_expired(replicas, cus
     assert refused.results == (201,)
     wait_until(lambda: scrape(a)[("claimgate_claims_expired", ())] == 1, SHARED_WITHIN)
     wait_until(lambda: scrape(b)[("claimgate_claims_expired", ())] == 1, SHARED_WITHIN)
+
+
+@pytest.fixture(scope="module")
+def by_user(tmp_path_factory, backends, customers) -> Iterator[World]:
+    """One claimgate (memory store) with claims.affinity = "user"."""
+    app, api = backends
+    tmp = tmp_path_factory.mktemp("affinity")
+    sections = {
+        "proxy": forward_proxy(tmp, api),
+        "capture": {"listen": "127.0.0.2:0", "upstream": app.url, "provider_secret": "env:TEST_PS"},
+        "claims": {"affinity": "user"},
+        "admin": {"token": "env:TEST_ADMIN_TOKEN"},
+    }
+    worlds = run_world(tmp, sections, SECRETS_ENV, app, api, customers)
+    world = next(worlds)
+    world.secrets.add(ADMIN_TOKEN)
+    yield world
+    worlds.close()
+
+
+def test_with_user_affinity_a_user_s_old_claim_brings_that_user_s_newest(by_user, customers):
+    customer, now = customers[1], int(time.time())
+    by_user.activate(customer)
+    a_old, a_new, b_only = make_claim(), make_claim(), make_claim()
+    for user, claim, age in (("a", a_old, 30), ("a", a_new, 20), ("b", b_only, 10)):
+        assert by_user.service_call(customer, claim, now - age, user=user).status_code == 200
+        captured = fingerprint(claim)
+        by_user.sidecar.wait_for("claim_captured", lambda e, fp=captured: e["claim_fp"] == fp)
+
+    received, _ = by_user.call_api(api_request(customer, claim=a_old))  # legacy code kept a's
+    assert received.claims() == [a_new]
+    line = by_user.sidecar.wait_for("api_request", lambda e: e["claim_fp"] == fingerprint(a_new))
+    assert line["user"] == "a" and "stale_claim" in line["violations"]
+
+    received, _ = by_user.call_api(api_request(customer))  # no claim: the customer's freshest
+    assert received.claims() == [b_only]
+
+    shown = admin(by_user, f"/claims/{customer.web_id}").json()
+    assert [(u["user"], u["claim_fp"]) for u in shown["users"]] == [
+        ("b", fingerprint(b_only)),
+        ("a", fingerprint(a_new)),
+    ]

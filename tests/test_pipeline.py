@@ -10,8 +10,15 @@ from hypothesis import strategies as st
 
 from claimgate import onoffice
 from claimgate.pipeline import Outcome, Pipeline
-from claimgate.policy import Decision, Kind, Mode
-from claimgate.settings import Customer, PolicySettings, ProxySettings, Secret, Settings
+from claimgate.policy import Affinity, Decision, Kind, Mode
+from claimgate.settings import (
+    ClaimsSettings,
+    Customer,
+    PolicySettings,
+    ProxySettings,
+    Secret,
+    Settings,
+)
 from claimgate.store import Claim
 from claimgate.store.memory import MemoryStore
 
@@ -21,9 +28,10 @@ CLAIM = "the-freshest-claim"
 LIMIT = 64 * 1024
 
 
-def pipeline(mode: Mode = Mode.INJECT) -> Pipeline:
+def pipeline(mode: Mode = Mode.INJECT, affinity: Affinity = Affinity.CUSTOMER) -> Pipeline:
     configured = Settings(
         proxy=ProxySettings(max_body_size=LIMIT),
+        claims=ClaimsSettings(affinity=affinity),
         policy=PolicySettings(mode=mode),
         customers=(Customer(CUSTOMER, Secret(TOKEN)),),
     )
@@ -161,6 +169,33 @@ async def test_an_answer_too_large_to_decode_is_left_unread():
     outcome = await made.run(body(None), None, time.perf_counter())
     padded = gzip.compress(rejection(onoffice.CLAIM_OUTDATED) + b" " * (2 * LIMIT))
     assert await made.rejections(outcome.record, padded, "gzip") == ()
+
+
+async def two_users(affinity: Affinity) -> Pipeline:
+    """User a opened the service twice, then user b once: b's claim is the customer's."""
+    made = pipeline(affinity=affinity)
+    now = int(time.time())
+    for user, claim, age in (("a", "a-old", 300), ("a", "a-new", 200), ("b", "b-only", 100)):
+        await made.store.put(Claim(CUSTOMER, user, claim, now - age))
+    return made
+
+
+@pytest.mark.parametrize(
+    ("affinity", "carried", "expected"),
+    [
+        (Affinity.USER, "a-old", "a-new"),  # a's rights, with a's freshest claim
+        (Affinity.USER, None, "b-only"),  # nothing known carried: the customer's
+        (Affinity.USER, "never-seen", "b-only"),
+        (Affinity.CUSTOMER, "a-old", "b-only"),  # the latest service call, whoever's
+    ],
+)
+async def test_affinity_decides_whose_freshest_claim_a_request_gets(affinity, carried, expected):
+    made = await two_users(affinity)
+    outcome = await made.run(body(carried), None, time.perf_counter())
+    assert sent_claims(outcome) == [expected]
+    assert outcome.record.claim.claim == expected  # whose user the decision line names
+    if carried == "a-old":
+        assert [v.kind for v in outcome.record.verdict.violations] == [Kind.STALE_CLAIM]
 
 
 bodies = st.one_of(

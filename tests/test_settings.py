@@ -13,7 +13,7 @@ import pytest
 
 from claimgate.fingerprint import fingerprint
 from claimgate.limits import HeadLimits
-from claimgate.policy import Mode
+from claimgate.policy import Affinity, Mode
 from claimgate.settings import (
     SECTIONS,
     ConfigError,
@@ -77,6 +77,7 @@ def test_no_file_and_no_environment_gives_the_documented_defaults(tmp_path: Path
     assert settings.api.upstream == "https://api.onoffice.de"
     assert settings.claims.ttl == 12 * 3600.0
     assert settings.claims.warn_before == 3600.0
+    assert settings.claims.affinity is Affinity.CUSTOMER
     assert settings.claims.store == "memory"
     assert settings.claims.store_prefix == "claimgate:"
     assert settings.claims.max_entries == 100_000
@@ -121,6 +122,8 @@ EVERY_KEY = {
         "store": '"rediss://redis.internal:6380/2"',
         "store_password": '"env:REDIS_PASSWORD"',
         "store_prefix": '"cg:"',
+        "affinity": '"user"',
+        "max_users_per_customer": "5",
         "max_entries": "50",
     },
     "policy": {"mode": '"enforce"', "provider_tokens": '["ABCDEF012345", "env:PROVIDER_TOKEN"]'},
@@ -198,6 +201,8 @@ def test_every_key_is_read_from_the_file(tmp_path: Path) -> None:
     assert settings.api.upstream == "https://api.test:8443"
     assert settings.claims.ttl == 3600.0
     assert settings.claims.warn_before == 600.0
+    assert settings.claims.affinity is Affinity.USER
+    assert settings.claims.max_users_per_customer == 5
     assert settings.claims.store == "rediss://redis.internal:6380/2"
     assert settings.claims.store_password == Secret("redis-password")
     assert settings.claims.store_prefix == "cg:"

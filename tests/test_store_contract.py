@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from claimgate.store import Claim, ClaimStore, secret_key
+from claimgate.store import DEFAULT_MAX_USERS, Claim, ClaimOwner, ClaimStore, secret_key
 from claimgate.store.memory import RETENTION_FACTOR, MemoryStore
 from claimgate.store.redis import RedisStore
 
@@ -89,7 +89,9 @@ class Events:
 class Backend:
     """Makes stores of one kind for a test, and lets time pass for them."""
 
-    async def open(self, ttl: float = 60, max_entries: int = 1000) -> ClaimStore:
+    async def open(
+        self, ttl: float = 60, max_entries: int = 1000, max_users: int = DEFAULT_MAX_USERS
+    ) -> ClaimStore:
         raise NotImplementedError
 
     async def wait(self, seconds: float) -> None:
@@ -104,8 +106,10 @@ class MemoryBackend(Backend):
         self.clock = Clock()
         self.clock.now = NOW  # claims are stamped relative to NOW
 
-    async def open(self, ttl: float = 60, max_entries: int = 1000) -> ClaimStore:
-        return MemoryStore(ttl, max_entries, timer=self.clock)
+    async def open(
+        self, ttl: float = 60, max_entries: int = 1000, max_users: int = DEFAULT_MAX_USERS
+    ) -> ClaimStore:
+        return MemoryStore(ttl, max_entries, max_users=max_users, timer=self.clock)
 
     async def wait(self, seconds: float) -> None:
         self.clock.now += seconds
@@ -121,7 +125,11 @@ class RedisBackend(Backend):
         self.stores: list[RedisStore] = []
 
     async def open(
-        self, ttl: float = 60, max_entries: int = 1000, prefix: str | None = None
+        self,
+        ttl: float = 60,
+        max_entries: int = 1000,
+        max_users: int = DEFAULT_MAX_USERS,
+        prefix: str | None = None,
     ) -> RedisStore:
         store = RedisStore(
             self.server.url,
@@ -129,6 +137,7 @@ class RedisBackend(Backend):
             prefix=self.prefix if prefix is None else prefix,
             ttl=ttl,
             max_entries=max_entries,
+            max_users=max_users,
             events=self.events,
             # A healthy server on a loaded CI machine: 300 concurrent puts from a cold pool
             # have outlasted the production 0.5 s; outages are tested elsewhere.
@@ -190,7 +199,7 @@ async def test_late_older_claim_never_wins_but_its_owner_is_recorded(store: Clai
     assert await store.put(claim(at=100))
     assert not await store.put(claim(at=50, value="late"))
     assert await store.freshest("c1") == claim(at=100)
-    assert await store.owner_of_claim("late") == "c1"
+    assert await store.owner_of_claim("late") == ClaimOwner("c1", "u")
 
 
 async def test_equal_timestamp_later_arrival_wins(store: ClaimStore):
@@ -213,9 +222,9 @@ async def test_replaced_claims_keep_their_owner(store: ClaimStore):
     await store.put(claim("a", 1, "a-old"))
     await store.put(claim("a", 2, "a-new"))
     await store.put(claim("b", 1, "b-1"))
-    assert await store.owner_of_claim("a-old") == "a"
-    assert await store.owner_of_claim("a-new") == "a"
-    assert await store.owner_of_claim("b-1") == "b"
+    assert await store.owner_of_claim("a-old") == ClaimOwner("a", "u")
+    assert await store.owner_of_claim("a-new") == ClaimOwner("a", "u")
+    assert await store.owner_of_claim("b-1") == ClaimOwner("b", "u")
     assert await store.owner_of_claim("nobody's") is None
 
 
@@ -249,17 +258,68 @@ async def test_claims_lists_each_customers_freshest_and_ping_answers(store: Clai
 
 async def test_a_refused_claim_stays_refused_until_a_newer_one_replaces_it(store: ClaimStore):
     await store.put(claim(at=0))
-    assert await store.refuse("c1", claim(at=0).claim)
+    assert await store.refuse(claim(at=0))
     assert (await store.freshest("c1")).refused
-    assert not await store.refuse("c1", claim(at=0).claim)  # once
+    assert not await store.refuse(claim(at=0))  # once
     assert await store.put(claim(at=1, value=claim(at=0).claim))  # the same claim, again
     assert (await store.freshest("c1")).refused
     assert [c.refused for c in store.held()] == [True]
     assert await store.put(claim(at=2))
     assert not (await store.freshest("c1")).refused
-    assert not await store.refuse("c1", claim(at=0).claim)  # no longer the freshest
-    assert not await store.refuse("nobody", claim(at=2).claim)
+    assert not await store.refuse(claim(at=0))  # no longer held: the same user's newer one is
+    assert not await store.refuse(claim("nobody", 2))
     assert not (await store.freshest("c1")).refused
+
+
+async def test_each_user_s_freshest_claim_is_kept_beside_the_customer_s(store: ClaimStore):
+    a1, b1 = claim(at=1, user="a"), claim(at=2, user="b")
+    assert await store.put(a1)
+    assert await store.put(b1)
+    assert not await store.put(claim(at=0, user="a"))  # older than a's: kept for nobody
+    assert not await store.put(claim(at=1, user="c", value="c-late"))  # only c's freshest
+    assert await store.freshest("c1") == b1
+    assert await store.freshest("c1", "a") == a1
+    assert (await store.freshest("c1", "c")).claim == "c-late"
+    assert await store.freshest("c1", "nobody") is None
+    assert [c.claim for c in await store.users("c1")] == [b1.claim, a1.claim, "c-late"]
+    a3 = claim(at=3, user="a")
+    assert await store.put(a3)
+    assert await store.freshest("c1") == a3
+    assert [c.user_id for c in await store.users("c1")] == ["a", "b", "c"]
+    assert await store.owner_of_claim(a1.claim) == ClaimOwner("c1", "a")  # after its user's newer
+    assert await store.users("nobody") == []
+
+
+async def test_a_customer_s_users_are_bounded_the_oldest_claim_leaving_first(backend: Backend):
+    store = await backend.open(max_users=3)
+    for at, user in enumerate(["w", "x", "y", "z"]):
+        await store.put(claim(at=at, user=user))
+    assert [c.user_id for c in await store.users("c1")] == ["z", "y", "x"]
+    assert await store.freshest("c1", "w") is None
+    assert await store.owner_of_claim(claim(at=0, user="w").claim) == ClaimOwner("c1", "w")
+    assert not await store.put(claim(at=-1, user="v"))  # older than every user's: not kept
+    assert [c.user_id for c in await store.users("c1")] == ["z", "y", "x"]
+
+
+async def test_a_refusal_marks_the_claim_wherever_it_is_held(store: ClaimStore):
+    a1, b2 = claim(at=1, user="a"), claim(at=2, user="b")
+    await store.put(a1)
+    assert await store.refuse(a1)
+    assert (await store.freshest("c1")).refused and (await store.freshest("c1", "a")).refused
+    await store.put(b2)
+    assert not (await store.freshest("c1")).refused  # a newer claim of the customer
+    assert (await store.freshest("c1", "a")).refused  # a's freshest is still the refused one
+    assert await store.refuse(b2)
+    assert [c.refused for c in await store.users("c1")] == [True, True]
+    assert await store.put(claim(at=3, user="a"))
+    assert [c.refused for c in await store.users("c1")] == [False, True]
+
+
+async def test_forgetting_a_customer_forgets_its_users(store: ClaimStore):
+    await store.put(claim(at=1, user="a"))
+    await store.put(claim(at=2, user="b"))
+    assert await store.forget("c1")
+    assert await store.users("c1") == [] and await store.freshest("c1", "a") is None
 
 
 async def test_concurrent_puts_keep_the_newest(store: ClaimStore):
@@ -313,14 +373,19 @@ async def test_redis_holds_the_claim_the_token_and_the_owner_without_a_raw_token
         token_key = f"{prefix}token:{secret_key(token)}"
         assert client.get(token_key) == "c1"
         assert client.ttl(token_key) == -1
-        assert client.get(f"{prefix}owner:{secret_key(the_claim.claim)}") == "c1"
+        assert client.get(f"{prefix}owner:{secret_key(the_claim.claim)}") == "c1\tu7"
+        users = client.hgetall(f"{prefix}users:c1")
+        assert {user: json.loads(entry) for user, entry in users.items()} == {
+            "u7": {"ts": NOW, "claim": the_claim.claim, "source": "admin", "refused": False}
+        }
+        assert 0 < client.pttl(f"{prefix}users:c1") <= ttl * RETENTION_FACTOR * 1000
 
         everything = []
         for key in client.scan_iter("*"):
             everything.append(key)
             kind = client.type(key)
             if kind == "hash":
-                everything += client.hgetall(key).values()
+                everything += [text for pair in client.hgetall(key).items() for text in pair]
             elif kind == "string":
                 everything.append(client.get(key))
             else:
@@ -350,7 +415,7 @@ async def test_a_second_instance_stops_using_a_refused_claim_within_100ms(
     await replica_a.put(claim(at=0))
     await first_seen(replica_b, claim(at=0), deadline=time.monotonic() + 1.0)
     started = time.monotonic()
-    assert await replica_a.refuse("c1", claim(at=0).claim)
+    assert await replica_a.refuse(claim(at=0))
     refused = replace(claim(at=0), refused=True)
     seen = await first_seen(replica_b, refused, deadline=started + 1.0)
     assert seen - started <= SEEN_WITHIN, f"seen after {seen - started:.3f} s"
@@ -374,7 +439,7 @@ async def test_a_new_instance_finds_what_an_earlier_one_stored(redis_backend: Re
         claim("b", 3),
     ]
     assert await second.customer_of_token("token-a") == "a"
-    assert await second.owner_of_claim("a-old") == "a"
+    assert await second.owner_of_claim("a-old") == ClaimOwner("a", "u")
 
 
 async def test_prefixes_do_not_see_each_other(redis_backend: RedisBackend):
@@ -395,13 +460,135 @@ async def test_prefixes_do_not_see_each_other(redis_backend: RedisBackend):
         assert client.hget("staging:claim:c1", "claim") == "staging-claim"
 
 
-async def first_seen(store: ClaimStore, wanted: Claim, deadline: float) -> float:
-    """The monotonic time at which ``store`` first returns ``wanted``; fails at ``deadline``."""
+async def test_replicas_share_each_user_s_claim_and_its_refusal(redis_backend: RedisBackend):
+    replica_a = await redis_backend.open()
+    replica_b = await redis_backend.open()
+    a1, b2 = claim(at=1, user="a"), claim(at=2, user="b")
+    await replica_b.put(claim(at=0, user="a"))  # B's own, older: only A's news replaces it
+    started = time.monotonic()
+    await replica_a.put(a1)
+    await replica_a.put(b2)
+    seen = await first_seen(replica_b, a1, deadline=started + 1.0, user="a")
+    assert seen - started <= SEEN_WITHIN, f"seen after {seen - started:.3f} s"
+    await first_seen(replica_b, b2, deadline=started + 1.0)
+
+    started = time.monotonic()
+    assert await replica_a.refuse(a1)  # a's freshest, no longer the customer's
+    seen = await first_seen(replica_b, replace(a1, refused=True), started + 1.0, user="a")
+    assert seen - started <= SEEN_WITHIN, f"seen after {seen - started:.3f} s"
+    replica_c = await redis_backend.open()  # one that starts later loads every user
+    assert await replica_c.users("c1") == [b2, replace(a1, refused=True)]
+
+
+async def test_the_server_bounds_each_customer_s_users(redis_backend: RedisBackend):
+    store = await redis_backend.open(max_users=2)
+    for at, user in enumerate(["w", "x", "y"]):
+        await store.put(claim(at=at, user=user))
+    assert not await store.put(claim(at=-1, user="v"))  # older than both kept: trimmed at once
+    for user in ("p", "q", "r"):  # equal timestamps: the later arrival stays
+        await store.put(claim(at=5, user=user))
+    with redis_backend.server.client(decode_responses=True) as client:
+        users = client.hgetall(f"{redis_backend.prefix}users:c1")
+        assert sorted(users) == ["q", "r"]
+        assert client.hget(f"{redis_backend.prefix}claim:c1", "user") == "r"
+    other = await redis_backend.open(max_users=2)
+    assert [c.user_id for c in await other.users("c1")] == ["r", "q"]
+
+
+async def test_an_older_claimgate_s_data_reads_as_it_did(redis_backend: RedisBackend):
+    """A claim hash without ``refused`` nor users beside it, an owner without a user, and a
+    refusal message naming no user: an upgrade keeps what was shared before it."""
+    prefix = redis_backend.prefix
+    old = Claim("c1", "u", "old-claim", NOW)
+    with redis_backend.server.client(decode_responses=True) as client:
+        client.hset(f"{prefix}claim:c1", mapping={"ts": NOW, "user": "u", "claim": old.claim})
+        client.set(f"{prefix}owner:{secret_key('replaced-claim')}", "c1", px=60_000)
+    store = await redis_backend.open()
+    assert await store.freshest("c1") == old
+    assert await store.freshest("c1", "u") == old
+    assert await store.users("c1") == [old]
+    assert await store.owner_of_claim("replaced-claim") == ClaimOwner("c1", None)
+
+    with redis_backend.server.client(decode_responses=True) as client:
+        message = {"op": "refuse", "customer": "c1", "claim": old.claim, "origin": "older"}
+        client.publish(f"{prefix}events", json.dumps(message))
+    await first_seen(store, replace(old, refused=True), deadline=time.monotonic() + 1.0)
+
+
+async def test_malformed_shared_data_is_skipped(redis_backend: RedisBackend):
+    """Redis is shared: a corrupt entry or message must cost only itself."""
+    prefix = redis_backend.prefix
+    good = claim(at=2, user="a")
+    entry = {"ts": good.timestamp, "claim": good.claim, "source": "link", "refused": False}
+    corrupt = {
+        "b": "not json",
+        "c": '{"ts": "NaN", "claim": "c"}',
+        "d": '{"ts": 1e400, "claim": "d"}',
+        "e": json.dumps({"ts": NOW - 5, "claim": ["a", "list"]}),
+        "f": json.dumps({"ts": NOW - 10, "claim": "f" * 20_000}),
+        "g": '{"ts": NaN, "claim": "g"}',
+        "i": json.dumps({"ts": 10**13, "claim": "i"}),
+    }
+    with redis_backend.server.client(decode_responses=True) as client:
+        client.hset(
+            f"{prefix}claim:c1", mapping={"ts": good.timestamp, "user": "a", "claim": good.claim}
+        )
+        client.hset(f"{prefix}users:c1", mapping={"a": json.dumps(entry), **corrupt})
+        client.set(f"{prefix}claim:c2", "not a hash")
+        client.hset(f"{prefix}claim:c3", mapping={"ts": "soon", "user": "u", "claim": "c3"})
+    store = await redis_backend.open(max_users=2)
+    sibling = await redis_backend.open(max_users=2)
+    assert await store.users("c1") == [good]
+    assert await store.freshest("c2") is None and await store.freshest("c3") is None
+
+    with redis_backend.server.client(decode_responses=True) as client:
+        for junk in (
+            "not json",
+            "[]",
+            '{"op": "put", "customer": 5}',
+            '{"op": "put", "customer": "c1", "user": "z", "claim": "z", "ts": "later"}',
+            '{"op": "put", "customer": "c1", "user": "z", "claim": "z", "ts": 1e400}',
+            '{"op": "put", "customer": "c1", "user": "z", "claim": "z", "ts": 99999999999999}',
+            '{"op": "refuse", "customer": "c1", "user": "a", "claim": null}',
+        ):
+            client.publish(f"{prefix}events", junk)
+    newer = claim(at=3, user="h")
+    assert await sibling.put(newer)  # the server trims the corrupt entries first
+    await first_seen(store, newer, deadline=time.monotonic() + 1.0)
+    assert await store.users("c1") == [newer, good]
+    with redis_backend.server.client(decode_responses=True) as client:
+        assert sorted(client.hgetall(f"{prefix}users:c1")) == ["a", "h"]
+
+
+async def test_after_an_outage_every_user_s_claim_is_written_back(redis_server: RedisServer):
+    backend = RedisBackend(redis_server)  # its events report the outage: not asserted quiet
+    try:
+        store = await backend.open()
+        a1, b2 = claim(at=1, user="a"), claim(at=2, user="b")
+        await store.put(a1)
+        await store.put(b2)
+        redis_server.restart()  # empty: no persistence
+        deadline = time.monotonic() + 10.0
+        while not backend.events.recovered and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        assert backend.events.recovered == [2]
+        later = await backend.open()
+        assert await later.users("c1") == [b2, a1]
+        assert await later.freshest("c1") == b2
+    finally:
+        await backend.close()
+
+
+async def first_seen(
+    store: ClaimStore, wanted: Claim, deadline: float, user: str | None = None
+) -> float:
+    """The monotonic time at which ``store`` first returns ``wanted`` (as the customer's
+    freshest, or as ``user``'s); fails at ``deadline``."""
     while True:
-        if await store.freshest(wanted.customer_web_id) == wanted:
+        if await store.freshest(wanted.customer_web_id, user) == wanted:
             return time.monotonic()
         if time.monotonic() > deadline:
-            found = await store.freshest(wanted.customer_web_id)
+            found = await store.freshest(wanted.customer_web_id, user)
             pytest.fail(f"never saw {wanted!r}; still {found!r}")
         await asyncio.sleep(0.002)
 

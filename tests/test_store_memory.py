@@ -1,11 +1,17 @@
 import asyncio
+import base64
+import os
 import random
+import sys
 import threading
 import time
+import tracemalloc
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 import pytest
 
-from claimgate.store import Claim
+from claimgate.store import Claim, ClaimOwner
 from claimgate.store.memory import RETENTION_FACTOR, MemoryStore
 
 T0 = int(time.time())
@@ -43,7 +49,7 @@ async def test_late_older_claim_never_wins_but_is_known_as_the_customers():
     await store.put(claim(timestamp=200))
     assert not await store.put(claim(timestamp=150, value="late"))
     assert (await store.freshest("c1")).timestamp == T0 + 200
-    assert await store.owner_of_claim("late") == "c1"
+    assert await store.owner_of_claim("late") == ClaimOwner("c1", "u")
 
 
 async def test_equal_timestamp_later_arrival_wins():
@@ -60,8 +66,8 @@ async def test_customers_are_independent_and_replaced_claims_keep_their_owner():
     await store.put(claim("b", 1, "b-1"))
     assert (await store.freshest("a")).claim == "a-new"
     assert (await store.freshest("b")).claim == "b-1"
-    assert await store.owner_of_claim("a-old") == "a"
-    assert await store.owner_of_claim("b-1") == "b"
+    assert await store.owner_of_claim("a-old") == ClaimOwner("a", "u")
+    assert await store.owner_of_claim("b-1") == ClaimOwner("b", "u")
     assert await store.owner_of_claim("nobody's") is None
 
 
@@ -150,16 +156,27 @@ async def test_retention_counts_from_the_calls_own_timestamp():
     assert await store.freshest("c1") is None
 
 
+def filled(fill: Callable[[], Coroutine[Any, Any, MemoryStore]]) -> tuple[MemoryStore, int]:
+    """The store ``fill`` makes, and the bytes allocated meanwhile (tracemalloc)."""
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        store = asyncio.run(fill())
+        return store, tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+
+
+def onoffice_claim() -> str:
+    """256 characters, as onOffice's claims."""
+    return base64.b64encode(os.urandom(191)).decode()
+
+
 def test_100_000_customers_fit_in_100_mb():
     """docs/design.md 5, measured: the store's structures (tracemalloc) plus the claim and customer
-    strings it holds (256-character claims, as onOffice's)."""
-    import base64
-    import os
-    import sys
-    import tracemalloc
-
+    strings it holds."""
     customers = [str(100_000 + index) for index in range(100_000)]
-    claims = [base64.b64encode(os.urandom(191)).decode() for _ in customers]
+    claims = [onoffice_claim() for _ in customers]
     tokens = [os.urandom(16).hex() for _ in customers]
     held = sum(sys.getsizeof(c) + sys.getsizeof(x) for c, x in zip(customers, claims, strict=True))
 
@@ -170,13 +187,28 @@ def test_100_000_customers_fit_in_100_mb():
             await store.learn_token(token, customer)
         return store
 
-    tracemalloc.start()
-    try:
-        before = tracemalloc.get_traced_memory()[0]
-        store = asyncio.run(fill())
-        structures = tracemalloc.get_traced_memory()[0] - before
-    finally:
-        tracemalloc.stop()
+    store, structures = filled(fill)
     assert len(store) == 100_000
     used = structures + held
     assert used < 100 * 1024 * 1024, f"{used / 1024**2:.1f} MiB"
+
+
+def test_each_further_user_of_a_customer_costs_under_a_kilobyte():
+    """docs/design.md 2.12: what claims.max_users_per_customer costs, measured with the claims
+    created inside, so their strings count too."""
+    customers = [str(100_000 + index) for index in range(10_000)]
+
+    def used(users: int) -> int:
+        async def fill() -> MemoryStore:
+            store = MemoryStore(ttl=3600, max_entries=len(customers), max_users=users)
+            for customer in customers:
+                for user in range(users):
+                    await store.put(Claim(customer, str(17 + user), onoffice_claim(), T0 + user))
+            return store
+
+        store, grown = filled(fill)
+        assert sum(len(asyncio.run(store.users(c))) for c in customers) == users * len(customers)
+        return grown
+
+    per_further_user = (used(3) - used(1)) / (2 * len(customers))
+    assert per_further_user < 1024, f"{per_further_user:.0f} bytes"

@@ -14,7 +14,7 @@ from claimgate import capture
 from claimgate.intake import Ingested, Intake
 from claimgate.monitor import Monitor
 from claimgate.settings import Settings
-from claimgate.status import claim_report, status_report
+from claimgate.status import claim_report, status_report, user_report
 from claimgate.store import ClaimStore
 from claimgate.telemetry import get_logger
 
@@ -74,9 +74,13 @@ class Backend:
 
     async def claim_status(self, customer_web_id: str) -> dict[str, Any] | None:
         claim = await self.store.freshest(customer_web_id)
-        return (
-            None if claim is None else claim_report(claim, time.time(), self.ttl, self.warn_before)
-        )
+        if claim is None:
+            return None
+        now = time.time()
+        report = claim_report(claim, now, self.ttl, self.warn_before)
+        users = await self.store.users(customer_web_id)
+        report["users"] = [user_report(user, now, self.ttl) for user in users]
+        return report
 
     async def forget(self, customer_web_id: str) -> bool:
         forgotten = await self.store.forget(customer_web_id)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from claimgate import decoding, onoffice, policy, rewrite
 from claimgate.fingerprint import fingerprint
 from claimgate.monitor import RequestContext
-from claimgate.policy import Decision, Kind, Mode, Verdict, Violation
+from claimgate.policy import Affinity, Decision, Kind, Mode, Verdict, Violation
 from claimgate.settings import Settings
 from claimgate.sink import answer_body
 from claimgate.store import Claim, ClaimStore
@@ -52,6 +52,7 @@ class Pipeline:
         self.mode = settings.policy.mode
         self.max_body_size = settings.proxy.max_body_size
         self.ttl = settings.claims.ttl
+        self.affinity = settings.claims.affinity
         self.provider_tokens = frozenset(settings.policy.provider_tokens)
         self.static_customers = {c.token.reveal(): c.customer_web_id for c in settings.customers}
         self.token_secrets = {
@@ -72,7 +73,10 @@ class Pipeline:
 
         token = request.token
         customer = self.static_customers.get(token) or await self.store.customer_of_token(token)
-        claim = await self.store.freshest(customer) if customer else None
+        claim = await self._claim_for(request, customer) if customer else None
+        owners = {
+            c: await self.store.owner_of_claim(c) for c in policy.carried_claims(request, claim)
+        }
         facts = policy.Facts(
             mode=self.mode,
             customer_web_id=customer,
@@ -81,7 +85,7 @@ class Pipeline:
             now=time.time(),
             ttl=self.ttl,
             claim_owners={
-                c: await self.store.owner_of_claim(c) for c in policy.carried_claims(request, claim)
+                c: owner.customer_web_id if owner else None for c, owner in owners.items()
             },
             token_secret=self.token_secrets.get(token),
         )
@@ -95,6 +99,19 @@ class Pipeline:
         if claim is not None and verdict.decision is not Decision.BLOCKED:
             outcome.record.carried_freshest = _carrying(request, claim.claim, verdict)
         return outcome
+
+    async def _claim_for(self, request: rewrite.ApiRequest, customer: str) -> Claim | None:
+        """The claim the request should carry (docs/design.md 2.12): the customer's freshest,
+        or with ``claims.affinity = "user"`` the freshest of the user whose claim it carries
+        (the first the store knows, in the order of the actions)."""
+        if self.affinity is Affinity.USER:
+            for carried in dict.fromkeys(c for a in request.actions for c in a.claims):
+                owner = await self.store.owner_of_claim(carried)
+                if owner is not None and owner.customer_web_id == customer and owner.user_id:
+                    mine = await self.store.freshest(customer, owner.user_id)
+                    if mine is not None:
+                        return mine
+        return await self.store.freshest(customer)
 
     def streamed_too_large(self, size: str, started: float) -> Outcome:
         """A body above ``proxy.max_body_size`` on the wire, streamed by mitmproxy, never held.
@@ -145,8 +162,8 @@ class Pipeline:
         if violations:
             record.verdict = _with_violations(record.verdict, violations)
         retire = any(i in record.carried_freshest and c in RETIRING for i, c in refusals)
-        if retire and record.claim is not None and record.customer is not None:
-            await self.store.refuse(record.customer, record.claim.claim)
+        if retire and record.claim is not None:
+            await self.store.refuse(record.claim)
         return violations
 
     def _outcome(

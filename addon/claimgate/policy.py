@@ -26,6 +26,16 @@ class Mode(StrEnum):
     ENFORCE = "enforce"
 
 
+class Affinity(StrEnum):
+    """Whose freshest claim a request gets (docs/design.md 2.12)."""
+
+    CUSTOMER = "customer"
+    """The customer's freshest, whoever's it is: the latest service call of the customer."""
+    USER = "user"
+    """The freshest of the user whose (older) claim the request carries, if the store knows
+    it; else the customer's."""
+
+
 class Decision(StrEnum):
     """The ``decision`` of a request, a contract (docs/design.md 3.5 metric label values)."""
 

@@ -136,7 +136,7 @@ def make_store(settings: Settings, events: StoreEvents) -> ClaimStore:
     """The memory store, or the shared Redis store when ``claims.store`` is a URL."""
     claims = settings.claims
     if claims.store == "memory":
-        return MemoryStore(claims.ttl, claims.max_entries)
+        return MemoryStore(claims.ttl, claims.max_entries, max_users=claims.max_users_per_customer)
     from claimgate.store.redis import RedisStore
 
     password = claims.store_password.reveal() if claims.store_password else None
@@ -146,5 +146,6 @@ def make_store(settings: Settings, events: StoreEvents) -> ClaimStore:
         prefix=claims.store_prefix,
         ttl=claims.ttl,
         max_entries=claims.max_entries,
+        max_users=claims.max_users_per_customer,
         events=events,
     )

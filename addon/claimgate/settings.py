@@ -30,7 +30,8 @@ from urllib.parse import urlsplit
 
 from claimgate.fingerprint import fingerprint
 from claimgate.limits import HeadLimits
-from claimgate.policy import Mode
+from claimgate.policy import Affinity, Mode
+from claimgate.store import DEFAULT_MAX_USERS
 
 ENV_PREFIX = "CLAIMGATE_"
 
@@ -631,6 +632,23 @@ class ClaimsSettings:
     store_prefix: str = field(
         default="claimgate:",
         metadata=setting(_string, "key prefix, so one server can hold several environments"),
+    )
+    affinity: Affinity = field(
+        default=Affinity.CUSTOMER,
+        metadata=setting(
+            partial(_choice, enum=Affinity),
+            "`customer`: every request gets the customer's freshest claim; `user`: a request "
+            "carrying a known claim of user U gets U's freshest",
+        ),
+    )
+    max_users_per_customer: int = field(
+        default=DEFAULT_MAX_USERS,
+        metadata=setting(
+            _positive_int,
+            "users per customer whose freshest claims are kept (the user whose claim is "
+            "oldest leaves first)",
+            variable=_as_integer,
+        ),
     )
     max_entries: int = field(
         default=100_000,

@@ -34,6 +34,18 @@ def claim_report(claim: Claim, now: float, ttl: float, warn_before: float = 0.0)
     }
 
 
+def user_report(claim: Claim, now: float, ttl: float) -> dict[str, Any]:
+    """One user's freshest claim, in ``GET /claims/<id>``'s ``users`` (docs/design.md 2.12)."""
+    return {
+        "user": claim.user_id,
+        "claim_fp": fingerprint(claim.claim),
+        "call_timestamp": claim.timestamp,
+        "age": round(claim_age(claim, now)),
+        "expires_in": round(claim.timestamp + ttl - now),
+        "refused": claim.refused,
+    }
+
+
 def status_report(
     *,
     claims: list[Claim],

@@ -1,17 +1,21 @@
 """Where claims live: the ``Claim`` record and the ``ClaimStore`` protocol.
 
-Every store keeps, per customer, only the freshest claim (docs/design.md 2.4): the one from the
-newest verified service call by the call's own timestamp, so a late, older call never wins.
-A claim the API refused is marked so (docs/design.md 2.11) until a newer one replaces it.
+Every store keeps, per customer, the freshest claim (docs/design.md 2.4): the one from the
+newest verified service call by the call's own timestamp, so a late, older call never wins;
+and beside it the freshest claim of each of the customer's users (at most
+``claims.max_users_per_customer``; the user whose claim is oldest leaves first), for
+``claims.affinity = "user"`` (docs/design.md 2.12). A claim the API refused is marked so
+(docs/design.md 2.11) until a newer one replaces it.
+
 It also keeps which customer an API token belongs to (learned from activation links, keyed
 by the token's SHA-256 so the store never holds a token in clear; kept without expiry, since
-a customer is activated once) and which customer a claim was issued to (to tell a stale
-claim from a foreign one).
+a customer is activated once) and which customer and user a claim was issued to (to tell a
+stale claim from a foreign one, and whose rights a carried claim stands for).
 """
 
 import hashlib
 from dataclasses import dataclass
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +42,10 @@ class Claim:
         )
 
 
+DEFAULT_MAX_USERS = 10
+"""Users per customer whose freshest claims are kept, unless ``claims.max_users_per_customer``
+says otherwise: most customers have a handful of users who open a provider's service."""
+
 SECRET_KEY_LENGTH = 32
 """Hex digits of SHA-256 kept: 128 bits, collision-free in practice, half the memory."""
 
@@ -48,6 +56,14 @@ def secret_key(secret: str) -> str:
     The same 128 bits as the memory store's binary digest, so keys carry over.
     """
     return hashlib.sha256(secret.encode()).hexdigest()[:SECRET_KEY_LENGTH]
+
+
+class ClaimOwner(NamedTuple):
+    """Who a claim was captured for: kept after a newer claim replaced it (bounded)."""
+
+    customer_web_id: str
+    user_id: str | None
+    """None for an owner recorded before users were (an older claimgate's Redis data)."""
 
 
 class StoreEvents(Protocol):
@@ -76,22 +92,29 @@ class ClaimStore(Protocol):
     async def close(self) -> None: ...
 
     async def put(self, claim: Claim) -> bool:
-        """Keep ``claim`` if it is newer than the customer's current one; True if kept."""
+        """Keep ``claim`` as its user's freshest if newer than that user's, and as the
+        customer's if newer than the customer's; True if it is now the customer's freshest."""
         ...
 
-    async def refuse(self, customer_web_id: str, claim: str) -> bool:
-        """Mark ``claim`` refused if it is the customer's freshest; True if it was marked.
+    async def refuse(self, claim: Claim) -> bool:
+        """Mark ``claim`` refused where it is still held (as the customer's or its user's
+        freshest); True if it was marked now.
 
         A claim the API refused stays refused, however often it is captured again.
         """
         ...
 
-    async def freshest(self, customer_web_id: str) -> Claim | None:
-        """The customer's freshest claim, expired or not (the caller judges expiry)."""
+    async def freshest(self, customer_web_id: str, user_id: str | None = None) -> Claim | None:
+        """The customer's freshest claim (of ``user_id`` only, if given), expired or not: the
+        caller judges expiry."""
         ...
 
-    async def owner_of_claim(self, claim: str) -> str | None:
-        """The customer a claim was captured for, if the store has seen it."""
+    async def users(self, customer_web_id: str) -> list[Claim]:
+        """The freshest claim of each of the customer's users held, newest first."""
+        ...
+
+    async def owner_of_claim(self, claim: str) -> ClaimOwner | None:
+        """The customer and user a claim was captured for, if the store has seen it."""
         ...
 
     async def learn_token(self, token: str, customer_web_id: str) -> None:

@@ -1,10 +1,13 @@
 """The embedded claim store: one process, no server, bounded in time and size.
 
-Claims sit in a cachetools ``LRUCache``: once ``max_entries`` is reached the least recently
-used leave, so memory stays flat however many customers pass through. Tokens and claim
-owners sit in plain dictionaries bounded the same way, oldest first out, keyed by a 16-byte
-digest: a third of the memory of a cache per entry (100,000 customers with their claims,
-tokens and claim owners take about 75 MB; ``tests/test_store_memory.py`` measures it).
+Claims sit in a cachetools ``LRUCache`` of customers: once ``max_entries`` is reached the
+least recently used leave, so memory stays flat however many customers pass through. Each
+customer holds its freshest claim and those of at most ``max_users - 1`` other users
+(docs/design.md 2.12). Tokens and claim owners sit in plain dictionaries bounded the same
+way, oldest first out, keyed by a 16-byte digest: a third of the memory of a cache per entry
+(100,000 customers with their claims, tokens and claim owners take about 82 MiB with one
+user each, and each further user of a customer about 0.5 KB; ``tests/test_store_memory.py``
+measures both).
 
 A claim is kept for its retention, counted from the service call's own timestamp, and read
 as absent after it; the retention is longer than the claim TTL on purpose: an expired claim
@@ -25,7 +28,7 @@ from dataclasses import replace
 
 from cachetools import LRUCache
 
-from claimgate.store import Claim
+from claimgate.store import DEFAULT_MAX_USERS, Claim, ClaimOwner
 
 DIGEST_BYTES = 16
 """Of SHA-256: collision-free in practice for tokens and claims."""
@@ -39,71 +42,137 @@ def digest(secret: str) -> bytes:
     return hashlib.sha256(secret.encode()).digest()[:DIGEST_BYTES]
 
 
-class BoundedMap(dict[bytes, str]):
+class BoundedMap[V](dict[bytes, V]):
     """A dictionary that drops its oldest entry when a new one would exceed ``limit``."""
 
     def __init__(self, limit: int) -> None:
         super().__init__()
         self.limit = limit
 
-    def put(self, key: bytes, value: str) -> None:
+    def put(self, key: bytes, value: V) -> None:
         self.pop(key, None)  # a repeat moves to the young end
         if len(self) >= self.limit:
             del self[next(iter(self))]
         self[key] = value
 
 
+class _Held:
+    """One customer's claims: the freshest, and the freshest of each other user (or None:
+    most customers have one user, and a dictionary per customer would cost a quarter more)."""
+
+    __slots__ = ("freshest", "others")
+
+    def __init__(self, freshest: Claim) -> None:
+        self.freshest = freshest
+        self.others: dict[str, Claim] | None = None
+
+    def of(self, user_id: str) -> Claim | None:
+        if self.freshest.user_id == user_id:
+            return self.freshest
+        return self.others.get(user_id) if self.others else None
+
+    def set(self, claim: Claim) -> None:
+        """Hold ``claim`` as its user's freshest (the caller has checked it is newer)."""
+        if self.freshest.user_id == claim.user_id:
+            self.freshest = claim
+        elif self.others is None:
+            self.others = {claim.user_id: claim}
+        else:
+            self.others[claim.user_id] = claim
+
+    def promote(self, claim: Claim) -> None:
+        """Make ``claim`` the customer's freshest; the one it replaces stays its user's."""
+        if self.freshest.user_id != claim.user_id:
+            others = self.others or {}
+            others.pop(claim.user_id, None)
+            others[self.freshest.user_id] = self.freshest
+            self.others = others
+        self.freshest = claim
+
+    def bound(self, max_users: int) -> None:
+        """Drop the users whose claims are oldest beyond ``max_users``; never the freshest."""
+        while self.others and 1 + len(self.others) > max_users:
+            oldest = min(self.others.values(), key=lambda c: c.timestamp)
+            del self.others[oldest.user_id]
+        if not self.others:
+            self.others = None
+
+    def users(self) -> list[Claim]:
+        rest = sorted(self.others.values(), key=lambda c: -c.timestamp) if self.others else []
+        return [self.freshest, *rest]
+
+
 class MemoryStore:
-    """Freshest claim per customer, token -> customer and claim -> customer, in memory."""
+    """Freshest claims per customer and user, token -> customer and claim -> owner, in memory."""
 
     def __init__(
         self,
         ttl: float,
         max_entries: int,
+        *,
+        max_users: int = DEFAULT_MAX_USERS,
         timer: Callable[[], float] = time.time,
     ) -> None:
         self._retention = ttl * RETENTION_FACTOR
+        self._max_users = max_users
         self._timer = timer
         self._lock = threading.Lock()
-        self._claims: LRUCache[str, Claim] = LRUCache(max_entries)
+        self._claims: LRUCache[str, _Held] = LRUCache(max_entries)
         # Keyed by digest(token) / digest(claim): no token or claim is held. Tokens do not
         # expire (activation happens once per customer); the size bound holds.
-        self._token_owners = BoundedMap(max_entries)
-        # Who a claim was issued to, for telling stale claims from foreign ones: a claim that
-        # old is long replaced, so the oldest may go.
-        self._claim_owners = BoundedMap(max_entries)
+        self._token_owners: BoundedMap[str] = BoundedMap(max_entries)
+        # Who a claim was issued to, for telling stale claims from foreign ones and for the
+        # user whose rights it stands for: a claim that old is long replaced, so the oldest
+        # may go.
+        self._claim_owners: BoundedMap[ClaimOwner] = BoundedMap(max_entries)
 
     def _alive(self, claim: Claim) -> bool:
         return claim.timestamp + self._retention > self._timer()
 
-    def _current(self, customer_web_id: str) -> Claim | None:
-        """The customer's claim unless past its retention (then it is dropped)."""
-        claim = self._claims.get(customer_web_id)
-        if claim is not None and not self._alive(claim):
+    def _current(self, customer_web_id: str) -> _Held | None:
+        """The customer's claims still within their retention (the others are dropped)."""
+        held = self._claims.get(customer_web_id)
+        if held is None:
+            return None
+        if not self._alive(held.freshest):  # the newest: the others are older still
             del self._claims[customer_web_id]
             return None
-        return claim
+        if held.others and not all(self._alive(c) for c in held.others.values()):
+            held.others = {u: c for u, c in held.others.items() if self._alive(c)} or None
+        return held
 
     async def put(self, claim: Claim) -> bool:
         customer = sys.intern(claim.customer_web_id)  # shared by every map that names it
+        owner = ClaimOwner(customer, sys.intern(claim.user_id))
         with self._lock:
-            self._claim_owners.put(digest(claim.claim), customer)
-            current = self._current(customer)
-            if current is not None and current.timestamp > claim.timestamp:
-                return False
+            self._claim_owners.put(digest(claim.claim), owner)
             if not self._alive(claim):
                 return False  # already past its retention: nothing to keep
-            if current is not None and current.claim == claim.claim and current.refused:
-                claim = replace(claim, refused=True)  # captured again, still refused
-            self._claims[customer] = claim
-            return True
-
-    async def refuse(self, customer_web_id: str, claim: str) -> bool:
-        with self._lock:
-            current = self._current(customer_web_id)
-            if current is None or current.claim != claim or current.refused:
+            held = self._current(customer)
+            if held is None:
+                self._claims[customer] = _Held(claim)
+                return True
+            mine = held.of(claim.user_id)
+            if mine is not None and mine.timestamp > claim.timestamp:
                 return False
-            self._claims[customer_web_id] = replace(current, refused=True)
+            if mine is not None and mine.claim == claim.claim and mine.refused:
+                claim = replace(claim, refused=True)  # captured again, still refused
+            freshest = claim.timestamp >= held.freshest.timestamp
+            if freshest:
+                held.promote(claim)
+            else:
+                held.set(claim)
+            held.bound(self._max_users)
+            self._claims[customer] = held  # the most recently used now
+            return freshest
+
+    async def refuse(self, claim: Claim) -> bool:
+        with self._lock:
+            held = self._current(claim.customer_web_id)
+            mine = held.of(claim.user_id) if held is not None else None
+            if held is None or mine is None or mine.claim != claim.claim or mine.refused:
+                return False
+            held.set(replace(mine, refused=True))
             return True
 
     async def start(self) -> None:
@@ -112,11 +181,19 @@ class MemoryStore:
     async def close(self) -> None:
         """Nothing to release."""
 
-    async def freshest(self, customer_web_id: str) -> Claim | None:
+    async def freshest(self, customer_web_id: str, user_id: str | None = None) -> Claim | None:
         with self._lock:
-            return self._current(customer_web_id)
+            held = self._current(customer_web_id)
+            if held is None:
+                return None
+            return held.freshest if user_id is None else held.of(user_id)
 
-    async def owner_of_claim(self, claim: str) -> str | None:
+    async def users(self, customer_web_id: str) -> list[Claim]:
+        with self._lock:
+            held = self._current(customer_web_id)
+            return [] if held is None else held.users()
+
+    async def owner_of_claim(self, claim: str) -> ClaimOwner | None:
         with self._lock:
             return self._claim_owners.get(digest(claim))
 
@@ -138,7 +215,13 @@ class MemoryStore:
     def held(self) -> list[Claim]:
         with self._lock:
             self._drop_expired()
-            return list(self._claims.values())
+            return [held.freshest for held in self._claims.values()]
+
+    def every_user_claim(self) -> list[Claim]:
+        """Each user's freshest claim of every customer: what a shared store writes back."""
+        with self._lock:
+            self._drop_expired()
+            return [claim for held in self._claims.values() for claim in held.users()]
 
     def token_entries(self) -> list[tuple[bytes, str]]:
         """(digest(token), customer) pairs: what a shared store writes back after an outage."""
@@ -154,6 +237,6 @@ class MemoryStore:
             return len(self._claims)
 
     def _drop_expired(self) -> None:
-        expired = [key for key, claim in self._claims.items() if not self._alive(claim)]
+        expired = [key for key, held in self._claims.items() if not self._alive(held.freshest)]
         for key in expired:
             del self._claims[key]

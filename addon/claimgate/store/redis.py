@@ -3,22 +3,33 @@
 Each replica keeps a local copy (a ``MemoryStore``) and answers every lookup from it, so the
 hot path never waits on the network. Redis is the shared truth:
 
-- A capture is written with a server-side script that keeps newest-wins atomic even when
-  two replicas write at once, and publishes the claim on a channel; every replica applies
-  what it hears to its local copy (a capture on replica A is used by replica B within
-  milliseconds).
+- A capture is written with a server-side script that keeps newest-wins atomic, for the
+  customer and for its user, even when two replicas write at once, and publishes the claim
+  on a channel; every replica applies what it hears to its local copy (a capture on replica
+  A is used by replica B within milliseconds). Refusals and forgetting travel the same way.
 - A supervisor task subscribes, loads everything under the key prefix into the local copy,
   and then listens. Any failed operation marks the store unavailable: lookups keep being
   served from the local copy, nothing waits on Redis, ``store_unavailable`` is reported
   once, and the supervisor reconnects. On its return, each replica loads what Redis has and
-  writes back its whole local copy, newest-wins: captures made during the outage reach
-  Redis, and a Redis that came back empty (no persistence) is filled again.
+  writes back its whole local copy, every user's claim, newest-wins: captures made during
+  the outage reach Redis, and a Redis that came back empty (no persistence) is filled again.
 
-Keys (``prefix`` lets one server hold several environments): ``claim:<customer>`` a hash
-(ts, user, claim, source, refused) expiring at the call's timestamp plus the retention (the claim
-TTL twice, as in the memory store), ``token:<secret_key(token)>`` the customer (no expiry:
-activation happens once), ``owner:<secret_key(claim)>`` the customer a claim was issued
-to. Claims are secrets: the Redis server must be private to the provider.
+Keys (``prefix`` lets one server hold several environments):
+
+- ``claim:<customer>``: a hash (ts, user, claim, source, refused) of the customer's freshest
+  claim (docs/design.md 2.4), expiring at the call's timestamp plus the retention (the claim
+  TTL twice, as in the memory store).
+- ``users:<customer>``: a hash of each user's freshest claim (docs/design.md 2.12), one field
+  per user id, valued ``{"ts", "claim", "source", "refused"}`` as JSON; at most
+  ``max_users`` fields (the user whose claim is oldest leaves first, never the customer's
+  freshest), expiring with the newest. Read only beside ``claim:<customer>``.
+- ``token:<secret_key(token)>``: the customer (no expiry: activation happens once).
+- ``owner:<secret_key(claim)>``: the customer, a tab and the user a claim was issued to
+  (an older claimgate wrote the customer alone), expiring with the claim's retention.
+
+Claims are secrets: the Redis server must be private to the provider. It is still not
+trusted to be well-formed: whatever is read from it is bounded and a malformed entry is
+skipped.
 """
 
 import asyncio
@@ -26,13 +37,13 @@ import contextlib
 import json
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from redis import asyncio as aioredis
 from redis.exceptions import RedisError
 
-from claimgate.store import Claim, StoreEvents, secret_key
+from claimgate.store import DEFAULT_MAX_USERS, Claim, ClaimOwner, StoreEvents, secret_key
 from claimgate.store.memory import RETENTION_FACTOR, MemoryStore
 
 RECONNECT_DELAY = 1.0
@@ -41,38 +52,109 @@ LISTEN_TIMEOUT = 1.0
 """Seconds the supervisor waits for a message before checking the store's health again."""
 SCAN_BATCH = 500
 MAX_CONNECTIONS = 100
+USERS_READ = 1000
+"""Users' claims read from one customer's hash at most (more only if ``max_users`` is
+larger): a well-formed hash holds ``max_users``, so only a corrupt one is cut."""
+ENTRY_CHARS = 16384
+"""A user's entry longer than this is skipped unread: far above any real claim."""
+MAX_TIMESTAMP = 10**12
+"""Unix seconds beyond any real call (as the scripts' ``valid``): a larger one is corrupt."""
 
-# KEYS: claim key, owner key. ARGV: ts, user, claim, source, expiry (Unix ms: the call's
-# timestamp plus the retention), customer, channel, message, refused (1 or 0). Newest wins by
-# the call's own timestamp; an equal one replaces (the later arrival). A claim the API
-# refused stays refused when it is written again.
+# KEYS: claim key, owner key, users key. ARGV: ts, user, claim, source, expiry (Unix ms: the
+# call's timestamp plus the retention), owner (customer TAB user), channel, message, refused
+# (1 or 0), max users. Newest wins by the call's own timestamp, for the user and for the
+# customer; an equal one replaces (the later arrival). A claim the API refused stays refused
+# when it is written again. Returns 1 if the claim is now the customer's freshest.
 _PUT = """
+local ts = tonumber(ARGV[1])
+local function valid(t)  -- a usable timestamp: not NaN, not beyond MAX_TIMESTAMP
+  return t ~= nil and t == t and math.abs(t) < 1e12
+end
+local function entry_of(value)  -- a user's entry, or nil when it is malformed
+  local ok, entry = pcall(cjson.decode, value)
+  if ok and type(entry) == 'table' and type(entry.ts) == 'number' and valid(entry.ts) then
+    return entry
+  end
+  return nil
+end
 redis.call('SET', KEYS[2], ARGV[6], 'PXAT', ARGV[5])
+
+local value = redis.call('HGET', KEYS[3], ARGV[2])
+local mine = value and entry_of(value) or nil  -- HGET answers false for none
 local current = redis.call('HMGET', KEYS[1], 'ts', 'claim', 'refused')
-if current[1] and tonumber(current[1]) > tonumber(ARGV[1]) then
+local current_ts = tonumber(current[1])
+local for_user = not mine or mine.ts <= ts
+local for_customer = not valid(current_ts) or current_ts <= ts
+if not for_user and not for_customer then
   return 0
 end
-local refused = ARGV[9]
-if current[2] == ARGV[3] and current[3] == '1' then
-  refused = '1'
+local refused = ARGV[9] == '1' or (current[2] == ARGV[3] and current[3] == '1')
+  or (mine ~= nil and mine.claim == ARGV[3] and mine.refused == true)
+
+if for_customer then
+  redis.call('HSET', KEYS[1], 'ts', ARGV[1], 'user', ARGV[2], 'claim', ARGV[3],
+    'source', ARGV[4], 'refused', refused and '1' or '0')
+  redis.call('PEXPIREAT', KEYS[1], ARGV[5])
 end
-redis.call('HSET', KEYS[1], 'ts', ARGV[1], 'user', ARGV[2], 'claim', ARGV[3], 'source', ARGV[4],
-  'refused', refused)
-redis.call('PEXPIREAT', KEYS[1], ARGV[5])
-redis.call('PUBLISH', ARGV[7], ARGV[8])
-return 1
+local kept = true
+if for_user then
+  redis.call('HSET', KEYS[3], ARGV[2],
+    cjson.encode({ts = ts, claim = ARGV[3], source = ARGV[4], refused = refused}))
+  local ttl = redis.call('PTTL', KEYS[3])
+  local now = redis.call('TIME')
+  if ttl < 0 or now[1] * 1000 + math.floor(now[2] / 1000) + ttl < tonumber(ARGV[5]) then
+    redis.call('PEXPIREAT', KEYS[3], ARGV[5])  -- the latest expiry of its entries
+  end
+  local excess = redis.call('HLEN', KEYS[3]) - tonumber(ARGV[10])
+  if excess > 0 then
+    local spared = redis.call('HGET', KEYS[1], 'user')  -- the customer's freshest
+    local fields, candidates = redis.call('HGETALL', KEYS[3]), {}
+    for i = 1, #fields, 2 do
+      if fields[i] ~= spared then
+        local entry = entry_of(fields[i + 1])
+        table.insert(candidates, {fields[i], entry and entry.ts or -math.huge})
+      end
+    end
+    -- Oldest first; on an equal timestamp the later arrival stays, then by user id.
+    table.sort(candidates, function(a, b)
+      if a[2] ~= b[2] then return a[2] < b[2] end
+      if (a[1] == ARGV[2]) ~= (b[1] == ARGV[2]) then return b[1] == ARGV[2] end
+      return a[1] < b[1]
+    end)
+    for i = 1, math.min(excess, #candidates) do
+      redis.call('HDEL', KEYS[3], candidates[i][1])
+      if candidates[i][1] == ARGV[2] then kept = false end
+    end
+  end
+end
+if for_customer or kept then
+  redis.call('PUBLISH', ARGV[7], ARGV[8])
+end
+return for_customer and 1 or 0
 """
 
-# KEYS: claim key. ARGV: claim, channel, message. Marks the customer's claim refused only if
-# it still is that claim (a newer capture may have replaced it meanwhile) and is not yet.
+# KEYS: claim key, users key. ARGV: claim, user, channel, message. Marks the claim refused
+# where it is still held (a newer capture may have replaced it meanwhile) and is not yet.
 _REFUSE = """
+local marked = 0
 local current = redis.call('HMGET', KEYS[1], 'claim', 'refused')
 if current[1] == ARGV[1] and current[2] ~= '1' then
   redis.call('HSET', KEYS[1], 'refused', '1')
-  redis.call('PUBLISH', ARGV[2], ARGV[3])
-  return 1
+  marked = 1
 end
-return 0
+local value = redis.call('HGET', KEYS[2], ARGV[2])
+if value then
+  local ok, entry = pcall(cjson.decode, value)
+  if ok and type(entry) == 'table' and entry.claim == ARGV[1] and entry.refused ~= true then
+    redis.call('HSET', KEYS[2], ARGV[2], cjson.encode(
+      {ts = entry.ts, claim = entry.claim, source = entry.source, refused = true}))
+    marked = 1
+  end
+end
+if marked == 1 then
+  redis.call('PUBLISH', ARGV[3], ARGV[4])
+end
+return marked
 """
 
 _FAILURES = (RedisError, OSError, TimeoutError)
@@ -83,7 +165,7 @@ class StoreUnavailable(Exception):
 
 
 class RedisStore:
-    """Freshest claims shared through Redis, served from a local copy."""
+    """Freshest claims per customer and user, shared through Redis, served from a local copy."""
 
     def __init__(
         self,
@@ -93,10 +175,11 @@ class RedisStore:
         prefix: str,
         ttl: float,
         max_entries: int,
+        max_users: int = DEFAULT_MAX_USERS,
         events: StoreEvents,
         timeout: float = 0.5,
     ) -> None:
-        self._local = MemoryStore(ttl, max_entries)
+        self._local = MemoryStore(ttl, max_entries, max_users=max_users)
         # Blocking: a burst of lookups waits for a free connection (within the operation
         # timeout) instead of failing at once when the pool is exhausted.
         pool = aioredis.BlockingConnectionPool.from_url(
@@ -116,6 +199,8 @@ class RedisStore:
         self._prefix = prefix
         self._channel = f"{prefix}events"
         self._retention = ttl * RETENTION_FACTOR
+        self._max_users = max_users
+        self._users_read = max(max_users, USERS_READ)
         self._timeout = timeout
         self._events = events
         self._available = False
@@ -155,26 +240,27 @@ class RedisStore:
             await self._adopt_shared(claim.customer_web_id)
         return bool(stored)
 
-    async def refuse(self, customer_web_id: str, claim: str) -> bool:
-        refused_locally = await self._local.refuse(customer_web_id, claim)
-        message = json.dumps(
-            {"op": "refuse", "customer": customer_web_id, "claim": claim, "origin": self._origin}
-        )
-        keys, args = [self._claim_key(customer_web_id)], [claim, self._channel, message]
+    async def refuse(self, claim: Claim) -> bool:
+        refused_locally = await self._local.refuse(claim)
+        message = json.dumps({"op": "refuse", "origin": self._origin, **_claim_fields(claim)})
+        keys = [self._claim_key(claim.customer_web_id), self._users_key(claim.customer_web_id)]
+        args = [claim.claim, claim.user_id, self._channel, message]
         refused = await self._shared("refuse", lambda: self._refuse_script(keys=keys, args=args))
         return refused_locally or (refused is not _UNANSWERED and bool(refused))
 
-    async def freshest(self, customer_web_id: str) -> Claim | None:
-        found = await self._local.freshest(customer_web_id)
-        if found is None:
-            found = await self._adopt_shared(customer_web_id)
-        return found
+    async def freshest(self, customer_web_id: str, user_id: str | None = None) -> Claim | None:
+        await self._known(customer_web_id)
+        return await self._local.freshest(customer_web_id, user_id)
 
-    async def owner_of_claim(self, claim: str) -> str | None:
+    async def users(self, customer_web_id: str) -> list[Claim]:
+        await self._known(customer_web_id)
+        return await self._local.users(customer_web_id)
+
+    async def owner_of_claim(self, claim: str) -> ClaimOwner | None:
         owner = await self._local.owner_of_claim(claim)
         if owner is None:
             shared = await self._shared("owner", lambda: self._client.get(self._owner_key(claim)))
-            owner = None if shared is _UNANSWERED else shared
+            owner = _owner_from(shared)
         return owner
 
     async def learn_token(self, token: str, customer_web_id: str) -> None:
@@ -200,7 +286,7 @@ class RedisStore:
 
         async def delete() -> int:
             async with self._client.pipeline(transaction=True) as pipe:
-                pipe.delete(self._claim_key(customer_web_id))
+                pipe.delete(self._claim_key(customer_web_id), self._users_key(customer_web_id))
                 pipe.publish(self._channel, message)
                 deleted, _ = await pipe.execute()
                 return int(deleted)
@@ -229,6 +315,9 @@ class RedisStore:
     def _claim_key(self, customer_web_id: str) -> str:
         return f"{self._prefix}claim:{customer_web_id}"
 
+    def _users_key(self, customer_web_id: str) -> str:
+        return f"{self._prefix}users:{customer_web_id}"
+
     def _owner_key(self, claim: str) -> str:
         return f"{self._prefix}owner:{secret_key(claim)}"
 
@@ -248,17 +337,45 @@ class RedisStore:
             self._mark_unavailable(f"{operation} failed ({type(error).__name__})")
             return _UNANSWERED
 
-    async def _adopt_shared(self, customer_web_id: str) -> Claim | None:
-        """Read a customer's claim from Redis into the local copy (a miss, or a lost race)."""
-        fields = await self._shared(
-            "get", lambda: self._client.hgetall(self._claim_key(customer_web_id))
-        )
-        if fields is _UNANSWERED or not fields:
-            return None
-        claim = _claim_from(customer_web_id, fields)
-        if claim is not None:
+    async def _known(self, customer_web_id: str) -> None:
+        """Adopt a customer the local copy does not hold from Redis.
+
+        One the local copy holds is kept current by the channel (and by catching up after
+        an outage), so a user missing there is missing in Redis too: not worth a round trip.
+        """
+        if await self._local.freshest(customer_web_id) is None:
+            await self._adopt_shared(customer_web_id)
+
+    async def _adopt_shared(self, customer_web_id: str) -> None:
+        """Read a customer's claims from Redis into the local copy (a miss, or a lost race)."""
+
+        async def read() -> list[Any]:
+            async with self._client.pipeline(transaction=False) as pipe:
+                self._read_customer(pipe, customer_web_id)
+                return list(await pipe.execute(raise_on_error=False))
+
+        read_back = await self._shared("get", read)
+        if read_back is not _UNANSWERED:
+            await self._adopt(customer_web_id, *read_back)
+
+    def _read_customer(self, pipe: Any, customer_web_id: str) -> None:
+        """Queue the reads of one customer's claims: its users' (bounded), then its own."""
+        pipe.hrandfield(self._users_key(customer_web_id), self._users_read, withvalues=True)
+        pipe.hgetall(self._claim_key(customer_web_id))
+
+    async def _adopt(self, customer_web_id: str, users: Any, fields: Any) -> None:
+        """Put what Redis holds for a customer into the local copy: the users' claims first,
+        then the customer's freshest, so that it wins an equal timestamp here as there.
+
+        Users without the customer's claim were forgotten (by an older claimgate, which
+        deletes only that): they are not adopted.
+        """
+        freshest = _claim_from(customer_web_id, fields) if isinstance(fields, dict) else None
+        if freshest is None:
+            return
+        for claim in _user_claims_from(customer_web_id, users):
             await self._local.put(claim)
-        return await self._local.freshest(customer_web_id)
+        await self._local.put(freshest)
 
     def _mark_unavailable(self, reason: str) -> None:
         self._available = False
@@ -312,12 +429,22 @@ class RedisStore:
             return
         if not isinstance(event, dict) or event.get("origin") == self._origin:
             return
+        customer = event.get("customer")
+        if not isinstance(customer, str):
+            return
         if event.get("op") == "forget":
-            await self._local.forget(str(event.get("customer")))
+            await self._local.forget(customer)
         elif event.get("op") == "refuse":
-            await self._local.refuse(str(event.get("customer")), str(event.get("claim")))
+            # An older claimgate names only the customer's freshest claim, not its user.
+            refused = (
+                _claim_from(customer, event)
+                if "user" in event
+                else await self._local.freshest(customer)
+            )
+            if refused is not None and refused.claim == event.get("claim"):
+                await self._local.refuse(refused)
         elif event.get("op") == "put":
-            claim = _claim_from(str(event.get("customer")), event)
+            claim = _claim_from(customer, event)
             if claim is not None:
                 await self._local.put(claim)
 
@@ -331,28 +458,29 @@ class RedisStore:
             async for keys in _batches(
                 self._client.scan_iter(match=f"{self._prefix}claim:*", count=SCAN_BATCH)
             ):
+                customers = [key.removeprefix(f"{self._prefix}claim:") for key in keys]
                 async with self._client.pipeline(transaction=False) as pipe:
-                    for key in keys:
-                        pipe.hgetall(key)
-                    values = await pipe.execute()
-                for key, fields in zip(keys, values, strict=True):
-                    claim = _claim_from(key.removeprefix(f"{self._prefix}claim:"), fields)
-                    if claim is not None:
-                        await self._local.put(claim)
+                    for customer in customers:
+                        self._read_customer(pipe, customer)
+                    values = await pipe.execute(raise_on_error=False)  # a wrong type: skipped
+                for index, customer in enumerate(customers):
+                    await self._adopt(customer, *values[2 * index : 2 * index + 2])
             if not self._connected_once:
                 self._connected_once = True
                 return 0
             return await self._write_back()
 
     async def _write_back(self) -> int:
-        claims = await self._local.claims()
+        # Each customer's freshest comes first in its users' list: reversed, it is written
+        # last, so it wins an equal timestamp on the server as it does here.
+        claims = self._local.every_user_claim()[::-1]
         tokens = self._local.token_entries()
         for start in range(0, len(claims), SCAN_BATCH):
             async with self._client.pipeline(transaction=False) as pipe:
                 for claim in claims[start : start + SCAN_BATCH]:
                     keys, args = self._put_arguments(claim)
                     await self._put_script(keys=keys, args=args, client=pipe)
-                await pipe.execute()
+                await pipe.execute(raise_on_error=False)  # a corrupt key must not stop the rest
         async with self._client.pipeline(transaction=False) as pipe:
             for digest, customer in tokens:  # digest.hex() is secret_key(token)
                 pipe.set(self._prefix + "token:" + digest.hex(), customer)
@@ -360,8 +488,9 @@ class RedisStore:
         return len(claims) + len(tokens)
 
     def _put_arguments(self, claim: Claim) -> tuple[list[str], list[Any]]:
+        customer = claim.customer_web_id
         message = json.dumps({"op": "put", "origin": self._origin, **_claim_fields(claim)})
-        keys = [self._claim_key(claim.customer_web_id), self._owner_key(claim.claim)]
+        keys = [self._claim_key(customer), self._owner_key(claim.claim), self._users_key(customer)]
         expire_at_ms = int((claim.timestamp + self._retention) * 1000)
         args = [
             claim.timestamp,
@@ -369,10 +498,11 @@ class RedisStore:
             claim.claim,
             claim.source,
             expire_at_ms,
-            claim.customer_web_id,
+            f"{customer}\t{claim.user_id}",
             self._channel,
             message,
             int(claim.refused),
+            self._max_users,
         ]
         return keys, args
 
@@ -395,18 +525,49 @@ def _claim_fields(claim: Claim) -> dict[str, Any]:
     }
 
 
-def _claim_from(customer: str, fields: dict[str, Any]) -> Claim | None:
-    try:
-        return Claim(
-            customer,
-            str(fields["user"]),
-            str(fields["claim"]),
-            int(fields["ts"]),
-            str(fields.get("source") or "link"),
-            refused=fields.get("refused") in (True, "1"),
-        )
-    except (KeyError, TypeError, ValueError):
+def _claim_from(customer: str, fields: Mapping[str, Any]) -> Claim | None:
+    """A claim from a hash or a message; None when anything is missing or of the wrong kind."""
+    user, value, ts = fields.get("user"), fields.get("claim"), fields.get("ts")
+    source = fields.get("source") or "link"
+    if not (isinstance(user, str) and isinstance(value, str) and isinstance(source, str)):
         return None
+    if isinstance(ts, bool) or not isinstance(ts, int | str):
+        return None
+    try:
+        timestamp = int(ts)
+    except ValueError:
+        return None
+    if abs(timestamp) >= MAX_TIMESTAMP:
+        return None
+    return Claim(
+        customer, user, value, timestamp, source, refused=fields.get("refused") in (True, "1")
+    )
+
+
+def _user_claims_from(customer: str, users: Any) -> list[Claim]:
+    """The users' claims of an ``HRANDFIELD ... WITHVALUES`` answer; malformed ones skipped."""
+    if not isinstance(users, list):
+        return []
+    found = []
+    for user, value in zip(users[::2], users[1::2], strict=False):
+        if not isinstance(value, str) or len(value) > ENTRY_CHARS:
+            continue
+        try:
+            entry = json.loads(value)
+        except ValueError:
+            continue
+        claim = _claim_from(customer, {**entry, "user": user}) if isinstance(entry, dict) else None
+        if claim is not None:
+            found.append(claim)
+    return found
+
+
+def _owner_from(value: Any) -> ClaimOwner | None:
+    """``customer TAB user``; the customer alone is an older claimgate's owner, of no user."""
+    if not isinstance(value, str) or not value:
+        return None
+    customer, tab, user = value.partition("\t")
+    return ClaimOwner(customer, user if tab else None)
 
 
 async def _batches(keys: Any, size: int = SCAN_BATCH) -> Any:
