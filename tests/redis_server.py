@@ -6,7 +6,8 @@ stopped at the end whatever the test's outcome. ``./dev setup`` installs Debian'
 (``./dev test`` runs it first); where it is still missing the test fails naming that step
 instead of skipping, since a skipped store test would hide that the store was never proven.
 
-The repository's conftest.py registers these fixtures for every test module.
+:class:`RedisProcess` is what a server and a sentinel share (tests/redis_sentinel.py starts
+both from it). The repository's conftest.py registers these fixtures for every test module.
 """
 
 import atexit
@@ -17,65 +18,113 @@ import signal
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, ClassVar, Self
 
 import pytest
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from claimgate.testing import free_port
 
 START_TIMEOUT = 10.0
 STOP_TIMEOUT = 5.0
-KNOWN_PATHS = ("/usr/bin/redis-server", "/usr/sbin/redis-server", "/usr/local/bin/redis-server")
+KNOWN_DIRS = ("/usr/bin", "/usr/sbin", "/usr/local/bin")
 
-_running: set["RedisServer"] = set()
+_running: set["RedisProcess"] = set()
 
 
-def find_redis_server() -> str | None:
-    """``redis-server`` on PATH or where Debian puts it (PATH may lack the sbin dirs)."""
-    found = shutil.which("redis-server")
+def find_executable(name: str) -> str | None:
+    """``name`` on PATH or where Debian puts it (PATH may lack the sbin dirs)."""
+    found = shutil.which(name)
     if found:
         return found
-    return next((path for path in KNOWN_PATHS if os.access(path, os.X_OK)), None)
+    paths = (os.path.join(directory, name) for directory in KNOWN_DIRS)
+    return next((path for path in paths if os.access(path, os.X_OK)), None)
 
 
-def ensure_redis_server() -> str:
-    """The path of ``redis-server``; fails the test, naming the set-up step, when it is absent."""
-    found = find_redis_server()
+def ensure_executable(name: str) -> str:
+    """The path of ``name``; fails the test, naming the set-up step, when it is absent."""
+    found = find_executable(name)
     if found is None:
-        pytest.fail("redis-server is not installed: run ./dev setup", pytrace=False)
+        pytest.fail(f"{name} is not installed: run ./dev setup", pytrace=False)
     return found
 
 
-class RedisServer:
-    """One ``redis-server`` process on loopback; ``restart`` keeps its port (outage tests)."""
+def find_redis_server() -> str | None:
+    return find_executable("redis-server")
 
-    def __init__(self, executable: str | None = None, password: str | None = None) -> None:
-        self.executable = executable or ensure_redis_server()
+
+def ensure_redis_server() -> str:
+    return ensure_executable("redis-server")
+
+
+def config_value(value: str) -> str:
+    """``value`` as one token of a Redis config line, whose parser splits on spaces."""
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+class RedisProcess:
+    """One ``redis-server`` or ``redis-sentinel`` child on loopback, from its own config file.
+
+    The config file is written at the first start and kept: a later start reads it as the
+    process last rewrote it (a sentinel rewrites its own, a server its own on CONFIG REWRITE),
+    as a real restart would. The port is given on the command line, which wins over the file.
+    ``settings`` are config lines appended to the subclass's defaults (a later line wins).
+    """
+
+    program: ClassVar[str] = "redis-server"
+
+    def __init__(
+        self, executable: str, password: str | None = None, settings: Sequence[str] = ()
+    ) -> None:
+        self.executable = executable
         self.password = password
+        self.settings = tuple(settings)
         self.port = free_port()
-        self._dir = Path(tempfile.mkdtemp(prefix="claimgate-redis-"))
-        self._log = self._dir / "redis.log"
+        self.directory = Path(tempfile.mkdtemp(prefix=f"claimgate-{self.program}-"))
+        self._config = self.directory / f"{self.program}.conf"
+        self._log = self.directory / f"{self.program}.log"
         self._process: subprocess.Popen[bytes] | None = None
         self._started = False
 
     @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+    def address(self) -> tuple[str, int]:
+        return ("127.0.0.1", self.port)
 
     @property
     def running(self) -> bool:
         return self._process is not None and self._process.poll() is None
 
     def client(self, **options: Any) -> redis.Redis:
-        """A plain synchronous client, to look at what the store really wrote."""
-        return redis.Redis(host="127.0.0.1", port=self.port, password=self.password, **options)
+        """A plain synchronous client; ``password`` (and ``username``) may replace its own."""
+        options.setdefault("password", self.password)
+        return redis.Redis(host="127.0.0.1", port=self.port, **options)
+
+    def probe(self, **options: Any) -> redis.Redis:
+        """A client that fails at once (no retries, one-second timeouts): for polling, where
+        redis-py's default retries would spend seconds on each refused connection or AUTH."""
+        options = {"socket_timeout": 1, "socket_connect_timeout": 1, **options}
+        return self.client(retry=Retry(NoBackoff(), 0), **options)
+
+    def defaults(self) -> list[str]:
+        """The config lines every process of this kind starts from."""
+        lines = [
+            "bind 127.0.0.1",
+            "protected-mode yes",
+            f"dir {config_value(str(self.directory))}",
+            "daemonize no",
+            'logfile ""',  # standard output, which goes to the log file
+        ]
+        if self.password is not None:
+            lines.append(f"requirepass {config_value(self.password)}")
+        return lines
 
     def start(self) -> None:
-        """Start and return once the server answers PING.
+        """Start and return once the process answers PING.
 
         The first start retries on another port when the chosen one was taken meanwhile;
         later starts keep the port, since clients already point at it.
@@ -94,20 +143,9 @@ class RedisServer:
     def _start(self) -> None:
         if self.running:
             return
-        command = [
-            self.executable,
-            "--port", str(self.port),
-            "--bind", "127.0.0.1",
-            "--save", "",
-            "--appendonly", "no",
-            "--protected-mode", "yes",
-            "--dir", str(self._dir),
-            "--daemonize", "no",
-            "--loglevel", "warning",
-            "--hz", "100",  # serverCron handles SIGTERM: stop in ~10 ms, not ~100
-        ]  # fmt: skip
-        if self.password is not None:
-            command += ["--requirepass", self.password]
+        if not self._config.exists():
+            self._config.write_text("\n".join([*self.defaults(), *self.settings, ""]))
+        command = [self.executable, str(self._config), "--port", str(self.port)]
         with self._log.open("ab") as log:
             self._process = subprocess.Popen(
                 command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT
@@ -121,20 +159,24 @@ class RedisServer:
 
     def _wait_until_answering(self) -> None:
         deadline = time.monotonic() + START_TIMEOUT
-        with contextlib.closing(self.client(socket_timeout=0.5, socket_connect_timeout=0.5)) as c:
+        last: Exception | None = None
+        with contextlib.closing(self.probe()) as c:
             while True:
                 assert self._process is not None
                 if self._process.poll() is not None:
                     raise RuntimeError(
-                        f"redis-server exited {self._process.returncode}:\n{self.log_tail()}"
+                        f"{self.program} exited {self._process.returncode}:\n{self.log_tail()}"
                     )
                 try:
                     if c.ping():
                         return
-                except redis.ConnectionError:
-                    pass
+                except redis.ConnectionError as error:  # also a refused AUTH: quoted below
+                    last = error
                 if time.monotonic() > deadline:
-                    raise TimeoutError(f"redis-server did not answer PING:\n{self.log_tail()}")
+                    raise TimeoutError(
+                        f"{self.program} on port {self.port} did not answer PING ({last!r}):\n"
+                        f"{self.log_tail()}"
+                    )
                 time.sleep(0.005)
 
     def log_tail(self, lines: int = 20) -> str:
@@ -147,7 +189,7 @@ class RedisServer:
         self._end(signal.SIGTERM)
 
     def kill(self) -> None:
-        """SIGKILL: the server vanishes mid-traffic, as in a crash."""
+        """SIGKILL: the process vanishes mid-traffic, as in a crash."""
         self._end(signal.SIGKILL)
 
     def _end(self, signum: signal.Signals) -> None:
@@ -169,10 +211,14 @@ class RedisServer:
 
     def close(self) -> None:
         self.stop()
-        shutil.rmtree(self._dir, ignore_errors=True)
+        shutil.rmtree(self.directory, ignore_errors=True)
 
     def __enter__(self) -> Self:
-        self.start()
+        try:
+            self.start()
+        except BaseException:
+            self.close()  # __exit__ will not run: the directory would stay behind
+            raise
         return self
 
     def __exit__(
@@ -184,11 +230,36 @@ class RedisServer:
         self.close()
 
 
+class RedisServer(RedisProcess):
+    """One ``redis-server`` on loopback, no persistence; ``restart`` keeps its port."""
+
+    def __init__(
+        self,
+        executable: str | None = None,
+        password: str | None = None,
+        settings: Sequence[str] = (),
+    ) -> None:
+        super().__init__(executable or ensure_redis_server(), password, settings)
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def defaults(self) -> list[str]:
+        return [
+            *super().defaults(),
+            'save ""',
+            "appendonly no",
+            "loglevel warning",
+            "hz 100",  # serverCron handles SIGTERM: stop in ~10 ms, not ~100
+        ]
+
+
 @atexit.register
 def _kill_leftovers() -> None:
-    """A last net for servers whose owner never got to stop them (an interrupted run)."""
-    for server in list(_running):
-        server.kill()
+    """A last net for processes whose owner never got to stop them (an interrupted run)."""
+    for process in list(_running):
+        process.kill()
 
 
 @pytest.fixture(scope="session")

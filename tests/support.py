@@ -9,6 +9,7 @@ import socket
 import ssl
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -150,6 +151,31 @@ VIOLATION_KINDS = (
 )
 """docs/design.md 3.4's violation kinds in its order: written out, not taken from the code, because
 the tests check the code against the contract."""
+
+
+def capture_section(app: "App") -> dict[str, Any]:
+    """A world's ``[capture]``: the listener on 127.0.0.2, in front of ``app``."""
+    return {"listen": "127.0.0.2:0", "upstream": app.url, "provider_secret": "env:TEST_PS"}
+
+
+def admin_get(world: "World", path: str, timeout: float = 5.0) -> httpx.Response:
+    """GET on a world's admin listener, with the admin token."""
+    return httpx.get(
+        f"http://{world.sidecar.listeners['admin']}{path}",
+        headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
+        trust_env=False,
+        timeout=timeout,
+    )
+
+
+def wait_until(condition: Callable[[], object], timeout: float) -> float:
+    """The monotonic time ``condition()`` first held; fails after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout} s")
+        time.sleep(0.01)
+    return time.monotonic()
 
 
 def claimgate_command() -> list[str]:

@@ -10,7 +10,6 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -23,9 +22,12 @@ from tests.support import (
     App,
     Customer,
     World,
+    admin_get,
     api_request,
+    capture_section,
     forward_proxy,
     run_world,
+    wait_until,
 )
 
 LIFETIME = 60
@@ -72,11 +74,7 @@ def config(tmp: Path, redis: RedisServer, app: App, api: ApiDouble, capture: boo
         "admin": {"token": "env:TEST_ADMIN_TOKEN", "shutdown_grace": "2s"},
     }
     if capture:
-        sections["capture"] = {
-            "listen": "127.0.0.2:0",
-            "upstream": app.url,
-            "provider_secret": "env:TEST_PS",
-        }
+        sections["capture"] = capture_section(app)
     return sections
 
 
@@ -98,32 +96,16 @@ def replicas(tmp_path_factory, redis, backends, customers) -> Iterator[tuple[Wor
             worlds.close()
 
 
-def admin(world: World, path: str) -> httpx.Response:
-    return httpx.get(
-        f"http://{world.sidecar.listeners['admin']}{path}",
-        headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
-        trust_env=False,
-    )
-
-
 def scrape(world: World) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     return {
         (sample.name, tuple(sorted(sample.labels.items()))): sample.value
-        for family in text_string_to_metric_families(admin(world, "/metrics").text)
+        for family in text_string_to_metric_families(admin_get(world, "/metrics").text)
         for sample in family.samples
     }
 
 
 def rejected(world: World) -> float:
     return scrape(world).get(("claimgate_violations_total", (("kind", "rejected_claim"),)), 0.0)
-
-
-def wait_until(condition, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout} s")
-        time.sleep(0.005)
 
 
 def service_call(world: World, customer: Customer, age: int) -> str:
@@ -139,7 +121,7 @@ def test_a_refused_claim_is_retired_everywhere_until_a_newer_service_call(replic
     a, b = replicas
     a.activate(customer)
     old = service_call(a, customer, age=LIFETIME + 60)
-    wait_until(lambda: admin(b, f"/claims/{customer.web_id}").status_code == 200, SHARED_WITHIN)
+    wait_until(lambda: admin_get(b, f"/claims/{customer.web_id}").status_code == 200, SHARED_WITHIN)
 
     refused, _ = a.call_api(api_request(customer))  # the API refuses it: 201
     assert refused.claims() == [old] and refused.results == (201,)
@@ -151,7 +133,7 @@ def test_a_refused_claim_is_retired_everywhere_until_a_newer_service_call(replic
     line = a.sidecar.wait_for("api_request", lambda e: "rejected_claim" in e["violations"])
     assert line["claim_fp"] == fingerprint(old)
 
-    wait_until(lambda: admin(b, f"/claims/{customer.web_id}").json()["refused"], SHARED_WITHIN)
+    wait_until(lambda: admin_get(b, f"/claims/{customer.web_id}").json()["refused"], SHARED_WITHIN)
     elsewhere, _ = b.call_api(api_request(customer))
     assert elsewhere.claims() == [None]
     assert rejected(b) == before_b + 1
@@ -160,7 +142,7 @@ def test_a_refused_claim_is_retired_everywhere_until_a_newer_service_call(replic
     again, _ = a.call_api(api_request(customer))
     assert again.claims() == [new] and again.results == (0,)
     wait_until(
-        lambda: admin(b, f"/claims/{customer.web_id}").json()["claim_fp"] == fingerprint(new),
+        lambda: admin_get(b, f"/claims/{customer.web_id}").json()["claim_fp"] == fingerprint(new),
         SHARED_WITHIN,
     )
     again, _ = b.call_api(api_request(customer))
@@ -175,7 +157,7 @@ def test_the_refusal_and_the_expiring_customer_show_in_metrics_and_status(replic
     # The newest claim is 30 s from the API's lifetime and inside claimgate's warning window.
     assert metrics[("claimgate_claims_expiring", ())] == 1
     assert scrape(b)[("claimgate_claims_expiring", ())] == 1
-    status = admin(a, "/status.json").json()
+    status = admin_get(a, "/status.json").json()
     (row,) = [r for r in status["customers"] if r["customer"] == customer.web_id]
     assert row["expiring"] and not row["refused"] and 0 < row["expires_in"] <= WARN_BEFORE
     shortest = status["lifetime"]["shortest_refused_age"]
@@ -203,7 +185,7 @@ def by_user(tmp_path_factory, backends, customers) -> Iterator[World]:
     tmp = tmp_path_factory.mktemp("affinity")
     sections = {
         "proxy": forward_proxy(tmp, api),
-        "capture": {"listen": "127.0.0.2:0", "upstream": app.url, "provider_secret": "env:TEST_PS"},
+        "capture": capture_section(app),
         "claims": {"affinity": "user"},
         "admin": {"token": "env:TEST_ADMIN_TOKEN"},
     }
@@ -231,7 +213,7 @@ def test_with_user_affinity_a_user_s_old_claim_brings_that_user_s_newest(by_user
     received, _ = by_user.call_api(api_request(customer))  # no claim: the customer's freshest
     assert received.claims() == [b_only]
 
-    shown = admin(by_user, f"/claims/{customer.web_id}").json()
+    shown = admin_get(by_user, f"/claims/{customer.web_id}").json()
     assert [(u["user"], u["claim_fp"]) for u in shown["users"]] == [
         ("b", fingerprint(b_only)),
         ("a", fingerprint(a_new)),

@@ -22,9 +22,12 @@ from tests.support import (
     App,
     Customer,
     World,
+    admin_get,
     api_request,
+    capture_section,
     forward_proxy,
     run_world,
+    wait_until,
 )
 
 SHARED_WITHIN = 10.0
@@ -56,11 +59,7 @@ def replica_config(tmp: Path, redis: RedisServer, app: App, api: ApiDouble, capt
         "admin": {"token": "env:TEST_ADMIN_TOKEN", "shutdown_grace": "2s"},
     }
     if capture:
-        config["capture"] = {
-            "listen": "127.0.0.2:0",
-            "upstream": app.url,
-            "provider_secret": "env:TEST_PS",
-        }
+        config["capture"] = capture_section(app)
     return config
 
 
@@ -89,23 +88,6 @@ def replica_b(tmp_path_factory, redis, backends, customers) -> Iterator[World]:
     worlds.close()
 
 
-def admin(world: World, path: str) -> httpx.Response:
-    return httpx.get(
-        f"http://{world.sidecar.listeners['admin']}{path}",
-        headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
-        trust_env=False,
-    )
-
-
-def wait_until(condition, timeout: float) -> None:
-    """Return once ``condition()`` holds; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout} s")
-        time.sleep(0.005)
-
-
 def test_a_claim_captured_on_one_replica_is_used_by_another(replica_a, replica_b, customers):
     customer = customers[0]
     replica_a.activate(customer)
@@ -117,7 +99,7 @@ def test_a_claim_captured_on_one_replica_is_used_by_another(replica_a, replica_b
     replica_a.service_call(customer, second)
     wait_until(
         lambda: (
-            admin(replica_b, f"/claims/{customer.web_id}").json().get("claim_fp")
+            admin_get(replica_b, f"/claims/{customer.web_id}").json().get("claim_fp")
             == fingerprint(second)
         ),
         timeout=SHARED_WITHIN,
@@ -138,7 +120,7 @@ def test_redis_killed_and_restarted_mid_traffic_loses_no_request(
     claim = make_claim()
     replica_a.service_call(customer, claim)
     wait_until(
-        lambda: admin(replica_b, f"/claims/{customer.web_id}").status_code == 200,
+        lambda: admin_get(replica_b, f"/claims/{customer.web_id}").status_code == 200,
         timeout=SHARED_WITHIN,
     )
     answers: list[list[str | None]] = []
@@ -157,7 +139,7 @@ def test_redis_killed_and_restarted_mid_traffic_loses_no_request(
     sender.start()
     time.sleep(0.3)
     redis.kill()
-    wait_until(lambda: admin(replica_b, "/readyz").status_code == 503, timeout=5)
+    wait_until(lambda: admin_get(replica_b, "/readyz").status_code == 503, timeout=5)
     during = make_claim()
     replica_a.service_call(late, during)  # captured while Redis is down
     time.sleep(0.3)
@@ -165,11 +147,11 @@ def test_redis_killed_and_restarted_mid_traffic_loses_no_request(
     sender.join(30)
     assert not errors and len(answers) == 60
     assert all(claims == [claim] for claims in answers)
-    wait_until(lambda: admin(replica_b, "/readyz").status_code == 200, timeout=5)
+    wait_until(lambda: admin_get(replica_b, "/readyz").status_code == 200, timeout=5)
     # The capture made during the outage reaches the other replica once Redis is back,
     # and so does the claim Redis lost: the replicas wrote their copies back.
-    wait_until(lambda: admin(replica_b, f"/claims/{late.web_id}").status_code == 200, timeout=5)
-    assert admin(replica_b, f"/claims/{late.web_id}").json()["claim_fp"] == fingerprint(during)
+    wait_until(lambda: admin_get(replica_b, f"/claims/{late.web_id}").status_code == 200, timeout=5)
+    assert admin_get(replica_b, f"/claims/{late.web_id}").json()["claim_fp"] == fingerprint(during)
     with redis.client(decode_responses=True) as plain:
         assert plain.hget(f"replicas:claim:{customer.web_id}", "claim") == claim
     for replica in (replica_a, replica_b):

@@ -121,6 +121,8 @@ EVERY_KEY = {
         "warn_before": '"10m"',
         "store": '"rediss://redis.internal:6380/2"',
         "store_password": '"env:REDIS_PASSWORD"',
+        "store_username": '"claimgate"',
+        "sentinel_password": '"env:SENTINEL_PASSWORD"',
         "store_prefix": '"cg:"',
         "affinity": '"user"',
         "max_users_per_customer": "5",
@@ -153,6 +155,7 @@ token = "inline-token-42"
 ENV = {
     "PROVIDER_SECRET": "provider-secret",
     "REDIS_PASSWORD": "redis-password",
+    "SENTINEL_PASSWORD": "sentinel-password",
     "PROVIDER_TOKEN": TOKEN,
     "ADMIN_TOKEN": "admin-token",
     "TOKEN_21": "token-21",
@@ -205,6 +208,8 @@ def test_every_key_is_read_from_the_file(tmp_path: Path) -> None:
     assert settings.claims.max_users_per_customer == 5
     assert settings.claims.store == "rediss://redis.internal:6380/2"
     assert settings.claims.store_password == Secret("redis-password")
+    assert settings.claims.store_username == "claimgate"
+    assert settings.claims.sentinel_password == Secret("sentinel-password")
     assert settings.claims.store_prefix == "cg:"
     assert settings.claims.max_entries == 50
     assert settings.policy.mode is Mode.ENFORCE
@@ -387,6 +392,17 @@ ERRORS = [
     ('[claims]\nstore = "postgres://db"', {}, "claims.store: expected memory or a redis://"),
     ('[claims]\nstore = "redis://"', {}, "claims.store: expected memory or a redis://"),
     ('[claims]\nstore = "redis://host:0"', {}, "claims.store: expected memory or a redis://"),
+    (
+        '[claims]\nstore = "redis+sentinel://s1:26379,s2:26379"',
+        {},
+        "claims.store: expected the monitored service's name after the sentinels",
+    ),
+    (
+        '[claims]\nstore = "redis+sentinel://s1:99999/mymaster"',
+        {},
+        "claims.store: expected a sentinel's port between 1 and 65535",
+    ),
+    ('[claims]\nstore_username = "a b"', {}, "claims.store_username: expected 1 to 128"),
     ("[claims]\nmax_entries = 0", {}, "claims.max_entries: must be at least 1, got 0"),
     ('[claims]\nmax_entries = "100"', {}, "claims.max_entries: expected an integer, got string"),
     ("[claims]\nmax_entries = true", {}, "claims.max_entries: expected an integer, got boolean"),
@@ -813,8 +829,10 @@ def test_the_example_loads_with_every_setting_uncommented(tmp_path: Path) -> Non
     assert settings.proxy.ca_dir == defaults.proxy.ca_dir
     assert settings.capture.max_age == defaults.capture.max_age
     assert settings.api.upstream == defaults.api.upstream
+    optional = ("store_password", "store_username", "sentinel_password")  # examples, no default
+    assert all(getattr(settings.claims, key) is not None for key in optional)
     assert settings.claims == dataclasses.replace(
-        defaults.claims, store_password=settings.claims.store_password
+        defaults.claims, **{key: getattr(settings.claims, key) for key in optional}
     )
     assert settings.policy.mode == defaults.policy.mode
     assert settings.admin.listen == defaults.admin.listen

@@ -20,7 +20,7 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -29,6 +29,7 @@ from claimgate.store.memory import RETENTION_FACTOR, MemoryStore
 from claimgate.store.redis import RedisStore
 
 if TYPE_CHECKING:  # the fixtures come from conftest.py's pytest_plugins (assert rewriting)
+    from tests.redis_sentinel import SentinelTopology
     from tests.redis_server import RedisServer
 
 
@@ -115,14 +116,17 @@ class MemoryBackend(Backend):
         self.clock.now += seconds
 
 
-class RedisBackend(Backend):
-    """Stores on one real server under one prefix unique to the test; all closed at the end."""
+class SharedBackend(Backend):
+    """Redis stores under one prefix unique to the test; all closed at the end."""
 
-    def __init__(self, server: RedisServer) -> None:
-        self.server = server
+    def __init__(self) -> None:
         self.prefix = f"cgtest-{uuid.uuid4().hex[:8]}:"
         self.events = Events()
         self.stores: list[RedisStore] = []
+
+    def reach(self) -> dict[str, Any]:
+        """The URL and credentials of the server."""
+        raise NotImplementedError
 
     async def open(
         self,
@@ -132,8 +136,7 @@ class RedisBackend(Backend):
         prefix: str | None = None,
     ) -> RedisStore:
         store = RedisStore(
-            self.server.url,
-            password=self.server.password,
+            **self.reach(),
             prefix=self.prefix if prefix is None else prefix,
             ttl=ttl,
             max_entries=max_entries,
@@ -155,24 +158,69 @@ class RedisBackend(Backend):
             await store.close()
 
 
-@pytest.fixture(params=["memory", "redis"])
+class RedisBackend(SharedBackend):
+    """One real server."""
+
+    def __init__(self, server: RedisServer) -> None:
+        super().__init__()
+        self.server = server
+
+    def reach(self) -> dict[str, Any]:
+        return {"url": self.server.url, "password": self.server.password}
+
+
+class SentinelBackend(SharedBackend):
+    """A primary and a replica behind three sentinels, as the ACL user, every password set."""
+
+    def __init__(self, topology: SentinelTopology) -> None:
+        super().__init__()
+        self.topology = topology
+
+    def reach(self) -> dict[str, Any]:
+        topology = self.topology
+        return {
+            "url": topology.url,
+            "password": topology.user_password,
+            "username": topology.username,
+            "sentinel_password": topology.sentinel_password,
+        }
+
+
+@pytest.fixture(params=["memory", "redis", "sentinel"])
 async def backend(request: pytest.FixtureRequest) -> AsyncIterator[Backend]:
-    made: Backend = (
-        MemoryBackend()
-        if request.param == "memory"
-        else RedisBackend(request.getfixturevalue("redis_server"))
-    )
+    made: Backend
+    if request.param == "memory":
+        made = MemoryBackend()
+    elif request.param == "redis":
+        made = RedisBackend(request.getfixturevalue("redis_server"))
+    else:
+        made = SentinelBackend(request.getfixturevalue("sentinel_topology"))
     try:
         yield made
     finally:
         await made.close()
-    if isinstance(made, RedisBackend):
+    if isinstance(made, SharedBackend):
         made.events.assert_quiet()
 
 
 @pytest.fixture
 async def store(backend: Backend) -> ClaimStore:
     return await backend.open()
+
+
+@pytest.fixture(params=["redis", "sentinel"])
+async def shared_backend(request: pytest.FixtureRequest) -> AsyncIterator[SharedBackend]:
+    """Replicas on one server, and on a Sentinel-managed primary."""
+    made: SharedBackend = (
+        RedisBackend(request.getfixturevalue("redis_server"))
+        if request.param == "redis"
+        else SentinelBackend(request.getfixturevalue("sentinel_topology"))
+    )
+    try:
+        yield made
+    finally:
+        await made.close()
+    made.events.assert_quiet()
 
 
 @pytest.fixture
@@ -394,9 +442,9 @@ async def test_redis_holds_the_claim_the_token_and_the_owner_without_a_raw_token
         assert not [text for text in everything if token in text]
 
 
-async def test_a_second_instance_uses_a_new_claim_within_100ms(redis_backend: RedisBackend):
-    replica_a = await redis_backend.open()
-    replica_b = await redis_backend.open()
+async def test_a_second_instance_uses_a_new_claim_within_100ms(shared_backend: SharedBackend):
+    replica_a = await shared_backend.open()
+    replica_b = await shared_backend.open()
     # B holds an older claim locally: only the update it hears can make it return the new one.
     await replica_b.put(claim(at=0))
     assert await replica_b.freshest("c1") == claim(at=0)
@@ -408,10 +456,10 @@ async def test_a_second_instance_uses_a_new_claim_within_100ms(redis_backend: Re
 
 
 async def test_a_second_instance_stops_using_a_refused_claim_within_100ms(
-    redis_backend: RedisBackend,
+    shared_backend: SharedBackend,
 ):
-    replica_a = await redis_backend.open()
-    replica_b = await redis_backend.open()
+    replica_a = await shared_backend.open()
+    replica_b = await shared_backend.open()
     await replica_a.put(claim(at=0))
     await first_seen(replica_b, claim(at=0), deadline=time.monotonic() + 1.0)
     started = time.monotonic()
@@ -419,7 +467,7 @@ async def test_a_second_instance_stops_using_a_refused_claim_within_100ms(
     refused = replace(claim(at=0), refused=True)
     seen = await first_seen(replica_b, refused, deadline=started + 1.0)
     assert seen - started <= SEEN_WITHIN, f"seen after {seen - started:.3f} s"
-    replica_c = await redis_backend.open()  # one that starts later loads it refused
+    replica_c = await shared_backend.open()  # one that starts later loads it refused
     assert await replica_c.freshest("c1") == refused
 
 

@@ -140,9 +140,12 @@ def make_store(settings: Settings, events: StoreEvents) -> ClaimStore:
     from claimgate.store.redis import RedisStore
 
     password = claims.store_password.reveal() if claims.store_password else None
+    sentinel_password = claims.sentinel_password.reveal() if claims.sentinel_password else None
     return RedisStore(
         claims.store,
         password=password,
+        username=claims.store_username,
+        sentinel_password=sentinel_password,
         prefix=claims.store_prefix,
         ttl=claims.ttl,
         max_entries=claims.max_entries,

@@ -32,6 +32,7 @@ from claimgate.fingerprint import fingerprint
 from claimgate.limits import HeadLimits
 from claimgate.policy import Affinity, Mode
 from claimgate.store import DEFAULT_MAX_USERS
+from claimgate.store.address import BadStoreUrl, is_ipv6, parse_store_url
 
 ENV_PREFIX = "CLAIMGATE_"
 
@@ -274,21 +275,13 @@ def _split_host_port(text: str) -> tuple[str, str | None] | None:
     """``(host, port text or None)`` from ``host[:port]`` or ``[v6][:port]``; None if malformed."""
     if text.startswith("["):
         host, closed, rest = text[1:].partition("]")
-        if not closed or (rest and not rest.startswith(":")) or not _is_ipv6(host):
+        if not closed or (rest and not rest.startswith(":")) or not is_ipv6(host):
             return None
         return host, rest[1:] if rest else None
     host, colon, port = text.partition(":")
     if not _HOSTNAME.fullmatch(host) or ":" in port:
         return None
     return host, port if colon else None
-
-
-def _is_ipv6(text: str) -> bool:
-    try:
-        ipaddress.IPv6Address(text)
-    except ValueError:
-        return False
-    return True
 
 
 def _port(text: str, minimum: int) -> int | None:
@@ -343,21 +336,27 @@ def _origin(value: object, key: str, schemes: tuple[str, ...]) -> str:
 
 
 def _store(value: object, key: str) -> str:
-    """``memory`` or a Redis URL; a password there would show up wherever the URL is printed."""
+    """``memory`` or a Redis URL (``store.address``); never a password in it, since it would
+    show up wherever the URL is printed."""
     text = _string(value, key)
     if text.lower() == "memory":
         return "memory"
     try:
-        parts = urlsplit(text)
-        if parts.password is not None:
-            raise ConfigError(key, "do not put a password in the URL; set claims.store_password")
-        scheme_ok = parts.scheme.lower() in ("redis", "rediss")
-        valid = scheme_ok and bool(parts.hostname) and parts.port != 0
-    except ValueError:
-        valid = False
-    if not valid:
+        parse_store_url(text)
+    except BadStoreUrl as error:
         shown = f", got {text!r}" if "@" not in text else ""
-        raise ConfigError(key, f"expected memory or a redis:// or rediss:// URL with a host{shown}")
+        raise ConfigError(key, f"{error}{shown}") from None
+    return text
+
+
+_ACL_USER = re.compile(r"[!-~]{1,128}")
+
+
+def _acl_user(value: object, key: str) -> str:
+    """A Redis ACL user name: printable, no spaces (Redis splits ACL rules at them)."""
+    text = _string(value, key)
+    if not _ACL_USER.fullmatch(text):
+        raise ConfigError(key, "expected 1 to 128 printable characters without spaces")
     return text
 
 
@@ -626,6 +625,20 @@ class ClaimsSettings:
         metadata=setting(
             _secret,
             "Redis password (`env:`/`file:`); a password in the URL is refused",
+            environ=True,
+        ),
+    )
+    store_username: str | None = field(
+        default=None,
+        metadata=setting(
+            _acl_user, "Redis ACL user of the data nodes (with `store_password`), in every mode"
+        ),
+    )
+    sentinel_password: Secret | None = field(
+        default=None,
+        metadata=setting(
+            _secret,
+            "password of the sentinels (`env:`/`file:`), for a `redis+sentinel://` store",
             environ=True,
         ),
     )

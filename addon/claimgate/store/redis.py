@@ -41,9 +41,11 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from redis import asyncio as aioredis
+from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.exceptions import RedisError
 
 from claimgate.store import DEFAULT_MAX_USERS, Claim, ClaimOwner, StoreEvents, secret_key
+from claimgate.store.address import StoreAddress, parse_store_url
 from claimgate.store.memory import RETENTION_FACTOR, MemoryStore
 
 RECONNECT_DELAY = 1.0
@@ -178,20 +180,11 @@ class RedisStore:
         max_users: int = DEFAULT_MAX_USERS,
         events: StoreEvents,
         timeout: float = 0.5,
+        username: str | None = None,
+        sentinel_password: str | None = None,
     ) -> None:
         self._local = MemoryStore(ttl, max_entries, max_users=max_users)
-        # Blocking: a burst of lookups waits for a free connection (within the operation
-        # timeout) instead of failing at once when the pool is exhausted.
-        pool = aioredis.BlockingConnectionPool.from_url(
-            url,
-            password=password,
-            max_connections=MAX_CONNECTIONS,
-            timeout=timeout,
-            socket_timeout=timeout,
-            socket_connect_timeout=timeout,
-            decode_responses=True,
-        )
-        self._client = aioredis.Redis(connection_pool=pool)
+        self._client = _client(parse_store_url(url), password, username, sentinel_password, timeout)
         self._origin = uuid.uuid4().hex
         """Marks this replica's own messages, which its local copy already reflects."""
         self._put_script = self._client.register_script(_PUT)
@@ -505,6 +498,58 @@ class RedisStore:
             self._max_users,
         ]
         return keys, args
+
+
+class _BlockingSentinelPool(SentinelConnectionPool, aioredis.BlockingConnectionPool):
+    """The primary's connections, found through the sentinels, and a burst waits for one."""
+
+
+def _client(
+    address: StoreAddress,
+    password: str | None,
+    username: str | None,
+    sentinel_password: str | None,
+    timeout: float,
+) -> aioredis.Redis:
+    """A client of the store's primary (docs/design.md 2.4, 3.2).
+
+    Its pool is blocking: a burst of lookups waits for a free connection (within the
+    operation timeout) instead of failing at once when the pool is exhausted. Behind
+    Sentinel every new connection asks the sentinels for the current primary, and one that
+    finds its server demoted (READONLY) fails, so the supervisor reconnects to the new one.
+    """
+    options: dict[str, Any] = {
+        "password": password,
+        "max_connections": MAX_CONNECTIONS,
+        "timeout": timeout,
+        "socket_timeout": timeout,
+        "socket_connect_timeout": timeout,
+        "decode_responses": True,
+    }
+    if username is not None:
+        options["username"] = username
+    if not address.sentinel:
+        return aioredis.Redis(
+            connection_pool=aioredis.BlockingConnectionPool.from_url(address.url, **options)
+        )
+    sentinels = Sentinel(
+        list(address.nodes),
+        sentinel_kwargs={
+            "password": sentinel_password,
+            "socket_timeout": timeout,
+            "socket_connect_timeout": timeout,
+            "ssl": address.tls,
+            "decode_responses": True,
+        },
+    )
+    assert address.service is not None
+    return sentinels.master_for(
+        address.service,
+        connection_pool_class=_BlockingSentinelPool,
+        db=address.db,
+        ssl=address.tls,
+        **options,
+    )
 
 
 class _Unanswered:

@@ -1,0 +1,119 @@
+"""Where the shared store is: ``claims.store`` (other than ``memory``) read as one Redis, or
+Redis behind Sentinel.
+
+Pure, so settings can check the URL at start-up and the Redis store can connect from the same
+reading (docs/design.md 3.2):
+
+- ``redis://host[:port][/db]`` or ``rediss://`` (TLS): one server, as redis-py reads the URL;
+- ``redis+sentinel://h1[:port],h2[:port],.../<service>[/db]`` or ``rediss+sentinel://``: the
+  sentinels to ask for the primary of ``service`` (port 26379 unless given).
+
+A password never sits in the URL (it would show wherever the URL is printed): it comes from
+``claims.store_password`` and ``claims.sentinel_password``.
+"""
+
+import ipaddress
+import re
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+SENTINEL_PORT = 26379
+SINGLE_SCHEMES = ("redis", "rediss")
+SENTINEL_SCHEMES = ("redis+sentinel", "rediss+sentinel")
+_HOST = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?")
+_SERVICE = re.compile(r"[A-Za-z0-9._-]{1,128}")
+MAX_NODES = 16
+"""Sentinels listed at most: three or five is the usual, this bounds what is tried."""
+
+
+class BadStoreUrl(ValueError):
+    """The URL is not a store claimgate can reach; the message says why, without the URL."""
+
+
+@dataclass(frozen=True, slots=True)
+class StoreAddress:
+    url: str
+    """As given: redis-py reads a single server's URL itself."""
+    tls: bool
+    nodes: tuple[tuple[str, int], ...] = ()
+    """The sentinels, for a Sentinel-managed store."""
+    service: str | None = None
+    """The name the sentinels monitor the primary under."""
+    db: int = 0
+
+    @property
+    def sentinel(self) -> bool:
+        return self.service is not None
+
+
+def parse_store_url(text: str) -> StoreAddress:
+    """Read a Redis store URL or raise ``BadStoreUrl``."""
+    scheme, _, rest = text.partition("://")
+    scheme = scheme.lower()
+    if scheme in SINGLE_SCHEMES:
+        return _single(text, scheme)
+    if scheme in SENTINEL_SCHEMES:
+        return _sentinel(text, scheme, rest)
+    raise BadStoreUrl(
+        "expected memory or a redis://, rediss://, redis+sentinel:// or rediss+sentinel:// URL"
+    )
+
+
+def _single(text: str, scheme: str) -> StoreAddress:
+    try:
+        parts = urlsplit(text)
+        has_password = parts.password is not None
+        valid = bool(parts.hostname) and parts.port != 0
+    except ValueError:
+        has_password, valid = False, False
+    if has_password:
+        raise BadStoreUrl("do not put a password in the URL; set claims.store_password")
+    if not valid:
+        raise BadStoreUrl("expected memory or a redis:// or rediss:// URL with a host")
+    return StoreAddress(text, tls=scheme == "rediss")
+
+
+def _sentinel(text: str, scheme: str, rest: str) -> StoreAddress:
+    netloc, _, path = rest.partition("/")
+    if "@" in netloc:
+        raise BadStoreUrl(
+            "do not put a password in the URL; set claims.store_password and "
+            "claims.sentinel_password"
+        )
+    hosts = netloc.split(",")
+    if not netloc or len(hosts) > MAX_NODES:
+        raise BadStoreUrl(f"expected 1 to {MAX_NODES} sentinels as host[:port],host[:port]")
+    nodes = tuple(_node(host) for host in hosts)
+    service, _, db = path.strip("/").partition("/")
+    if not _SERVICE.fullmatch(service):
+        raise BadStoreUrl("expected the monitored service's name after the sentinels: /<service>")
+    if db and not (db.isascii() and db.isdigit() and int(db) < 2**16):
+        raise BadStoreUrl("expected a database number after the service: /<service>/<db>")
+    return StoreAddress(
+        text, tls=scheme == "rediss+sentinel", nodes=nodes, service=service, db=int(db or 0)
+    )
+
+
+def _node(text: str) -> tuple[str, int]:
+    if text.startswith("["):
+        host, closed, port = text[1:].partition("]")
+        port = port.removeprefix(":")
+        if not closed or not is_ipv6(host):
+            raise BadStoreUrl("expected a sentinel as host[:port] or [ipv6][:port]")
+    else:
+        host, _, port = text.partition(":")
+        if not _HOST.fullmatch(host):
+            raise BadStoreUrl("expected a sentinel as host[:port] or [ipv6][:port]")
+    if not port:
+        return host, SENTINEL_PORT
+    if not (port.isascii() and port.isdigit() and 0 < int(port) < 65536):
+        raise BadStoreUrl("expected a sentinel's port between 1 and 65535")
+    return host, int(port)
+
+
+def is_ipv6(text: str) -> bool:
+    try:
+        ipaddress.IPv6Address(text)
+    except ValueError:
+        return False
+    return True
