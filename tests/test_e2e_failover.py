@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from claimgate.fingerprint import fingerprint
-from claimgate.testing import ApiDouble, make_claim
+from claimgate.testing import ApiDouble, free_port, make_claim
 from tests.redis_sentinel import SentinelTopology
 from tests.support import (
     ADMIN_TOKEN,
@@ -61,11 +61,13 @@ def backends(customer) -> Iterator[tuple[App, ApiDouble]]:
         yield app, api
 
 
-def config(tmp: Path, topology: SentinelTopology, app: App, api: ApiDouble, capture: bool):
+def config(
+    tmp: Path, topology: SentinelTopology, app: App, api: ApiDouble, capture: bool, url: str = ""
+) -> dict:
     sections = {
         "proxy": forward_proxy(tmp, api),
         "claims": {
-            "store": topology.url,
+            "store": url or topology.url,
             "store_username": topology.username,
             "store_password": "env:TEST_STORE_PASSWORD",
             "sentinel_password": "env:TEST_SENTINEL_PASSWORD",
@@ -78,7 +80,9 @@ def config(tmp: Path, topology: SentinelTopology, app: App, api: ApiDouble, capt
     return sections
 
 
-def start(tmp_path_factory, name, topology, backends, customer, capture) -> tuple[Iterator, World]:
+def start(
+    tmp_path_factory, name, topology, backends, customer, capture, url: str = ""
+) -> tuple[Iterator, World]:
     app, api = backends
     tmp = tmp_path_factory.mktemp(name)
     env = {
@@ -86,7 +90,8 @@ def start(tmp_path_factory, name, topology, backends, customer, capture) -> tupl
         "TEST_STORE_PASSWORD": topology.user_password,
         "TEST_SENTINEL_PASSWORD": topology.sentinel_password,
     }
-    worlds = run_world(tmp, config(tmp, topology, app, api, capture), env, app, api, [customer])
+    sections = config(tmp, topology, app, api, capture, url)
+    worlds = run_world(tmp, sections, env, app, api, [customer])
     world = next(worlds)
     world.secrets |= {ADMIN_TOKEN, topology.user_password, topology.sentinel_password}
     world.secrets.add(topology.data_password)
@@ -237,3 +242,24 @@ def test_a_failover_loses_no_request_and_no_capture(replicas, sentinel_topology,
         "capture_on_b_s": on_b - known,
     }
     print(f"failover measured: {measured}")
+
+
+def test_a_replica_started_after_the_failover_injects_the_newest_claim(
+    replicas, tmp_path_factory, sentinel_topology, backends, customer
+):
+    """It starts while the first sentinel it lists does not answer: any one listed will do."""
+    a, _ = replicas
+    newest = make_claim()
+    assert a.service_call(customer, newest).status_code == 200
+    a.sidecar.wait_for("claim_captured", lambda e: e["claim_fp"] == fingerprint(newest))
+    nobody = f"127.0.0.1:{free_port()}"
+    url = sentinel_topology.url.replace("redis+sentinel://", f"redis+sentinel://{nobody},", 1)
+    worlds, late = start(
+        tmp_path_factory, "late", sentinel_topology, backends, customer, False, url
+    )
+    try:
+        wait_until(lambda: admin_get(late, "/readyz").status_code == 200, RECOVERED_WITHIN)
+        received, _ = late.call_api(api_request(customer))
+        assert received.claims() == [newest]
+    finally:
+        worlds.close()

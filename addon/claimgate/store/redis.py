@@ -41,7 +41,9 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from redis import asyncio as aioredis
+from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
+from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from claimgate.store import DEFAULT_MAX_USERS, Claim, ClaimOwner, StoreEvents, secret_key
@@ -535,6 +537,9 @@ def _client(
     sentinels = Sentinel(
         list(address.nodes),
         sentinel_kwargs={
+            # One try per sentinel: the next sentinel is the retry. redis-py's default
+            # backoff would spend seconds on one that is down before asking another.
+            "retry": Retry(NoBackoff(), 0),
             "password": sentinel_password,
             "socket_timeout": timeout,
             "socket_connect_timeout": timeout,
