@@ -154,7 +154,7 @@ class Pipeline:
                     "errorcode": code,
                     "customer": record.customer,
                     "token_fp": record.token_fp,
-                    "claim_fp": fingerprint(record.claim.claim) if record.claim else None,
+                    "claim_fp": _sent_fingerprint(record, index),
                 },
             )
             for index, code in refusals
@@ -209,6 +209,14 @@ def _record(
         answered_locally=answered_locally,
         internal_error=internal_error,
     )
+
+
+def _sent_fingerprint(record: RequestContext, action: int) -> str | None:
+    """The fingerprint of the claim ``action`` went out with, when claimgate knows it: the
+    freshest, if the action carried it; None for one that carried a claim of its own."""
+    if record.claim is None or action not in record.carried_freshest:
+        return None
+    return fingerprint(record.claim.claim)
 
 
 def _carrying(request: rewrite.ApiRequest, freshest: str, verdict: Verdict) -> frozenset[int]:
