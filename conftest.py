@@ -8,7 +8,7 @@ real processes (claimgate, redis-server, a browser, load generators, validators)
 
 import pytest
 
-pytest_plugins = ("tests.redis_server", "tests.redis_sentinel")
+pytest_plugins = ("tests.redis_server", "tests.redis_sentinel", "tests.redis_cluster")
 
 SLOW_MODULES = frozenset(
     {
@@ -17,6 +17,7 @@ SLOW_MODULES = frozenset(
         "test_demo",
         "test_deploy",
         "test_monitoring",
+        "test_redis_cluster",
         "test_redis_sentinel",
         "test_soak",
         "test_status_page",

@@ -135,7 +135,7 @@ class RedisProcess:
             except RuntimeError:
                 if self._started or attempt == 2:
                     raise
-                self.port = free_port()
+                self.choose_ports()
             else:
                 self._started = True
                 return
@@ -145,7 +145,7 @@ class RedisProcess:
             return
         if not self._config.exists():
             self._config.write_text("\n".join([*self.defaults(), *self.settings, ""]))
-        command = [self.executable, str(self._config), "--port", str(self.port)]
+        command = [self.executable, str(self._config), *self.arguments()]
         with self._log.open("ab") as log:
             self._process = subprocess.Popen(
                 command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT
@@ -156,6 +156,15 @@ class RedisProcess:
         except BaseException:
             self.kill()
             raise
+
+    def choose_ports(self) -> None:
+        """New free ports after a first start found one taken (a subclass may have more)."""
+        self.port = free_port()
+
+    def arguments(self) -> list[str]:
+        """Command-line settings, which win over the config file: the ports, so that a new
+        choice needs no rewrite of a file the process may have rewritten."""
+        return ["--port", str(self.port)]
 
     def _wait_until_answering(self) -> None:
         deadline = time.monotonic() + START_TIMEOUT
