@@ -15,18 +15,16 @@ registers the ``cluster_topology`` fixture for every module.
 
 import contextlib
 import secrets
-import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 import pytest
 import redis
 import redis.cluster
 
 from claimgate.testing import free_port
-from tests.redis_server import RedisServer, config_value, ensure_redis_server
+from tests.redis_server import RedisServer, Topology, config_value, ensure_redis_server
 
 SLOTS = 16384
 PRIMARIES = 3
@@ -40,7 +38,6 @@ FAIL verdict, the replica's election delay (0.5-1 s), the vote, the gossip of th
 REJOIN_TIMEOUT = 30.0
 """Seconds for a restarted node to learn that its slots moved, become a replica, full-sync
 and be seen as healthy by every other node."""
-POLL_INTERVAL = 0.05
 BAD_FLAGS = frozenset({"fail", "fail?", "handshake", "noaddr"})
 
 
@@ -109,7 +106,7 @@ class Entry:
         return "master" in self.flags
 
 
-class ClusterTopology:
+class ClusterTopology(Topology):
     """Six nodes on 127.0.0.1 formed into a cluster of three primaries with a replica each.
 
     Every node requires ``data_password`` (also its ``masterauth``, so any node can replicate
@@ -131,6 +128,10 @@ class ClusterTopology:
     def url(self) -> str:
         """``claims.store`` for claimgate; the passwords go in their own settings."""
         return "redis+cluster://" + ",".join(f"127.0.0.1:{n.port}" for n in self.nodes) + "/"
+
+    @property
+    def processes(self) -> tuple[ClusterNode, ...]:
+        return self.nodes
 
     def start(self) -> None:
         """Start the six nodes, form the cluster and return once every node agrees on it."""
@@ -335,37 +336,6 @@ class ClusterTopology:
             return False
         followers = sorted(entry.primary_id or "" for entry in entries if not entry.primary)
         return followers == sorted(entry.id for entry in primaries)
-
-    def _poll(self, condition: Callable[[], bool], timeout: float, failure: str) -> float:
-        """Calls ``condition`` until it holds and returns that moment (monotonic); on timeout,
-        fails with ``failure``, the last Redis error and the tail of every node's log."""
-        deadline = time.monotonic() + timeout
-        last: redis.RedisError | None = None
-        while True:
-            try:
-                if condition():
-                    return time.monotonic()
-            except redis.RedisError as error:  # a node down or still loading: ask again
-                last = error
-            if time.monotonic() > deadline:
-                logs = "\n".join(
-                    f"--- {node.program} on port {node.port}:\n{node.log_tail()}"
-                    for node in self.nodes
-                )
-                raise TimeoutError(f"{failure} within {timeout} s (last error: {last!r})\n{logs}")
-            time.sleep(POLL_INTERVAL)
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 @pytest.fixture(scope="module")

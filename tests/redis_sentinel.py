@@ -12,10 +12,8 @@ The repository's conftest.py registers the ``sentinel_topology`` fixture for eve
 
 import contextlib
 import secrets
-import time
-from collections.abc import Callable, Iterator
-from types import TracebackType
-from typing import Any, Self
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import redis
@@ -23,6 +21,7 @@ import redis
 from tests.redis_server import (
     RedisProcess,
     RedisServer,
+    Topology,
     config_value,
     ensure_executable,
     ensure_redis_server,
@@ -36,7 +35,6 @@ failover of the same service may wait out twice the failover-timeout (10 s) firs
 REJOIN_TIMEOUT = 60.0
 """Seconds for a restarted node to become a replica: a sentinel lets a node that reports
 itself primary alone for 8 s, and may look at it only every 10 s, before it reconfigures it."""
-POLL_INTERVAL = 0.05
 QUORUM = 2
 SENTINELS = 3
 
@@ -50,7 +48,7 @@ class SentinelProcess(RedisProcess):
         return [*super().defaults(), "loglevel notice"]  # notice: its +sdown, +switch-master...
 
 
-class SentinelTopology:
+class SentinelTopology(Topology):
     """A primary, one replica and three sentinels on 127.0.0.1, each on a free port.
 
     Both data nodes require ``data_password`` (also their ``masterauth``, so either can
@@ -246,37 +244,6 @@ class SentinelTopology:
             if len(others) != SENTINELS - 1 or any(entry["is_sdown"] for entry in others):
                 return False
         return True
-
-    def _poll(self, condition: Callable[[], bool], timeout: float, failure: str) -> float:
-        """Calls ``condition`` until it holds and returns that moment (monotonic); on timeout,
-        fails with ``failure``, the last Redis error and the tail of every process's log."""
-        deadline = time.monotonic() + timeout
-        last: redis.RedisError | None = None
-        while True:
-            try:
-                if condition():
-                    return time.monotonic()
-            except redis.RedisError as error:  # a node down or still loading: ask again
-                last = error
-            if time.monotonic() > deadline:
-                logs = "\n".join(
-                    f"--- {process.program} on port {process.port}:\n{process.log_tail()}"
-                    for process in self.processes
-                )
-                raise TimeoutError(f"{failure} within {timeout} s (last error: {last!r})\n{logs}")
-            time.sleep(POLL_INTERVAL)
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 @pytest.fixture(scope="session")

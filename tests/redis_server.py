@@ -18,7 +18,7 @@ import signal
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, ClassVar, Self
@@ -269,6 +269,56 @@ def _kill_leftovers() -> None:
     """A last net for processes whose owner never got to stop them (an interrupted run)."""
     for process in list(_running):
         process.kill()
+
+
+class Topology:
+    """Several Redis processes started and stopped together: a sentinel or cluster set-up.
+
+    A context manager: ``stop`` ends every process, also when ``start`` fails.
+    """
+
+    POLL_INTERVAL = 0.05
+
+    @property
+    def processes(self) -> Sequence[RedisProcess]:
+        raise NotImplementedError
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def _poll(self, condition: Callable[[], bool], timeout: float, failure: str) -> float:
+        """Calls ``condition`` until it holds and returns that moment (monotonic); on timeout,
+        fails with ``failure``, the last Redis error and the tail of every process's log."""
+        deadline = time.monotonic() + timeout
+        last: redis.RedisError | None = None
+        while True:
+            try:
+                if condition():
+                    return time.monotonic()
+            except redis.RedisError as error:  # a node down or still loading: ask again
+                last = error
+            if time.monotonic() > deadline:
+                logs = "\n".join(
+                    f"--- {process.program} on port {process.port}:\n{process.log_tail()}"
+                    for process in self.processes
+                )
+                raise TimeoutError(f"{failure} within {timeout} s (last error: {last!r})\n{logs}")
+            time.sleep(self.POLL_INTERVAL)
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.stop()
 
 
 @pytest.fixture(scope="session")
