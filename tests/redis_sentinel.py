@@ -29,8 +29,12 @@ from tests.redis_server import (
 
 READY_TIMEOUT = 30.0
 """Seconds for the sentinels to find the replica and each other (hello messages: every 2 s)."""
+DOWN_AFTER_MS = 3000
+"""How long a primary may be silent before a sentinel suspects it. Not less: on a loaded
+2-core machine a healthy primary can pause for over a second, and a second, spurious
+failover then promotes the node a test just restarted."""
 FAILOVER_TIMEOUT = 30.0
-"""Seconds from a crash to a new primary: down-after (1 s), the vote, the promotion; a second
+"""Seconds from a crash to a new primary: down-after (3 s), the vote, the promotion; a second
 failover of the same service may wait out twice the failover-timeout (10 s) first."""
 REJOIN_TIMEOUT = 60.0
 """Seconds for a restarted node to become a replica: a sentinel lets a node that reports
@@ -121,7 +125,7 @@ class SentinelTopology(Topology):
                 "sentinel resolve-hostnames no",
                 "sentinel announce-hostnames no",
                 f"sentinel monitor {service} 127.0.0.1 {primary.port} {QUORUM}",
-                f"sentinel down-after-milliseconds {service} 1000",
+                f"sentinel down-after-milliseconds {service} {DOWN_AFTER_MS}",
                 f"sentinel failover-timeout {service} 5000",
                 f"sentinel parallel-syncs {service} 1",
                 f"sentinel auth-user {service} {self.username}",
