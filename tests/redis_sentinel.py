@@ -23,9 +23,9 @@ from tests.redis_server import (
     RedisServer,
     Topology,
     config_value,
-    ensure_executable,
     ensure_redis_server,
 )
+from tests.system import ensure_executable
 
 READY_TIMEOUT = 30.0
 """Seconds for the sentinels to find the replica and each other (hello messages: every 2 s)."""

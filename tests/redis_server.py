@@ -12,7 +12,6 @@ both from it). The repository's conftest.py registers these fixtures for every t
 
 import atexit
 import contextlib
-import os
 import shutil
 import signal
 import subprocess
@@ -29,29 +28,12 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from claimgate.testing import free_port
+from tests.system import ensure_executable, find_executable
 
 START_TIMEOUT = 10.0
 STOP_TIMEOUT = 5.0
-KNOWN_DIRS = ("/usr/bin", "/usr/sbin", "/usr/local/bin")
 
 _running: set["RedisProcess"] = set()
-
-
-def find_executable(name: str) -> str | None:
-    """``name`` on PATH or where Debian puts it (PATH may lack the sbin dirs)."""
-    found = shutil.which(name)
-    if found:
-        return found
-    paths = (os.path.join(directory, name) for directory in KNOWN_DIRS)
-    return next((path for path in paths if os.access(path, os.X_OK)), None)
-
-
-def ensure_executable(name: str) -> str:
-    """The path of ``name``; fails the test, naming the set-up step, when it is absent."""
-    found = find_executable(name)
-    if found is None:
-        pytest.fail(f"{name} is not installed: run ./dev setup", pytrace=False)
-    return found
 
 
 def find_redis_server() -> str | None:

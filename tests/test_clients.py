@@ -4,8 +4,8 @@ Every recipe is a small program under ``tests/clients/`` (the code the docs show
 legacy-style API request (signed, no ``extendedclaim``) to the onOffice API double, through
 claimgate's forward listener (trusting claimgate's CA) or to its API listener. Each test
 first captures a claim for its own customer, then asserts that the double received the
-request with exactly that claim. curl, Python and Node are required; Java and PHP are tested
-where their runtime (and PHP's curl extension) is on the machine, and skipped otherwise.
+request with exactly that claim. Every runtime is required: curl, Java and PHP (with its
+curl extension) come from ``./dev setup``, Python and Node from the machine.
 """
 
 import json
@@ -29,6 +29,7 @@ from tests.support import (
     forward_proxy,
     run_world,
 )
+from tests.system import ensure_executable
 
 CLIENTS = Path(__file__).parent / "clients"
 TIMEOUT = 30.0  # seconds any one client program may take
@@ -185,7 +186,7 @@ def required(program: str) -> str:
 
 
 def test_curl_with_https_proxy_and_cacert(gate: Gate) -> None:
-    curl = required("curl")
+    curl = ensure_executable("curl")
     env = client_env(HTTPS_PROXY=gate.proxy)
     command = [curl, "--fail-with-body", "--silent", "--show-error", "--max-time", "20"]
     command += ["--cacert", gate.ca, "--data-binary", "@-", gate.api_url]
@@ -193,7 +194,7 @@ def test_curl_with_https_proxy_and_cacert(gate: Gate) -> None:
 
 
 def test_curl_to_the_api_listener_needs_no_proxy_and_no_ca(gate: Gate) -> None:
-    curl = required("curl")
+    curl = ensure_executable("curl")
     command = [curl, "--fail-with-body", "--silent", "--show-error", "--max-time", "20"]
     command += ["--data-binary", "@-", gate.api_listener_url]
     sends_the_claim(gate, "curl_api_listener", command, env=client_env())
@@ -342,11 +343,7 @@ class Jvm:
 
 @pytest.fixture(scope="module")
 def jvm(gate: Gate, tmp_path_factory: pytest.TempPathFactory) -> Jvm:
-    tools = {name: shutil.which(name) for name in ("java", "javac", "keytool")}
-    missing = [name for name, path in tools.items() if path is None]
-    if missing:
-        pytest.skip(f"no Java here ({', '.join(missing)} not on PATH)")
-    java, javac, keytool = (str(tools[name]) for name in ("java", "javac", "keytool"))
+    java, javac, keytool = (ensure_executable(name) for name in ("java", "javac", "keytool"))
     classes = tmp_path_factory.mktemp("java")
     truststore = classes / "claimgate.p12"
     compile_recipes = [javac, "-d", str(classes), *map(str, sorted(CLIENTS.glob("*.java")))]
@@ -385,12 +382,10 @@ def test_java_url_connection_with_jvm_flags(gate: Gate, jvm: Jvm) -> None:
 
 @pytest.fixture(scope="module")
 def php() -> str:
-    path = shutil.which("php")
-    if path is None:
-        pytest.skip("no PHP here (php not on PATH)")
+    path = ensure_executable("php")
     modules = subprocess.run([path, "-m"], capture_output=True, text=True, timeout=30)
     if "curl" not in modules.stdout.split():
-        pytest.skip("PHP has no curl extension here (Debian: apt-get install php-curl)")
+        pytest.fail("PHP has no curl extension here: run ./dev setup", pytrace=False)
     return path
 
 

@@ -47,6 +47,7 @@ from mitmproxy.certs import CertStore
 from claimgate import cli
 from claimgate.settings import ListenAddress, Secret, Settings, load_settings
 from claimgate.testing import ApiDouble, free_port, make_secret, make_token
+from tests.system import ensure_executable
 
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"
@@ -1225,8 +1226,7 @@ def unit_keeps_the_ca_in_its_state_directory(s: Shipped) -> Problems:
 @pytest.fixture
 def verifiable_unit(tmp_path: Path) -> Path:
     """The unit with its claimgate path pointed at this venv's, which exists here."""
-    if shutil.which("systemd-analyze") is None:
-        pytest.fail("systemd-analyze is not installed: run ./dev setup", pytrace=False)
+    ensure_executable("systemd-analyze")
     venv_claimgate = Path(sysconfig.get_path("scripts")) / "claimgate"
     path = tmp_path / "claimgate.service"
     text = (DEPLOY / "claimgate.service").read_text()

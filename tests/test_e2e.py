@@ -8,7 +8,6 @@ made on what the app and the double actually received.
 import gzip
 import json
 import os
-import shutil
 import ssl
 import subprocess
 import sys
@@ -40,6 +39,7 @@ from tests.support import (
     forward_proxy,
     run_world,
 )
+from tests.system import ensure_executable
 
 SDK_CUSTOMER = "4711"
 
@@ -251,7 +251,6 @@ def test_a_legacy_client_honouring_https_proxy_needs_no_code_change(world, custo
     assert world.api.wait_for_requests(before + 1)[before].claims() == [claim]
 
 
-@pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
 def test_curl_like_php_with_expect_100_continue(world, customers):
     """libcurl (PHP's HTTP client) honours HTTPS_PROXY and may send Expect: 100-continue."""
     customer = customers[8]
@@ -263,7 +262,7 @@ def test_curl_like_php_with_expect_100_continue(world, customers):
     before = len(world.api.requests)
     result = subprocess.run(
         [
-            "curl",
+            ensure_executable("curl"),
             "-sS",
             "--fail",
             "--cacert",
@@ -323,8 +322,7 @@ def test_enforce_answers_without_reaching_the_api(enforcing, customers):
 def test_an_http2_client_gets_the_claim_injected(world, customers):
     """Java's HttpClient, Go and curl speak HTTP/2 when TLS offers it; the API double speaks
     HTTP/1.1, so claimgate carries the request across versions and rewrites it on the way."""
-    curl = shutil.which("curl")
-    assert curl, "curl is required (apt-get install curl)"
+    curl = ensure_executable("curl")
     customer = customers[9]
     world.activate(customer)
     claim = make_claim()

@@ -28,6 +28,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from claimgate.metrics import Metrics
 from claimgate.policy import Kind
 from claimgate.testing import ClaimgateProcess
+from tests.system import ensure_executable
 
 ROOT = Path(__file__).resolve().parents[1]
 PROMETHEUS = ROOT / "deploy" / "prometheus"
@@ -243,13 +244,13 @@ def sample_names(metric: Any) -> set[str]:
 
 
 def promtool(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    found = shutil.which("promtool")
-    if found is None:
-        pytest.fail(
-            "promtool is not installed: run ./dev setup (package prometheus)", pytrace=False
-        )
     return subprocess.run(
-        [found, *args], cwd=cwd, capture_output=True, text=True, timeout=120, check=False
+        [ensure_executable("promtool"), *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
 
 
