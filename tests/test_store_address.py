@@ -35,6 +35,8 @@ def test_sentinels_name_their_service_database_and_ports():
         ("redis://", "with a host"),
         ("rediss://:secret@redis:6380", "do not put a password in the URL"),
         ("redis+sentinel://:secret@s1/mymaster", "do not put a password in the URL"),
+        ("redis://redis:6379/0?password=secret", "do not put a password in the URL"),
+        ("redis+sentinel://s1/mymaster?password=secret", "takes no query"),
         ("redis+sentinel://s1,s2", "service's name"),
         ("redis+sentinel:///mymaster", "sentinels as host[:port]"),
         ("redis+sentinel://s1:0/mymaster", "port between 1 and 65535"),

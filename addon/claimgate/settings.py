@@ -344,7 +344,7 @@ def _store(value: object, key: str) -> str:
     try:
         parse_store_url(text)
     except BadStoreUrl as error:
-        shown = f", got {text!r}" if "@" not in text else ""
+        shown = f", got {text!r}" if not {"@", "?"} & set(text) else ""  # may hold a password
         raise ConfigError(key, f"{error}{shown}") from None
     return text
 

@@ -15,7 +15,7 @@ A password never sits in the URL (it would show wherever the URL is printed): it
 import ipaddress
 import re
 from dataclasses import dataclass
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 SENTINEL_PORT = 26379
 SINGLE_SCHEMES = ("redis", "rediss")
@@ -62,7 +62,8 @@ def parse_store_url(text: str) -> StoreAddress:
 def _single(text: str, scheme: str) -> StoreAddress:
     try:
         parts = urlsplit(text)
-        has_password = parts.password is not None
+        # redis-py also reads ?password=... from the query
+        has_password = parts.password is not None or "password" in parse_qs(parts.query)
         valid = bool(parts.hostname) and parts.port != 0
     except ValueError:
         has_password, valid = False, False
@@ -75,6 +76,8 @@ def _single(text: str, scheme: str) -> StoreAddress:
 
 def _sentinel(text: str, scheme: str, rest: str) -> StoreAddress:
     netloc, _, path = rest.partition("/")
+    if "?" in rest or "#" in rest:
+        raise BadStoreUrl("a sentinel URL takes no query: set claims.* keys instead")
     if "@" in netloc:
         raise BadStoreUrl(
             "do not put a password in the URL; set claims.store_password and "
