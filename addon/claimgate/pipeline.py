@@ -10,6 +10,7 @@ forwarded half rewritten. Every record is built here, by ``_record``, and nowher
 
 import json
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from claimgate import decoding, onoffice, policy, rewrite
@@ -18,7 +19,7 @@ from claimgate.monitor import RequestContext
 from claimgate.policy import Affinity, Decision, Kind, Mode, Verdict, Violation
 from claimgate.settings import Settings
 from claimgate.sink import answer_body
-from claimgate.store import Claim, ClaimStore
+from claimgate.store import Claim, ClaimOwner, ClaimStore
 
 RETIRING = frozenset({onoffice.CLAIM_OUTDATED, onoffice.CLAIM_NOT_MATCHING})
 """Errors that say the claim itself is dead (201 outdated, 248 no matching): retire it."""
@@ -73,10 +74,9 @@ class Pipeline:
 
         token = request.token
         customer = self.static_customers.get(token) or await self.store.customer_of_token(token)
-        claim = await self._claim_for(request, customer) if customer else None
-        owners = {
-            c: await self.store.owner_of_claim(c) for c in policy.carried_claims(request, claim)
-        }
+        carried = dict.fromkeys(c for a in request.actions for c in a.claims)  # in order
+        owners = {c: await self.store.owner_of_claim(c) for c in carried}
+        claim = await self._claim_for(owners, customer) if customer else None
         facts = policy.Facts(
             mode=self.mode,
             customer_web_id=customer,
@@ -85,7 +85,8 @@ class Pipeline:
             now=time.time(),
             ttl=self.ttl,
             claim_owners={
-                c: owner.customer_web_id if owner else None for c, owner in owners.items()
+                c: owner.customer_web_id if (owner := owners[c]) else None
+                for c in policy.carried_claims(request, claim)
             },
             token_secret=self.token_secrets.get(token),
         )
@@ -100,13 +101,14 @@ class Pipeline:
             outcome.record.carried_freshest = _carrying(request, claim.claim, verdict)
         return outcome
 
-    async def _claim_for(self, request: rewrite.ApiRequest, customer: str) -> Claim | None:
+    async def _claim_for(
+        self, owners: Mapping[str, ClaimOwner | None], customer: str
+    ) -> Claim | None:
         """The claim the request should carry (docs/design.md 2.12): the customer's freshest,
         or with ``claims.affinity = "user"`` the freshest of the user whose claim it carries
-        (the first the store knows, in the order of the actions)."""
+        (the first the store knows, in the order of the actions; ``owners`` is in that order)."""
         if self.affinity is Affinity.USER:
-            for carried in dict.fromkeys(c for a in request.actions for c in a.claims):
-                owner = await self.store.owner_of_claim(carried)
+            for owner in owners.values():
                 if owner is not None and owner.customer_web_id == customer and owner.user_id:
                     mine = await self.store.freshest(customer, owner.user_id)
                     if mine is not None:

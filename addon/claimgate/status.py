@@ -14,6 +14,19 @@ from claimgate.policy import Decision, Kind, claim_age
 from claimgate.store import Claim
 
 MAX_ROWS = 500
+ROW_FIELDS = (
+    "customer",
+    "user",
+    "claim_fp",
+    "source",
+    "claim_age",
+    "expires_in",
+    "expired",
+    "expiring",
+    "refused",
+)
+"""What a status-page row shows of ``claim_report``."""
+FLAGS = frozenset({"expired", "expiring", "refused"})
 
 
 def claim_report(claim: Claim, now: float, ttl: float, warn_before: float = 0.0) -> dict[str, Any]:
@@ -62,35 +75,9 @@ def status_report(
     rows: dict[str, dict[str, Any]] = {}
     for claim in claims:
         report = claim_report(claim, now, ttl, warn_before)
-        rows[claim.customer_web_id] = {
-            key: report[key]
-            for key in (
-                "customer",
-                "user",
-                "claim_fp",
-                "source",
-                "claim_age",
-                "expires_in",
-                "expired",
-                "expiring",
-                "refused",
-            )
-        }
+        rows[claim.customer_web_id] = {key: report[key] for key in ROW_FIELDS}
     for customer in activity.customers_with_violations():
-        rows.setdefault(
-            customer,
-            {
-                "customer": customer,
-                "user": None,
-                "claim_fp": None,
-                "source": None,
-                "claim_age": None,
-                "expires_in": None,
-                "expired": False,
-                "expiring": False,
-                "refused": False,
-            },
-        )
+        rows.setdefault(customer, _without_claim(customer))
     for customer, row in rows.items():
         last = activity.last_violation(customer)
         row["last_violation"] = (
@@ -114,6 +101,13 @@ def status_report(
             for at, kind, customer in activity.recent_violations()
         ],
     }
+
+
+def _without_claim(customer: str) -> dict[str, Any]:
+    """The row of a customer seen only in violations: nothing known, nothing flagged."""
+    row: dict[str, Any] = {key: False if key in FLAGS else None for key in ROW_FIELDS}
+    row["customer"] = customer
+    return row
 
 
 def _recency(row: dict[str, Any]) -> float:
