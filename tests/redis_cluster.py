@@ -15,7 +15,7 @@ registers the ``cluster_topology`` fixture for every module.
 
 import contextlib
 import secrets
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,6 +36,8 @@ FORM_TIMEOUT = 30.0
 FAILOVER_TIMEOUT = 30.0
 """Seconds from a crash to a new primary everywhere: the node timeout (1 s), the primaries'
 FAIL verdict, the replica's election delay (0.5-1 s), the vote, the gossip of the result."""
+MIGRATE_TIMEOUT = 30.0
+"""Seconds for every primary to name a migrated slot's new owner (gossip of a bumped epoch)."""
 REJOIN_TIMEOUT = 30.0
 """Seconds for a restarted node to learn that its slots moved, become a replica, full-sync
 and be seen as healthy by every other node."""
@@ -230,11 +232,7 @@ class ClusterTopology(Topology):
     def primary_for(self, key: str) -> ClusterNode:
         """The node holding ``key``'s slot, as every running primary's CLUSTER SLOTS names it
         (it may be a killed node until the failover is known: see :meth:`wait_for_failover`)."""
-        slot = self.slot(key)
-        named = {self._owner(node, slot) for node in self.primaries()}
-        if len(named) != 1:
-            raise RuntimeError(f"the primaries disagree on the owner of slot {slot}: {named}")
-        return self.node_at(named.pop())
+        return self.primary_for_slot(self.slot(key))
 
     def replica_of(self, primary: ClusterNode) -> ClusterNode:
         """The one replica of ``primary``, as ``primary`` sees the cluster."""
@@ -286,6 +284,50 @@ class ClusterTopology(Topology):
             )
 
         return self._poll(rejoined, timeout, f"port {node.port} did not rejoin as a replica")
+
+    def migrate(
+        self,
+        slot: int,
+        target: ClusterNode,
+        halfway: Callable[[], object] = lambda: None,
+        timeout: float = MIGRATE_TIMEOUT,
+    ) -> float:
+        """Move ``slot`` and its keys to the primary ``target``, the steps ``redis-cli
+        --cluster reshard`` takes: IMPORTING on the target, MIGRATING on the source, MIGRATE
+        of the keys, then SETSLOT NODE on the target, the source and every other primary.
+        ``halfway`` runs once the keys have moved while the slot is still migrating: the
+        source answers ASK for them then, and MOVED once the move is done. Returns the
+        monotonic time at which every primary's CLUSTER SLOTS names ``target``."""
+        source = self.primary_for_slot(slot)
+        if source is target:
+            raise RuntimeError(f"slot {slot} is on port {target.port} already")
+        source_id, target_id = self.node_id(source), self.node_id(target)
+        with target.probe(decode_responses=True) as client:
+            client.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", source_id)
+        with source.probe(decode_responses=True) as client:
+            client.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", target_id)
+            while keys := client.execute_command("CLUSTER", "GETKEYSINSLOT", slot, 100):
+                client.execute_command(
+                    "MIGRATE", *target.address, "", 0, 5000,
+                    "AUTH", self.data_password, "KEYS", *keys,
+                )  # fmt: skip
+        halfway()
+        others = [node for node in self.primaries() if node not in (target, source)]
+        for node in (target, source, *others):
+            with node.probe() as client:
+                client.execute_command("CLUSTER", "SETSLOT", slot, "NODE", target_id)
+
+        def moved() -> bool:
+            return all(self._owner(node, slot) == target.address for node in self.primaries())
+
+        return self._poll(moved, timeout, f"slot {slot} did not move to port {target.port}")
+
+    def primary_for_slot(self, slot: int) -> ClusterNode:
+        """The node every running primary's CLUSTER SLOTS names for ``slot``."""
+        named = {self._owner(node, slot) for node in self.primaries()}
+        if len(named) != 1 or None in named:
+            raise RuntimeError(f"the primaries disagree on the owner of slot {slot}: {named}")
+        return self.node_at(named.pop())
 
     def _role(self, node: ClusterNode) -> str:
         with node.probe(decode_responses=True) as client:

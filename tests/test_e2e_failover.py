@@ -1,6 +1,7 @@
 """End to end, the shared store fails over (docs/design.md 2.4, 3.2): two real ``claimgate
-run`` replicas on Redis managed by three real sentinels, with passwords on the data nodes
-and the sentinels and an ACL user, while API traffic flows and the primary is SIGKILLed.
+run`` replicas, while API traffic flows and the primary holding the customer's keys is
+SIGKILLed, on Redis managed by three real sentinels (passwords on the data nodes and the
+sentinels, an ACL user) and on a six-node Redis Cluster (passwords, an ACL user).
 
 Replica A has the capture listener; replica B only sends API calls. Each request is tagged
 with its replica and a sequence number, so what the API double received can be matched
@@ -17,8 +18,11 @@ import httpx
 import pytest
 
 from claimgate.fingerprint import fingerprint
+from claimgate.store.keys import KeyLayout
 from claimgate.testing import ApiDouble, free_port, make_claim
+from tests.redis_cluster import ClusterNode, ClusterTopology
 from tests.redis_sentinel import SentinelTopology
+from tests.redis_server import RedisServer
 from tests.support import (
     ADMIN_TOKEN,
     SECRETS_ENV,
@@ -39,6 +43,84 @@ RECOVERED_WITHIN = 10.0
 """Seconds after the new primary is known by which both replicas are ready again."""
 TRAFFIC_PAUSE = 0.02
 """Between two requests of one replica's traffic: steady, not a load test."""
+PREFIX = "failover:"
+
+
+class SentinelStore:
+    """The store behind Sentinel: what claimgate is told, and the failover the test causes."""
+
+    scheme = "redis+sentinel://"
+
+    def __init__(self, topology: SentinelTopology) -> None:
+        self.topology = topology
+
+    def settings(self) -> dict[str, str]:
+        return {"sentinel_password": "env:TEST_SENTINEL_PASSWORD"}
+
+    def env(self) -> dict[str, str]:
+        return {"TEST_SENTINEL_PASSWORD": self.topology.sentinel_password}
+
+    def secrets(self) -> set[str]:
+        return {self.topology.sentinel_password}
+
+    def crash(self, customer: Customer) -> RedisServer:
+        return self.topology.kill_primary()
+
+    def wait_for_new_primary(self, old: RedisServer, customer: Customer) -> float:
+        """When a sentinel names the new primary (SENTINEL get-master-addr-by-name)."""
+        return self.topology.wait_for_new_primary(old)
+
+    def stored_claim(self, customer: Customer) -> str | None:
+        """The customer's freshest claim as the primary holds it."""
+        primary = self.topology.node_at(self.topology.primary())
+        with self.topology.client(primary, decode_responses=True) as client:
+            return client.hget(KeyLayout(PREFIX, tagged=False).claim(customer.web_id), "claim")
+
+
+class ClusterStore:
+    """The store in a cluster: the primary killed is the one holding the customer's slot."""
+
+    scheme = "redis+cluster://"
+
+    def __init__(self, topology: ClusterTopology) -> None:
+        self.topology = topology
+
+    def settings(self) -> dict[str, str]:
+        return {}
+
+    def env(self) -> dict[str, str]:
+        return {}
+
+    def secrets(self) -> set[str]:
+        return set()
+
+    def crash(self, customer: Customer) -> ClusterNode:
+        node = self.topology.primary_for(self._key(customer))
+        self.topology.kill(node)
+        return node
+
+    def wait_for_new_primary(self, old: ClusterNode, customer: Customer) -> float:
+        """When every surviving primary reports cluster_state:ok and names the new one in
+        CLUSTER SLOTS."""
+        return self.topology.wait_for_failover(old, self.topology.slot(self._key(customer)))
+
+    def stored_claim(self, customer: Customer) -> str | None:
+        with self.topology.cluster_client(decode_responses=True) as client:
+            return client.hget(self._key(customer), "claim")
+
+    @staticmethod
+    def _key(customer: Customer) -> str:
+        return KeyLayout(PREFIX, tagged=True).claim(customer.web_id)
+
+
+Store = SentinelStore | ClusterStore
+
+
+@pytest.fixture(scope="module", params=["sentinel", "cluster"])
+def store(request: pytest.FixtureRequest) -> Store:
+    if request.param == "sentinel":
+        return SentinelStore(request.getfixturevalue("sentinel_topology"))
+    return ClusterStore(request.getfixturevalue("cluster_topology"))
 
 
 @dataclass
@@ -61,17 +143,15 @@ def backends(customer) -> Iterator[tuple[App, ApiDouble]]:
         yield app, api
 
 
-def config(
-    tmp: Path, topology: SentinelTopology, app: App, api: ApiDouble, capture: bool, url: str = ""
-) -> dict:
+def config(tmp: Path, store: Store, app: App, api: ApiDouble, capture: bool, url: str) -> dict:
     sections = {
         "proxy": forward_proxy(tmp, api),
         "claims": {
-            "store": url or topology.url,
-            "store_username": topology.username,
+            "store": url or store.topology.url,
+            "store_username": store.topology.username,
             "store_password": "env:TEST_STORE_PASSWORD",
-            "sentinel_password": "env:TEST_SENTINEL_PASSWORD",
-            "store_prefix": "failover:",
+            "store_prefix": PREFIX,
+            **store.settings(),
         },
         "admin": {"token": "env:TEST_ADMIN_TOKEN", "shutdown_grace": "2s"},
     }
@@ -81,31 +161,26 @@ def config(
 
 
 def start(
-    tmp_path_factory, name, topology, backends, customer, capture, url: str = ""
+    tmp_path_factory, name, store: Store, backends, customer, capture, url: str = ""
 ) -> tuple[Iterator, World]:
     app, api = backends
+    topology = store.topology
     tmp = tmp_path_factory.mktemp(name)
-    env = {
-        **SECRETS_ENV,
-        "TEST_STORE_PASSWORD": topology.user_password,
-        "TEST_SENTINEL_PASSWORD": topology.sentinel_password,
-    }
-    sections = config(tmp, topology, app, api, capture, url)
+    env = {**SECRETS_ENV, "TEST_STORE_PASSWORD": topology.user_password, **store.env()}
+    sections = config(tmp, store, app, api, capture, url)
     worlds = run_world(tmp, sections, env, app, api, [customer])
     world = next(worlds)
-    world.secrets |= {ADMIN_TOKEN, topology.user_password, topology.sentinel_password}
-    world.secrets.add(topology.data_password)
+    world.secrets |= {ADMIN_TOKEN, topology.user_password, topology.data_password}
+    world.secrets |= store.secrets()
     return worlds, world
 
 
 @pytest.fixture(scope="module")
-def replicas(tmp_path_factory, sentinel_topology, backends, customer):
+def replicas(tmp_path_factory, store, backends, customer):
     started = []
     try:
         for name, capture in (("a", True), ("b", False)):
-            started.append(
-                start(tmp_path_factory, name, sentinel_topology, backends, customer, capture)
-            )
+            started.append(start(tmp_path_factory, name, store, backends, customer, capture))
         yield started[0][1], started[1][1]
     finally:
         for worlds, _ in reversed(started):
@@ -159,9 +234,9 @@ class Traffic:
             time.sleep(TRAFFIC_PAUSE)
 
 
-def test_a_failover_loses_no_request_and_no_capture(replicas, sentinel_topology, customer):
+def test_a_failover_loses_no_request_and_no_capture(replicas, store, customer):
     a, b = replicas
-    topology = sentinel_topology
+    topology = store.topology
     a.activate(customer)
     captured: list[tuple[float, str]] = []  # (monotonic time it was captured on A, claim)
 
@@ -177,7 +252,8 @@ def test_a_failover_loses_no_request_and_no_capture(replicas, sentinel_topology,
     probes: list[tuple[float, float, int]] = []  # (sent, seconds to answer, status)
     with Traffic({"a": a, "b": b}, customer) as traffic:
         time.sleep(0.5)
-        old = topology.kill_primary()
+        old = store.crash(customer)
+        killed = time.monotonic()
         during = capture(age=20)  # while no primary is known: kept locally, written later
         probing = threading.Event()
 
@@ -190,7 +266,7 @@ def test_a_failover_loses_no_request_and_no_capture(replicas, sentinel_topology,
 
         prober = threading.Thread(target=probe, daemon=True)
         prober.start()
-        known = topology.wait_for_new_primary(old)
+        known = store.wait_for_new_primary(old, customer)
         ready_again = wait_until(
             lambda: all(admin_get(w, "/readyz").status_code == 200 for w in (a, b)),
             RECOVERED_WITHIN,
@@ -223,6 +299,13 @@ def test_a_failover_loses_no_request_and_no_capture(replicas, sentinel_topology,
                 before = [i for i, (at, _) in enumerate(captured) if at < sent.started]
                 assert order[claim] >= max(before, default=0)
 
+    # Once B holds the capture A made during the failover, B's traffic carries it (or newer).
+    after = [s for s in traffic.sent if s.replica == "b" and s.started > on_b]
+    assert after, "B sent nothing after it held the failover's capture"
+    for sent in after:
+        (claim,) = by_tag[("b", sent.seq)].claims()
+        assert order[claim] >= order[during]
+
     # The old primary back, now a replica: no store error anywhere (READONLY would be one),
     # and the newer claim stays.
     errors_before = {name: len(w.sidecar.events("store_error")) for name, w in (("a", a), ("b", b))}
@@ -232,31 +315,31 @@ def test_a_failover_loses_no_request_and_no_capture(replicas, sentinel_topology,
     assert a.service_call(customer, make_claim(), int(time.time()) - 60).status_code == 200
     received, _ = b.call_api(api_request(customer))
     assert received.claims() == [captured[-1][1]]  # the older call replaced nothing
+    assert store.stored_claim(customer) == captured[-1][1]  # nor in the store
     for name, world in (("a", a), ("b", b)):
         assert world.sidecar.events("store_error")[errors_before[name] :] == []
     measured = {
+        "new_primary_known_s": known - killed,
         "requests": len(traffic.sent),
         "slowest_request_s": max(s.seconds for s in traffic.sent),
         "not_ready_probes": sum(1 for *_, status in probes if status != 200),
         "ready_again_s": ready_again - known,
         "capture_on_b_s": on_b - known,
     }
-    print(f"failover measured: {measured}")
+    print(f"failover measured ({store.scheme}): {measured}")
 
 
 def test_a_replica_started_after_the_failover_injects_the_newest_claim(
-    replicas, tmp_path_factory, sentinel_topology, backends, customer
+    replicas, tmp_path_factory, store, backends, customer
 ):
-    """It starts while the first sentinel it lists does not answer: any one listed will do."""
+    """It starts while the first sentinel or node it lists does not answer: any one will do."""
     a, _ = replicas
     newest = make_claim()
     assert a.service_call(customer, newest).status_code == 200
     a.sidecar.wait_for("claim_captured", lambda e: e["claim_fp"] == fingerprint(newest))
     nobody = f"127.0.0.1:{free_port()}"
-    url = sentinel_topology.url.replace("redis+sentinel://", f"redis+sentinel://{nobody},", 1)
-    worlds, late = start(
-        tmp_path_factory, "late", sentinel_topology, backends, customer, False, url
-    )
+    url = store.topology.url.replace(store.scheme, f"{store.scheme}{nobody},", 1)
+    worlds, late = start(tmp_path_factory, "late", store, backends, customer, False, url)
     try:
         wait_until(lambda: admin_get(late, "/readyz").status_code == 200, RECOVERED_WITHIN)
         received, _ = late.call_api(api_request(customer))

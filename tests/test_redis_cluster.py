@@ -155,6 +155,30 @@ def test_the_restarted_old_primary_becomes_a_replica_of_the_new(
         assert client.get(key) == "after the rejoin"
 
 
+def test_a_migrated_slot_answers_ask_halfway_then_moved_and_keeps_its_keys(
+    cluster_topology: ClusterTopology,
+):
+    key = f"harness:{secrets.token_hex(4)}"
+    source = cluster_topology.primary_for(key)
+    target = next(node for node in cluster_topology.primaries() if node is not source)
+    value = _write_and_replicate(cluster_topology, key)
+    redirects: list[type[Exception]] = []
+
+    def write_to(node: ClusterNode) -> None:
+        with cluster_topology.client(node) as client:
+            try:
+                client.set(key, "at the old owner")
+            except (redis.exceptions.AskError, redis.exceptions.MovedError) as redirect:
+                redirects.append(type(redirect))
+
+    cluster_topology.migrate(cluster_topology.slot(key), target, lambda: write_to(source))
+    write_to(source)
+    assert redirects == [redis.exceptions.AskError, redis.exceptions.MovedError]
+    assert cluster_topology.primary_for(key) is target
+    with cluster_topology.cluster_client(decode_responses=True) as client:
+        assert client.get(key) == value
+
+
 def test_stop_leaves_no_process_or_directory_behind(redis_server_executable: str):
     with ClusterTopology(redis_server_executable) as topology:
         assert len(_running(topology)) == 6

@@ -402,6 +402,16 @@ ERRORS = [
         {},
         "claims.store: expected a sentinel's port between 1 and 65535",
     ),
+    (
+        '[claims]\nstore = "redis+cluster://n1:7000/1"',
+        {},
+        "claims.store: a cluster URL names no database",
+    ),
+    (
+        '[claims]\nstore = "rediss+cluster://n1:7000/"\nstore_prefix = "{cg}:"',
+        {},
+        "claims.store_prefix: must hold no { or } with a redis+cluster:// store",
+    ),
     ('[claims]\nstore_username = "a b"', {}, "claims.store_username: expected 1 to 128"),
     ("[claims]\nmax_entries = 0", {}, "claims.max_entries: must be at least 1, got 0"),
     ('[claims]\nmax_entries = "100"', {}, "claims.max_entries: expected an integer, got string"),

@@ -1,4 +1,5 @@
-"""The claim store contract, run against every store: the memory one and Redis.
+"""The claim store contract, run against every store: the memory one and Redis (one server,
+Sentinel, Cluster).
 
 The addon only sees ``ClaimStore``, so both stores must agree on newest-wins, owners, tokens,
 forgetting, listing and expiry. The Redis store runs against a real ``redis-server`` (see
@@ -23,12 +24,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
+from redis.exceptions import AskError
 
 from claimgate.store import DEFAULT_MAX_USERS, Claim, ClaimOwner, ClaimStore, secret_key
+from claimgate.store.keys import KeyLayout
 from claimgate.store.memory import RETENTION_FACTOR, MemoryStore
 from claimgate.store.redis import RedisStore
 
 if TYPE_CHECKING:  # the fixtures come from conftest.py's pytest_plugins (assert rewriting)
+    from tests.redis_cluster import ClusterTopology
     from tests.redis_sentinel import SentinelTopology
     from tests.redis_server import RedisServer
 
@@ -169,10 +173,11 @@ class RedisBackend(SharedBackend):
         return {"url": self.server.url, "password": self.server.password}
 
 
-class SentinelBackend(SharedBackend):
-    """A primary and a replica behind three sentinels, as the ACL user, every password set."""
+class TopologyBackend(SharedBackend):
+    """Redis behind three sentinels, or a cluster of three replicated primaries: as the ACL
+    user, every password set."""
 
-    def __init__(self, topology: SentinelTopology) -> None:
+    def __init__(self, topology: SentinelTopology | ClusterTopology) -> None:
         super().__init__()
         self.topology = topology
 
@@ -182,19 +187,19 @@ class SentinelBackend(SharedBackend):
             "url": topology.url,
             "password": topology.user_password,
             "username": topology.username,
-            "sentinel_password": topology.sentinel_password,
+            "sentinel_password": getattr(topology, "sentinel_password", None),
         }
 
 
-@pytest.fixture(params=["memory", "redis", "sentinel"])
+def shared(request: pytest.FixtureRequest, kind: str) -> SharedBackend:
+    if kind == "redis":
+        return RedisBackend(request.getfixturevalue("redis_server"))
+    return TopologyBackend(request.getfixturevalue(f"{kind}_topology"))
+
+
+@pytest.fixture(params=["memory", "redis", "sentinel", "cluster"])
 async def backend(request: pytest.FixtureRequest) -> AsyncIterator[Backend]:
-    made: Backend
-    if request.param == "memory":
-        made = MemoryBackend()
-    elif request.param == "redis":
-        made = RedisBackend(request.getfixturevalue("redis_server"))
-    else:
-        made = SentinelBackend(request.getfixturevalue("sentinel_topology"))
+    made = MemoryBackend() if request.param == "memory" else shared(request, request.param)
     try:
         yield made
     finally:
@@ -208,14 +213,10 @@ async def store(backend: Backend) -> ClaimStore:
     return await backend.open()
 
 
-@pytest.fixture(params=["redis", "sentinel"])
+@pytest.fixture(params=["redis", "sentinel", "cluster"])
 async def shared_backend(request: pytest.FixtureRequest) -> AsyncIterator[SharedBackend]:
-    """Replicas on one server, and on a Sentinel-managed primary."""
-    made: SharedBackend = (
-        RedisBackend(request.getfixturevalue("redis_server"))
-        if request.param == "redis"
-        else SentinelBackend(request.getfixturevalue("sentinel_topology"))
-    )
+    """Replicas on one server, on a Sentinel-managed primary, and on a cluster."""
+    made = shared(request, request.param)
     try:
         yield made
     finally:
@@ -442,6 +443,64 @@ async def test_redis_holds_the_claim_the_token_and_the_owner_without_a_raw_token
         assert not [text for text in everything if token in text]
 
 
+async def test_in_a_cluster_a_customer_s_keys_share_its_slot_and_customers_spread(
+    cluster_topology: ClusterTopology,
+):
+    backend = TopologyBackend(cluster_topology)
+    try:
+        store = await backend.open()
+        customers = [f"c{index}" for index in range(12)]
+        for customer in customers:
+            await store.put(claim(customer, user="u1"))
+        layout = KeyLayout(backend.prefix, tagged=True)
+        with cluster_topology.cluster_client(decode_responses=True) as client:
+            homes = set()
+            for customer in customers:
+                home = client.get_node_from_key(layout.claim(customer))
+                assert client.get_node_from_key(layout.users(customer)) == home
+                assert client.hget(layout.claim(customer), "claim") == claim(customer).claim
+                assert set(client.hgetall(layout.users(customer))) == {"u1"}
+                homes.add(home.name)
+            assert len(homes) > 1, "every customer on one primary: the cluster was not tested"
+    finally:
+        await backend.close()
+    backend.events.assert_quiet()
+
+
+async def test_in_a_cluster_a_customer_s_slot_moving_is_followed_through_ask_and_moved(
+    cluster_topology: ClusterTopology,
+):
+    """The slot moves to another primary while two stores use it: a write halfway (the keys
+    moved, the slot still migrating) follows ASK, one after it MOVED; nothing fails."""
+    backend = TopologyBackend(cluster_topology)
+    layout = KeyLayout(backend.prefix, tagged=True)
+    slot = cluster_topology.slot(layout.claim("moving"))
+    source = cluster_topology.primary_for_slot(slot)
+    target = next(node for node in cluster_topology.primaries() if node is not source)
+    try:
+        writer, reader = await backend.open(), await backend.open()
+        await writer.put(claim("moving", at=0))
+        await first_seen(reader, claim("moving", at=0), deadline=time.monotonic() + 10)
+        loop = asyncio.get_running_loop()
+
+        def halfway() -> None:
+            put = asyncio.run_coroutine_threadsafe(writer.put(claim("moving", at=1)), loop)
+            assert put.result(timeout=10)
+            with cluster_topology.client(source) as client, pytest.raises(AskError):
+                client.hget(layout.claim("moving"), "claim")  # not here: it sends us on
+
+        await asyncio.to_thread(cluster_topology.migrate, slot, target, halfway)
+        assert await writer.put(claim("moving", at=2))
+        await first_seen(reader, claim("moving", at=2), deadline=time.monotonic() + 10)
+        late = await backend.open()
+        assert await late.freshest("moving") == claim("moving", at=2)
+        with cluster_topology.client(target, decode_responses=True) as client:
+            assert client.hget(layout.claim("moving"), "claim") == claim("moving", at=2).claim
+    finally:
+        await backend.close()
+    backend.events.assert_quiet()
+
+
 async def test_a_second_instance_uses_a_new_claim_within_100ms(shared_backend: SharedBackend):
     replica_a = await shared_backend.open()
     replica_b = await shared_backend.open()
@@ -506,6 +565,19 @@ async def test_prefixes_do_not_see_each_other(redis_backend: RedisBackend):
     assert await staging.claims() == [claim(at=0, value="staging-claim")]
     with redis_backend.server.client(decode_responses=True) as client:
         assert client.hget("staging:claim:c1", "claim") == "staging-claim"
+
+
+def test_a_prefix_s_scan_finds_its_own_claim_keys_only_glob_characters_and_all(
+    redis_server: RedisServer,
+):
+    prefixes = ["env*:", "env?:", "env[ab]:", "envX:", "enva:", "env\\:"]
+    with redis_server.client(decode_responses=True) as client:
+        for prefix in prefixes:
+            client.hset(KeyLayout(prefix, tagged=False).claim("c1"), "claim", prefix)
+        for prefix in prefixes:
+            layout = KeyLayout(prefix, tagged=False)
+            found = list(client.scan_iter(match=layout.claim_pattern, count=1000))
+            assert found == [layout.claim("c1")]
 
 
 async def test_replicas_share_each_user_s_claim_and_its_refusal(redis_backend: RedisBackend):

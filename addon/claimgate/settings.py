@@ -617,7 +617,9 @@ class ClaimsSettings:
     store: str = field(
         default="memory",
         metadata=setting(
-            _store, "`memory`, or a `redis://` / `rediss://` URL shared by all replicas"
+            _store,
+            "`memory`, or the Redis all replicas share: a `redis[s]://`, "
+            "`redis[s]+sentinel://` or `redis[s]+cluster://` URL",
         ),
     )
     store_password: Secret | None = field(
@@ -819,6 +821,7 @@ def load_settings(path: Path | None, environ: Mapping[str, str] = os.environ) ->
     }
     sections["capture"] = _complete_capture(sections["capture"])
     _check_limits(sections["limits"])
+    _check_claims(sections["claims"])
     customers = _customers(document.get("customers", []), environ)
     settings = Settings(customers=customers, **sections)
     _check_listeners(settings)
@@ -934,6 +937,17 @@ def _check_limits(limits: HeadLimits) -> None:
             "limits.header_size",
             f"must be at least limits.request_line ({limits.request_line} bytes), "
             f"got {limits.header_size}",
+        )
+
+
+def _check_claims(claims: ClaimsSettings) -> None:
+    """In a cluster a brace in the prefix would become the keys' hash tag, parting a
+    customer's keys that the scripts must find in one slot (store/keys.py)."""
+    cluster = claims.store != "memory" and parse_store_url(claims.store).cluster
+    if cluster and {"{", "}"} & set(claims.store_prefix):
+        raise ConfigError(
+            "claims.store_prefix",
+            "must hold no { or } with a redis+cluster:// store: they would make its hash tag",
         )
 
 

@@ -7,6 +7,9 @@ hot path never waits on the network. Redis is the shared truth:
   customer and for its user, even when two replicas write at once, and publishes the claim
   on a channel; every replica applies what it hears to its local copy (a capture on replica
   A is used by replica B within milliseconds). Refusals and forgetting travel the same way.
+  In a Redis Cluster each script's keys share one slot (store/keys.py) and the channel is
+  classic pub/sub, which every node relays to its subscribers: one subscription, on any node,
+  hears every shard.
 - A supervisor task subscribes, loads everything under the key prefix into the local copy,
   and then listens. Any failed operation marks the store unavailable: lookups keep being
   served from the local copy, nothing waits on Redis, ``store_unavailable`` is reported
@@ -14,7 +17,8 @@ hot path never waits on the network. Redis is the shared truth:
   writes back its whole local copy, every user's claim, newest-wins: captures made during
   the outage reach Redis, and a Redis that came back empty (no persistence) is filled again.
 
-Keys (``prefix`` lets one server hold several environments):
+Keys (``prefix`` lets one server hold several environments; in a cluster ``<customer>`` is
+written ``{<customer>}``, its hash tag, see store/keys.py):
 
 - ``claim:<customer>``: a hash (ts, user, claim, source, refused) of the customer's freshest
   claim (docs/design.md 2.4), expiring at the call's timestamp plus the retention (the claim
@@ -25,7 +29,8 @@ Keys (``prefix`` lets one server hold several environments):
   freshest), expiring with the newest. Read only beside ``claim:<customer>``.
 - ``token:<secret_key(token)>``: the customer (no expiry: activation happens once).
 - ``owner:<secret_key(claim)>``: the customer, a tab and the user a claim was issued to
-  (an older claimgate wrote the customer alone), expiring with the claim's retention.
+  (an older claimgate wrote the customer alone), expiring with the claim's retention; written
+  just before the claim's script, as a command of its own (another slot in a cluster).
 
 Claims are secrets: the Redis server must be private to the provider. It is still not
 trusted to be well-formed: whatever is read from it is bounded and a malformed entry is
@@ -41,13 +46,15 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from redis import asyncio as aioredis
+from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 
 from claimgate.store import DEFAULT_MAX_USERS, Claim, ClaimOwner, StoreEvents, secret_key
 from claimgate.store.address import StoreAddress, parse_store_url
+from claimgate.store.keys import KeyLayout
 from claimgate.store.memory import RETENTION_FACTOR, MemoryStore
 
 RECONNECT_DELAY = 1.0
@@ -56,6 +63,12 @@ LISTEN_TIMEOUT = 1.0
 """Seconds the supervisor waits for a message before checking the store's health again."""
 SCAN_BATCH = 500
 MAX_CONNECTIONS = 100
+"""Per server (per node, in a cluster)."""
+MAX_OPERATIONS = MAX_CONNECTIONS - 4
+"""Operations in flight at once, waiting (within the timeout) beyond that: the cluster client
+fails rather than wait for a free connection, and the supervisor needs one of its own."""
+WRITE_BACK_AT_ONCE = 64
+"""Customers written back at once after an outage (a cluster pipeline cannot carry scripts)."""
 USERS_READ = 1000
 """Users' claims read from one customer's hash at most (more only if ``max_users`` is
 larger): a well-formed hash holds ``max_users``, so only a corrupt one is cut."""
@@ -64,11 +77,11 @@ ENTRY_CHARS = 16384
 MAX_TIMESTAMP = 10**12
 """Unix seconds beyond any real call (as the scripts' ``valid``): a larger one is corrupt."""
 
-# KEYS: claim key, owner key, users key. ARGV: ts, user, claim, source, expiry (Unix ms: the
-# call's timestamp plus the retention), owner (customer TAB user), channel, message, refused
-# (1 or 0), max users. Newest wins by the call's own timestamp, for the user and for the
-# customer; an equal one replaces (the later arrival). A claim the API refused stays refused
-# when it is written again. Returns 1 if the claim is now the customer's freshest.
+# KEYS: claim key, users key (one slot in a cluster). ARGV: ts, user, claim, source, expiry
+# (Unix ms: the call's timestamp plus the retention), channel, message, refused (1 or 0), max
+# users. Newest wins by the call's own timestamp, for the user and for the customer; an equal
+# one replaces (the later arrival). A claim the API refused stays refused when it is written
+# again. Returns 1 if the claim is now the customer's freshest.
 _PUT = """
 local ts = tonumber(ARGV[1])
 local function valid(t)  -- a usable timestamp: not NaN, not beyond MAX_TIMESTAMP
@@ -81,9 +94,8 @@ local function entry_of(value)  -- a user's entry, or nil when it is malformed
   end
   return nil
 end
-redis.call('SET', KEYS[2], ARGV[6], 'PXAT', ARGV[5])
 
-local value = redis.call('HGET', KEYS[3], ARGV[2])
+local value = redis.call('HGET', KEYS[2], ARGV[2])
 local mine = value and entry_of(value) or nil  -- HGET answers false for none
 local current = redis.call('HMGET', KEYS[1], 'ts', 'claim', 'refused')
 local current_ts = tonumber(current[1])
@@ -92,7 +104,7 @@ local for_customer = not valid(current_ts) or current_ts <= ts
 if not for_user and not for_customer then
   return 0
 end
-local refused = ARGV[9] == '1' or (current[2] == ARGV[3] and current[3] == '1')
+local refused = ARGV[8] == '1' or (current[2] == ARGV[3] and current[3] == '1')
   or (mine ~= nil and mine.claim == ARGV[3] and mine.refused == true)
 
 if for_customer then
@@ -102,17 +114,17 @@ if for_customer then
 end
 local kept = true
 if for_user then
-  redis.call('HSET', KEYS[3], ARGV[2],
+  redis.call('HSET', KEYS[2], ARGV[2],
     cjson.encode({ts = ts, claim = ARGV[3], source = ARGV[4], refused = refused}))
-  local ttl = redis.call('PTTL', KEYS[3])
+  local ttl = redis.call('PTTL', KEYS[2])
   local now = redis.call('TIME')
   if ttl < 0 or now[1] * 1000 + math.floor(now[2] / 1000) + ttl < tonumber(ARGV[5]) then
-    redis.call('PEXPIREAT', KEYS[3], ARGV[5])  -- the latest expiry of its entries
+    redis.call('PEXPIREAT', KEYS[2], ARGV[5])  -- the latest expiry of its entries
   end
-  local excess = redis.call('HLEN', KEYS[3]) - tonumber(ARGV[10])
+  local excess = redis.call('HLEN', KEYS[2]) - tonumber(ARGV[9])
   if excess > 0 then
     local spared = redis.call('HGET', KEYS[1], 'user')  -- the customer's freshest
-    local fields, candidates = redis.call('HGETALL', KEYS[3]), {}
+    local fields, candidates = redis.call('HGETALL', KEYS[2]), {}
     for i = 1, #fields, 2 do
       if fields[i] ~= spared then
         local entry = entry_of(fields[i + 1])
@@ -126,13 +138,13 @@ if for_user then
       return a[1] < b[1]
     end)
     for i = 1, math.min(excess, #candidates) do
-      redis.call('HDEL', KEYS[3], candidates[i][1])
+      redis.call('HDEL', KEYS[2], candidates[i][1])
       if candidates[i][1] == ARGV[2] then kept = false end
     end
   end
 end
 if for_customer or kept then
-  redis.call('PUBLISH', ARGV[7], ARGV[8])
+  redis.call('PUBLISH', ARGV[6], ARGV[7])
 end
 return for_customer and 1 or 0
 """
@@ -161,6 +173,14 @@ end
 return marked
 """
 
+# KEYS: claim key, users key. ARGV: channel, message. Forgets the customer: a script, not
+# MULTI, so that it runs alike on one server and in a cluster. Returns the keys deleted.
+_FORGET = """
+local deleted = redis.call('DEL', KEYS[1], KEYS[2])
+redis.call('PUBLISH', ARGV[1], ARGV[2])
+return deleted
+"""
+
 _FAILURES = (RedisError, OSError, TimeoutError)
 
 
@@ -185,14 +205,17 @@ class RedisStore:
         username: str | None = None,
         sentinel_password: str | None = None,
     ) -> None:
+        address = parse_store_url(url)
         self._local = MemoryStore(ttl, max_entries, max_users=max_users)
-        self._client = _client(parse_store_url(url), password, username, sentinel_password, timeout)
+        self._client = _client(address, password, username, sentinel_password, timeout)
+        self._cluster = address.cluster
         self._origin = uuid.uuid4().hex
         """Marks this replica's own messages, which its local copy already reflects."""
         self._put_script = self._client.register_script(_PUT)
         self._refuse_script = self._client.register_script(_REFUSE)
-        self._prefix = prefix
-        self._channel = f"{prefix}events"
+        self._forget_script = self._client.register_script(_FORGET)
+        self._keys = KeyLayout(prefix, tagged=address.cluster)
+        self._in_flight = asyncio.Semaphore(MAX_OPERATIONS)
         self._retention = ttl * RETENTION_FACTOR
         self._max_users = max_users
         self._users_read = max(max_users, USERS_READ)
@@ -227,8 +250,7 @@ class RedisStore:
         if claim.timestamp + self._retention <= time.time():
             return False  # past its retention already: nothing to keep, here or there
         kept_locally = await self._local.put(claim)
-        keys, args = self._put_arguments(claim)
-        stored = await self._shared("put", lambda: self._put_script(keys=keys, args=args))
+        stored = await self._shared("put", lambda: self._write(claim))
         if stored is _UNANSWERED:
             return kept_locally  # written back when Redis returns
         if not stored:
@@ -238,8 +260,8 @@ class RedisStore:
     async def refuse(self, claim: Claim) -> bool:
         refused_locally = await self._local.refuse(claim)
         message = json.dumps({"op": "refuse", "origin": self._origin, **_claim_fields(claim)})
-        keys = [self._claim_key(claim.customer_web_id), self._users_key(claim.customer_web_id)]
-        args = [claim.claim, claim.user_id, self._channel, message]
+        keys = [self._keys.claim(claim.customer_web_id), self._keys.users(claim.customer_web_id)]
+        args = [claim.claim, claim.user_id, self._keys.channel, message]
         refused = await self._shared("refuse", lambda: self._refuse_script(keys=keys, args=args))
         return refused_locally or (refused is not _UNANSWERED and bool(refused))
 
@@ -254,21 +276,20 @@ class RedisStore:
     async def owner_of_claim(self, claim: str) -> ClaimOwner | None:
         owner = await self._local.owner_of_claim(claim)
         if owner is None:
-            shared = await self._shared("owner", lambda: self._client.get(self._owner_key(claim)))
+            key = self._keys.owner(secret_key(claim))
+            shared = await self._shared("owner", lambda: self._client.get(key))
             owner = _owner_from(shared)
         return owner
 
     async def learn_token(self, token: str, customer_web_id: str) -> None:
         await self._local.learn_token(token, customer_web_id)
-        key = secret_key(token)
-        await self._shared(
-            "token", lambda: self._client.set(self._prefix + "token:" + key, customer_web_id)
-        )
+        key = self._keys.token(secret_key(token))
+        await self._shared("token", lambda: self._client.set(key, customer_web_id))
 
     async def customer_of_token(self, token: str) -> str | None:
         customer = await self._local.customer_of_token(token)
         if customer is None:
-            key = self._prefix + "token:" + secret_key(token)
+            key = self._keys.token(secret_key(token))
             shared = await self._shared("token", lambda: self._client.get(key))
             if shared is not _UNANSWERED and shared is not None:
                 customer = shared
@@ -278,16 +299,10 @@ class RedisStore:
     async def forget(self, customer_web_id: str) -> bool:
         forgotten = await self._local.forget(customer_web_id)
         message = json.dumps({"op": "forget", "customer": customer_web_id, "origin": self._origin})
-
-        async def delete() -> int:
-            async with self._client.pipeline(transaction=True) as pipe:
-                pipe.delete(self._claim_key(customer_web_id), self._users_key(customer_web_id))
-                pipe.publish(self._channel, message)
-                deleted, _ = await pipe.execute()
-                return int(deleted)
-
-        deleted = await self._shared("forget", delete)
-        return forgotten or (deleted is not _UNANSWERED and deleted > 0)
+        keys = [self._keys.claim(customer_web_id), self._keys.users(customer_web_id)]
+        args = [self._keys.channel, message]
+        deleted = await self._shared("forget", lambda: self._forget_script(keys=keys, args=args))
+        return forgotten or (deleted is not _UNANSWERED and int(deleted) > 0)
 
     async def claims(self) -> list[Claim]:
         return await self._local.claims()
@@ -298,7 +313,7 @@ class RedisStore:
     async def ping(self) -> None:
         if not self._available:
             raise StoreUnavailable("redis is not answering")
-        answered = await self._shared("ping", self._client.ping)
+        answered = await self._shared("ping", self._ping)
         if answered is _UNANSWERED:
             raise StoreUnavailable("redis is not answering")
 
@@ -307,14 +322,32 @@ class RedisStore:
 
     # --- talking to Redis -----------------------------------------------------------
 
-    def _claim_key(self, customer_web_id: str) -> str:
-        return f"{self._prefix}claim:{customer_web_id}"
+    async def _ping(self) -> Any:
+        """The primary; in a cluster every primary, since any customer may live on any."""
+        if self._cluster:
+            return await self._client.ping(target_nodes=RedisCluster.PRIMARIES)
+        return await self._client.ping()
 
-    def _users_key(self, customer_web_id: str) -> str:
-        return f"{self._prefix}users:{customer_web_id}"
-
-    def _owner_key(self, claim: str) -> str:
-        return f"{self._prefix}owner:{secret_key(claim)}"
+    async def _write(self, claim: Claim) -> Any:
+        """Who the claim was issued to, then newest-wins for its customer and user."""
+        customer = claim.customer_web_id
+        expire_at_ms = int((claim.timestamp + self._retention) * 1000)
+        owner = f"{customer}\t{claim.user_id}"
+        await self._client.set(self._keys.owner(secret_key(claim.claim)), owner, pxat=expire_at_ms)
+        message = json.dumps({"op": "put", "origin": self._origin, **_claim_fields(claim)})
+        keys = [self._keys.claim(customer), self._keys.users(customer)]
+        args = [
+            claim.timestamp,
+            claim.user_id,
+            claim.claim,
+            claim.source,
+            expire_at_ms,
+            self._keys.channel,
+            message,
+            int(claim.refused),
+            self._max_users,
+        ]
+        return await self._put_script(keys=keys, args=args)
 
     async def _shared(self, operation: str, call: Callable[[], Awaitable[Any]]) -> Any:
         """Run one Redis operation within the timeout; ``_UNANSWERED`` when it cannot be had.
@@ -325,7 +358,7 @@ class RedisStore:
         if not self._available:
             return _UNANSWERED
         try:
-            async with asyncio.timeout(self._timeout):
+            async with asyncio.timeout(self._timeout), self._in_flight:
                 return await call()
         except _FAILURES as error:
             self._events.store_error(operation, error)
@@ -355,8 +388,8 @@ class RedisStore:
 
     def _read_customer(self, pipe: Any, customer_web_id: str) -> None:
         """Queue the reads of one customer's claims: its users' (bounded), then its own."""
-        pipe.hrandfield(self._users_key(customer_web_id), self._users_read, withvalues=True)
-        pipe.hgetall(self._claim_key(customer_web_id))
+        pipe.hrandfield(self._keys.users(customer_web_id), self._users_read, withvalues=True)
+        pipe.hgetall(self._keys.claim(customer_web_id))
 
     async def _adopt(self, customer_web_id: str, users: Any, fields: Any) -> None:
         """Put what Redis holds for a customer into the local copy: the users' claims first,
@@ -384,10 +417,10 @@ class RedisStore:
     async def _supervise(self) -> None:
         """Connect, catch up, listen; on any failure start over after a pause."""
         while True:
-            pubsub = self._client.pubsub()
+            pubsub = None
             try:
                 async with asyncio.timeout(self._timeout * 4):
-                    await pubsub.subscribe(self._channel)
+                    pubsub = await self._subscribe()
                 written = await self._catch_up()
                 self._broken.clear()
                 self._available = True
@@ -399,9 +432,27 @@ class RedisStore:
                 self._events.store_error("connect", error)
                 self._mark_unavailable(f"connection failed ({type(error).__name__})")
             finally:
-                with contextlib.suppress(*_FAILURES):
-                    await pubsub.aclose()
+                if pubsub is not None:
+                    with contextlib.suppress(*_FAILURES):
+                        await pubsub.aclose()
             await asyncio.sleep(RECONNECT_DELAY)
+
+    async def _subscribe(self) -> Any:
+        """Listen on the channel. A cluster client first asks the nodes where the slots are
+        now: after a failover the map it holds names a primary that is gone."""
+        if self._cluster:
+            await self._client.aclose()
+            await self._client.initialize()
+            pubsub = self._client.pubsub(node=self._client.get_default_node())
+        else:
+            pubsub = self._client.pubsub()
+        try:
+            await pubsub.subscribe(self._keys.channel)
+        except BaseException:
+            with contextlib.suppress(*_FAILURES):
+                await pubsub.aclose()
+            raise
+        return pubsub
 
     async def _listen(self, pubsub: Any) -> None:
         while not self._broken.is_set():
@@ -451,9 +502,9 @@ class RedisStore:
         """
         async with asyncio.timeout(max(self._timeout * 40, 10.0)):
             async for keys in _batches(
-                self._client.scan_iter(match=f"{self._prefix}claim:*", count=SCAN_BATCH)
+                self._client.scan_iter(match=self._keys.claim_pattern, count=SCAN_BATCH)
             ):
-                customers = [key.removeprefix(f"{self._prefix}claim:") for key in keys]
+                customers = [c for c in map(self._keys.customer_of, keys) if c is not None]
                 async with self._client.pipeline(transaction=False) as pipe:
                     for customer in customers:
                         self._read_customer(pipe, customer)
@@ -466,40 +517,31 @@ class RedisStore:
             return await self._write_back()
 
     async def _write_back(self) -> int:
-        # Each customer's freshest comes first in its users' list: reversed, it is written
-        # last, so it wins an equal timestamp on the server as it does here.
-        claims = self._local.every_user_claim()[::-1]
+        """Every user's claim, customers ``WRITE_BACK_AT_ONCE`` at a time, each customer's in
+        order: its freshest comes first in its users' list, so reversed it is written last
+        and wins an equal timestamp on the server as it does here."""
+        by_customer: dict[str, list[Claim]] = {}
+        for claim in self._local.every_user_claim():
+            by_customer.setdefault(claim.customer_web_id, []).append(claim)
+        groups = list(by_customer.values())
+        for start in range(0, len(groups), WRITE_BACK_AT_ONCE):
+            batch = groups[start : start + WRITE_BACK_AT_ONCE]
+            # Every write of the batch ends before a failure is raised: none is left running.
+            failed = await asyncio.gather(*map(self._write_each, batch), return_exceptions=True)
+            for failure in failed:
+                if failure is not None:
+                    raise failure
         tokens = self._local.token_entries()
-        for start in range(0, len(claims), SCAN_BATCH):
-            async with self._client.pipeline(transaction=False) as pipe:
-                for claim in claims[start : start + SCAN_BATCH]:
-                    keys, args = self._put_arguments(claim)
-                    await self._put_script(keys=keys, args=args, client=pipe)
-                await pipe.execute(raise_on_error=False)  # a corrupt key must not stop the rest
         async with self._client.pipeline(transaction=False) as pipe:
             for digest, customer in tokens:  # digest.hex() is secret_key(token)
-                pipe.set(self._prefix + "token:" + digest.hex(), customer)
+                pipe.set(self._keys.token(digest.hex()), customer)
             await pipe.execute()
-        return len(claims) + len(tokens)
+        return sum(map(len, groups)) + len(tokens)
 
-    def _put_arguments(self, claim: Claim) -> tuple[list[str], list[Any]]:
-        customer = claim.customer_web_id
-        message = json.dumps({"op": "put", "origin": self._origin, **_claim_fields(claim)})
-        keys = [self._claim_key(customer), self._owner_key(claim.claim), self._users_key(customer)]
-        expire_at_ms = int((claim.timestamp + self._retention) * 1000)
-        args = [
-            claim.timestamp,
-            claim.user_id,
-            claim.claim,
-            claim.source,
-            expire_at_ms,
-            f"{customer}\t{claim.user_id}",
-            self._channel,
-            message,
-            int(claim.refused),
-            self._max_users,
-        ]
-        return keys, args
+    async def _write_each(self, claims: list[Claim]) -> None:
+        for claim in reversed(claims):
+            with contextlib.suppress(ResponseError):  # a corrupt key must not stop the rest
+                await self._write(claim)
 
 
 class _BlockingSentinelPool(SentinelConnectionPool, aioredis.BlockingConnectionPool):
@@ -512,24 +554,32 @@ def _client(
     username: str | None,
     sentinel_password: str | None,
     timeout: float,
-) -> aioredis.Redis:
-    """A client of the store's primary (docs/design.md 2.4, 3.2).
+) -> aioredis.Redis | RedisCluster:
+    """A client of the store's primary, or of a cluster's primaries (docs/design.md 2.4, 3.2).
 
-    Its pool is blocking: a burst of lookups waits for a free connection (within the
+    A server's pool is blocking: a burst of lookups waits for a free connection (within the
     operation timeout) instead of failing at once when the pool is exhausted. Behind
     Sentinel every new connection asks the sentinels for the current primary, and one that
     finds its server demoted (READONLY) fails, so the supervisor reconnects to the new one.
+    A cluster client follows MOVED and ASK itself and, when a node fails, asks the others
+    for the slots again.
     """
     options: dict[str, Any] = {
         "password": password,
         "max_connections": MAX_CONNECTIONS,
-        "timeout": timeout,
         "socket_timeout": timeout,
         "socket_connect_timeout": timeout,
         "decode_responses": True,
     }
     if username is not None:
         options["username"] = username
+    if address.cluster:
+        return RedisCluster(
+            startup_nodes=[ClusterNode(host, port) for host, port in address.nodes],
+            ssl=address.tls,
+            **options,
+        )
+    options["timeout"] = timeout  # how long a burst waits for a connection of the pool
     if not address.sentinel:
         return aioredis.Redis(
             connection_pool=aioredis.BlockingConnectionPool.from_url(address.url, **options)
