@@ -248,7 +248,8 @@ def test_a_failover_loses_no_request_and_no_capture(replicas, store, customer):
         return claim
 
     first = capture(age=30)
-    wait_until(lambda: holds(b, customer, first), RECOVERED_WITHIN)
+    steady_before = wait_until(lambda: holds(b, customer, first), RECOVERED_WITHIN)
+    steady_before -= captured[-1][0]
     probes: list[tuple[float, float, int]] = []  # (sent, seconds to answer, status)
     with Traffic({"a": a, "b": b}, customer) as traffic:
         time.sleep(0.5)
@@ -311,10 +312,12 @@ def test_a_failover_loses_no_request_and_no_capture(replicas, store, customer):
     errors_before = {name: len(w.sidecar.events("store_error")) for name, w in (("a", a), ("b", b))}
     topology.restart(old)
     capture(age=10)
-    wait_until(lambda: holds(b, customer, captured[-1][1]), RECOVERED_WITHIN)
+    steady_after = wait_until(lambda: holds(b, customer, captured[-1][1]), RECOVERED_WITHIN)
+    steady_after -= captured[-1][0]
     assert a.service_call(customer, make_claim(), int(time.time()) - 60).status_code == 200
     received, _ = b.call_api(api_request(customer))
     assert received.claims() == [captured[-1][1]]  # the older call replaced nothing
+    assert holds(a, customer, captured[-1][1])  # on the replica that captured it neither
     assert store.stored_claim(customer) == captured[-1][1]  # nor in the store
     for name, world in (("a", a), ("b", b)):
         assert world.sidecar.events("store_error")[errors_before[name] :] == []
@@ -325,6 +328,8 @@ def test_a_failover_loses_no_request_and_no_capture(replicas, store, customer):
         "not_ready_probes": sum(1 for *_, status in probes if status != 200),
         "ready_again_s": ready_again - known,
         "capture_on_b_s": on_b - known,
+        "a_to_b_before_s": steady_before,  # from A's claim_captured line to B's /claims
+        "a_to_b_after_s": steady_after,
     }
     print(f"failover measured ({store.scheme}): {measured}")
 
