@@ -112,7 +112,7 @@ def test_hooks_per_api_request(benchmark):
         capture=CaptureSettings(
             upstream="http://127.0.0.1:9000",
             listen=ListenAddress("127.0.0.1", 8081),
-            provider_secret=Secret(secret),
+            provider_secret=(Secret(secret),),
         ),
         customers=(Customer("21312", Secret(token)),),
     )

@@ -10,7 +10,7 @@ import ssl
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -82,8 +82,10 @@ def toml_document(config: Mapping[str, Any]) -> str:
 class Sidecar(ClaimgateProcess):
     """A test world's ``claimgate run``, with the CA its forward listener signs with."""
 
-    def __init__(self, config: Path, env: Mapping[str, str], ca_path: Path) -> None:
-        super().__init__(config, env)
+    def __init__(
+        self, config: Path, env: Mapping[str, str], ca_path: Path, arguments: Sequence[str] = ()
+    ) -> None:
+        super().__init__(config, env, arguments=arguments)
         self.ca_path = ca_path
 
     @property
@@ -182,13 +184,26 @@ def claimgate_command() -> list[str]:
     return [sys.executable, "-m", "claimgate"]
 
 
-def start_sidecar(workdir: Path, config: Mapping[str, Any], env: Mapping[str, str]) -> Sidecar:
-    """Write ``config``, start ``claimgate run`` on it and wait until it is listening."""
-    config = {**config, "admin": {"listen": "127.0.0.1:0", **config.get("admin", {})}}
-    config_path = workdir / "claimgate.toml"
-    config_path.write_text(toml_document(config))
+def start_sidecar(
+    workdir: Path,
+    config: Mapping[str, Any],
+    env: Mapping[str, str],
+    arguments: Sequence[str] = (),
+    config_path: Path | None = None,
+) -> Sidecar:
+    """Write ``config`` (to ``config_path``, else ``workdir/claimgate.toml``), start
+    ``claimgate run`` on it with ``arguments`` and wait until it is listening."""
+    config_path = config_path or workdir / "claimgate.toml"
+    write_config(config_path, config)
     ca_path = Path(config["proxy"]["ca_dir"]) / "mitmproxy-ca-cert.pem"
-    return Sidecar(config_path, env, ca_path).start()
+    return Sidecar(config_path, env, ca_path, arguments).start()
+
+
+def write_config(path: Path, config: Mapping[str, Any]) -> None:
+    """A world's configuration file: ``config``, the admin listener on a free port unless it
+    says otherwise (written the same way again, a reload sees no listener change)."""
+    config = {**config, "admin": {"listen": "127.0.0.1:0", **config.get("admin", {})}}
+    path.write_text(toml_document(config))
 
 
 @dataclass(frozen=True)
@@ -363,10 +378,12 @@ def run_world(
     app: App,
     api: ApiDouble,
     customers: list[Customer],
+    arguments: Sequence[str] = (),
+    config_path: Path | None = None,
 ) -> Iterator[World]:
-    """Start claimgate on ``config`` and yield its world; on the way out, stop it and check
-    that it exited 0 on SIGTERM and logged none of the world's secrets."""
-    sidecar = start_sidecar(workdir, config, env)
+    """Start claimgate on ``config`` (``start_sidecar``) and yield its world; on the way out,
+    stop it and check that it exited 0 on SIGTERM and logged none of the world's secrets."""
+    sidecar = start_sidecar(workdir, config, env, arguments, config_path)
     world = World(sidecar, app, api, customers)
     try:
         yield world
@@ -381,3 +398,14 @@ def run_world(
             f"claimgate exited {code} on SIGTERM; shutdown events: {shutdown}; "
             f"other output: {''.join(raw)}"
         )
+
+
+def tunnel(world: World, host: str, port: int) -> ssl.SSLSocket:
+    """A TLS connection through the forward listener to ``host:port``, as an HTTPS_PROXY
+    client makes it."""
+    proxy_host, proxy_port = world.sidecar.listeners["forward"].rsplit(":", 1)
+    raw = socket.create_connection((proxy_host, int(proxy_port)), timeout=5)
+    raw.sendall(f"CONNECT {host}:{port} HTTP/1.1\r\nHost: {host}:{port}\r\n\r\n".encode())
+    assert raw.recv(4096).startswith(b"HTTP/1.1 200")
+    context = ssl.create_default_context(cafile=str(world.sidecar.ca_path))
+    return context.wrap_socket(raw, server_hostname=host)

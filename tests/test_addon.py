@@ -44,7 +44,7 @@ def settings(mode: Mode = Mode.INJECT, **customer) -> Settings:
         capture=CaptureSettings(
             upstream="http://127.0.0.1:9000",
             listen=ListenAddress("127.0.0.1", 8081),
-            provider_secret=Secret(PROVIDER_SECRET),
+            provider_secret=(Secret(PROVIDER_SECRET),),
         ),
         policy=PolicySettings(mode=mode),
         customers=(Customer("21312", Secret(TOKEN), **customer),),
@@ -287,8 +287,8 @@ async def test_an_error_at_the_head_is_logged_and_the_body_still_decided(monkeyp
 
 async def test_an_error_while_meeting_an_error_is_still_caught(monkeypatch):
     addon = make_addon(Mode.ENFORCE)
-    monkeypatch.setattr(addon.pipeline, "run", explode)
-    monkeypatch.setattr(addon.pipeline, "failed", explode)
+    monkeypatch.setattr(addon.generation.pipeline, "run", explode)
+    monkeypatch.setattr(addon.generation.pipeline, "failed", explode)
     with taddons.context(addon), capture_logs() as logs:
         await send(addon, api_flow(addon, api_body()))
     assert [e["hook"] for e in logs if e["event"] == "internal_error"] == ["request", "request"]
@@ -380,7 +380,7 @@ def capture_settings(**capture) -> Settings:
     base = {
         "upstream": "http://127.0.0.1:9000",
         "listen": ListenAddress("127.0.0.1", 8081),
-        "provider_secret": Secret(PROVIDER_SECRET),
+        "provider_secret": (Secret(PROVIDER_SECRET),),
     }
     return Settings(capture=CaptureSettings(**(base | capture)))
 
@@ -456,7 +456,7 @@ def adoption_addon() -> Claimgate:
     settings_ = Settings(
         capture=CaptureSettings(
             mirror_listen=ListenAddress("127.0.0.1", 8084),
-            provider_secret=Secret(PROVIDER_SECRET),
+            provider_secret=(Secret(PROVIDER_SECRET),),
             trusted_proxies=(ip_network("10.0.0.0/8"),),
         ),
         api=ApiSettings(listen=ListenAddress("127.0.0.1", 8083)),

@@ -1,4 +1,5 @@
 import time
+from collections.abc import Sequence
 from urllib.parse import urlencode
 
 import pytest
@@ -17,6 +18,7 @@ from claimgate.fingerprint import fingerprint
 from claimgate.signature import sign_url, split_url
 
 SECRET = "provider-secret"
+OLD_SECRET, NEW_SECRET = "provider-secret-old", "provider-secret-new"
 BASE = "https://provider.example"
 CLAIM = "Yk+Q/3xZ=="
 TOKEN = "api-token-of-the-customer"
@@ -43,18 +45,18 @@ def request_for(url: str, form: str | None = None) -> LinkRequest:
     return LinkRequest(base=base, path=path, query=query, form=form)
 
 
-def check(request: LinkRequest, secret: str | None = SECRET) -> Captured | Refused | None:
-    return examine(request, secret, max_age=MAX_AGE, now=time.time())
+def check(request: LinkRequest, secrets: Sequence[str] = (SECRET,)) -> Captured | Refused | None:
+    return examine(request, secrets, max_age=MAX_AGE, now=time.time())
 
 
-def captured(request: LinkRequest) -> Captured:
-    result = check(request)
+def captured(request: LinkRequest, secrets: Sequence[str] = (SECRET,)) -> Captured:
+    result = check(request, secrets)
     assert isinstance(result, Captured), result
     return result
 
 
-def refused(request: LinkRequest, secret: str | None = SECRET) -> Refused:
-    result = check(request, secret)
+def refused(request: LinkRequest, secrets: Sequence[str] = (SECRET,)) -> Refused:
+    result = check(request, secrets)
     assert isinstance(result, Refused), result
     return result
 
@@ -67,6 +69,7 @@ def test_service_call_is_captured() -> None:
     claim = result.claim
     assert (claim.customer_web_id, claim.user_id, claim.claim) == ("21312", "17", CLAIM)
     assert (claim.timestamp, claim.source) == (now, "link")
+    assert result.provider_secret_fp == fingerprint(SECRET)
 
 
 def test_webhook_get_is_a_service_call() -> None:
@@ -130,13 +133,13 @@ def test_missing_signature_is_bad_signature() -> None:
 
 
 def test_no_secret_configured_is_bad_signature() -> None:
-    result = refused(request_for(link_url()), secret=None)
+    result = refused(request_for(link_url()), secrets=())
     assert result.violation == "bad_signature"
     assert result.reason == "no provider secret configured"
 
 
 def test_activation_refusal_names_its_kind() -> None:
-    result = refused(request_for(link_url(apiToken=TOKEN)), secret=None)
+    result = refused(request_for(link_url(apiToken=TOKEN)), secrets=())
     assert result.kind is LinkKind.ACTIVATION
 
 
@@ -158,9 +161,9 @@ def test_timestamp_within_skew_is_fine() -> None:
 
 def test_now_and_skew_come_from_the_caller() -> None:
     request = request_for(link_url(timestamp=1_000_000))
-    assert isinstance(examine(request, SECRET, max_age=10, now=1_000_005), Captured)
-    assert isinstance(examine(request, SECRET, max_age=10, now=1_000_011), Refused)
-    late = examine(request, SECRET, max_age=10, now=999_990, future_skew=5)
+    assert isinstance(examine(request, (SECRET,), max_age=10, now=1_000_005), Captured)
+    assert isinstance(examine(request, (SECRET,), max_age=10, now=1_000_011), Refused)
+    late = examine(request, (SECRET,), max_age=10, now=999_990, future_skew=5)
     assert isinstance(late, Refused)
     assert late.reason == "in the future"
 
@@ -231,7 +234,7 @@ def test_results_never_show_secrets() -> None:
         check(request_for(good)),
         check(request_for(forged)),
         check(request_for(stale)),
-        check(request_for(good), secret=None),
+        check(request_for(good), secrets=()),
     ]
     assert [type(r) for r in results] == [Captured, Refused, Refused, Refused]
     for result in results:
@@ -266,3 +269,55 @@ def test_a_link_with_ids_onoffice_never_sends_is_refused_before_anything_else(id
 def test_ids_of_letters_digits_dash_and_underscore_are_accepted(customer: str) -> None:
     result = captured(request_for(link_url(customerWebId=customer, userId=customer)))
     assert (result.claim.customer_web_id, result.claim.user_id) == (customer, customer)
+
+
+# Rotating the provider secret
+
+
+@pytest.mark.parametrize("secret", [OLD_SECRET, NEW_SECRET])
+@pytest.mark.parametrize("extra", [{}, {"apiToken": TOKEN}])
+def test_during_a_rotation_a_link_signed_with_any_secret_names_it(
+    secret: str, extra: dict[str, str]
+) -> None:
+    result = captured(request_for(link_url(secret=secret, **extra)), (OLD_SECRET, NEW_SECRET))
+    assert result.provider_secret_fp == fingerprint(secret)
+    assert result.claim.claim == CLAIM
+
+
+def test_during_a_rotation_a_link_signed_with_neither_secret_is_refused() -> None:
+    request = request_for(link_url(secret="someone-elses-secret"))
+    result = refused(request, (OLD_SECRET, NEW_SECRET))
+    assert (result.violation, result.reason) == ("bad_signature", "signature does not match")
+    assert result.claim_fingerprint == fingerprint(CLAIM)
+
+
+def test_during_a_rotation_a_forged_link_is_still_bad_signature() -> None:
+    forged = link_url(secret=NEW_SECRET, timestamp=1)
+    forged = forged.replace("customerWebId=21312", "customerWebId=4")
+    assert refused(request_for(forged), (OLD_SECRET, NEW_SECRET)).violation == "bad_signature"
+
+
+class Untouchable(str):
+    """A secret that fails the test if anyone signs with it."""
+
+    def encode(self, *args: object, **kwargs: object) -> bytes:
+        raise AssertionError("a secret after the one that verified was tried")
+
+
+def test_the_search_stops_at_the_first_secret_that_verifies() -> None:
+    secrets = (OLD_SECRET, NEW_SECRET, Untouchable("later"))
+    result = captured(request_for(link_url(secret=NEW_SECRET)), secrets)
+    assert result.provider_secret_fp == fingerprint(NEW_SECRET)
+
+
+def test_secrets_are_a_sequence_never_one_string() -> None:
+    with pytest.raises(TypeError):
+        examine(request_for(link_url()), SECRET, max_age=MAX_AGE, now=time.time())
+
+
+def test_a_rotation_result_never_shows_a_secret() -> None:
+    result = captured(request_for(link_url(secret=NEW_SECRET)), (OLD_SECRET, NEW_SECRET))
+    text = f"{result} {result!r}"
+    assert fingerprint(NEW_SECRET) in text
+    for secret in (OLD_SECRET, NEW_SECRET, CLAIM):
+        assert secret not in text

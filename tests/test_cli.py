@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -9,7 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from claimgate import __version__ as claimgate_version
 from claimgate import signature
+from claimgate.fingerprint import fingerprint
 from claimgate.settings import SECTIONS, keys
 from claimgate.testing import make_claim, make_secret, make_token
 from tests.support import claimgate_command
@@ -41,7 +44,7 @@ def test_check_config_prints_effective_settings_with_secrets_masked(tmp_path: Pa
     assert effective["policy"]["mode"] == "enforce"
     assert effective["capture"]["listen"] == "127.0.0.1:8081"
     assert SECRET not in result.stdout
-    assert effective["capture"]["provider_secret"].startswith("<secret fp=")
+    assert effective["capture"]["provider_secret"] == [f"<secret fp={fingerprint(SECRET)}>"]
 
 
 def test_check_config_prints_every_declared_key_and_no_other():
@@ -179,3 +182,19 @@ def test_python_dash_m_is_the_same_command():
     )
     for command in ("run", "check-config", "ca", "sign-url", "verify-url"):
         assert command in result.stdout
+
+
+def test_version_prints_the_package_version_and_exits_0():
+    result = claimgate("--version")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == f"claimgate {claimgate_version}\n"
+    assert re.fullmatch(r"\d+\.\d+\.\d+", claimgate_version)
+
+
+def test_the_config_variable_names_the_file_and_is_no_setting(tmp_path: Path):
+    """``$CLAIMGATE_CONFIG`` looks like a key of ``[config]``; it is the file's path."""
+    config = tmp_path / "c.toml"
+    config.write_text(f"[proxy]\nca_dir = '{tmp_path / 'named'}'\n")
+    result = claimgate("ca", env={"CLAIMGATE_CONFIG": str(config)})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == f"{tmp_path / 'named' / 'mitmproxy-ca-cert.pem'}\n"

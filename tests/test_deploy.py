@@ -155,12 +155,16 @@ def secret_keys(settings: Settings) -> Iterator[tuple[str | int, ...]]:
 
 
 def secret_references(raw: dict[str, Any], settings: Settings) -> dict[str, str]:
-    """The TOML text of every secret the settings hold, by key (empty: not in the file)."""
+    """The TOML text of every secret the settings hold, by key (empty: not in the file). A
+    key that holds several secrets (a rotation) may be one reference in the file."""
     found = {}
     for path in secret_keys(settings):
         value: Any = raw
         for part in path:
-            value = value[part] if isinstance(value, list) else value.get(part, {})
+            if isinstance(part, int) and not isinstance(value, list):
+                value = value if part == 0 else ""
+            else:
+                value = value[part] if isinstance(value, list) else value.get(part, {})
         found[".".join(map(str, path))] = value if isinstance(value, str) else ""
     return found
 
@@ -752,6 +756,35 @@ def pod_store_is_a_service_here(s: Shipped) -> Problems:
     return [] if (store.hostname, store.port) in offered else [f"no Service for {store.netloc}"]
 
 
+def pod_follows_configuration_edits(s: Shipped) -> Problems:
+    """An edit of the ConfigMap or a Secret reaches claimgate without a restart: the kubelet
+    updates a mounted volume in place (swapping its ..data symlink), but never a subPath
+    mount nor an immutable ConfigMap; no signal comes, so the mounted claimgate.toml turns
+    config.watch on."""
+    volumes = {v["name"]: v for v in claimgate_pod(s.manifests)["volumes"]}
+    mounted = [
+        (mount, volumes[mount["name"]])
+        for mount in claimgate_container(s.manifests)["volumeMounts"]
+        if {"configMap", "secret", "projected"} & volumes[mount["name"]].keys()
+    ]
+    problems = [
+        f"claimgate mounts {mount['name']} by {key} {mount[key]!r}, which is never updated"
+        for mount, _ in mounted
+        for key in ("subPath", "subPathExpr")
+        if key in mount
+    ]
+    names = {volume["configMap"]["name"] for _, volume in mounted if "configMap" in volume}
+    problems += [
+        f"ConfigMap {doc['metadata']['name']} is immutable: an edit never reaches the pod"
+        for doc in s.manifests
+        if doc["kind"] == "ConfigMap" and doc["metadata"]["name"] in names and doc.get("immutable")
+    ]
+    watch = s.pod_toml.get("config", {}).get("watch")
+    if watch is not True:
+        problems.append(f"config.watch = {watch!r}: claimgate never sees the kubelet's update")
+    return problems
+
+
 @pytest.fixture(scope="module")
 def manifests(pristine: Shipped) -> list[Doc]:
     return pristine.manifests
@@ -866,6 +899,15 @@ def test_app_goes_through_the_sidecar_and_trusts_its_ca(pod: Doc, pristine: Ship
     script = container(pod, "trust-bundle", init=True)["command"][-1]
     assert script.endswith(f"> {bundle}")
     assert "/etc/ssl/certs/ca-certificates.crt" in script and "mitmproxy-ca-cert.pem" in script
+
+
+def test_only_the_pod_configuration_watches(pristine: Shipped) -> None:
+    """The loader turns watching on from the ConfigMap. The image's built-in file never
+    changes, and a Compose bind mount misses an edit that replaces the file: both leave it
+    off (their comments say so) and reload on SIGHUP."""
+    assert pristine.pod_settings.config.watch is True
+    assert pristine.image_settings.config.watch is False
+    assert pristine.compose_settings.config.watch is False
 
 
 def test_the_example_redis_says_it_is_one(manifests: list[Doc]) -> None:
@@ -1190,6 +1232,14 @@ def unit_runs_unprivileged_and_hardened(s: Shipped) -> Problems:
     return problems
 
 
+def unit_reloads_on_sighup(s: Shipped) -> Problems:
+    """`systemctl reload claimgate` sends SIGHUP, on which claimgate re-reads its file and
+    its file: secrets without a restart."""
+    reloads = [value for key, value in s.unit["Service"] if key == "ExecReload"]
+    want = "/bin/kill -HUP $MAINPID"
+    return [] if reloads == [want] else [f"ExecReload={reloads}, not {want!r}"]
+
+
 def unit_keeps_secrets_in_its_environment_file(s: Shipped) -> Problems:
     """Secrets come from the root-only EnvironmentFile, never from Environment= in the unit
     (world-readable, and shown by systemctl show)."""
@@ -1291,6 +1341,7 @@ PROPERTIES: list[Callable[[Shipped], Problems]] = [
     pod_secrets_are_files_of_a_read_only_secret,
     pod_runs_the_configuration_it_mounts,
     pod_store_is_a_service_here,
+    pod_follows_configuration_edits,
     compose_publishes_only_the_open_listeners,
     compose_services_are_locked_down,
     compose_mounts_are_read_only,
@@ -1301,6 +1352,7 @@ PROPERTIES: list[Callable[[Shipped], Problems]] = [
     compose_runs_what_it_mounts_and_checks_health,
     unit_checks_its_configuration_before_running,
     unit_runs_unprivileged_and_hardened,
+    unit_reloads_on_sighup,
     unit_keeps_secrets_in_its_environment_file,
     unit_keeps_the_ca_in_its_state_directory,
 ]
@@ -1319,6 +1371,11 @@ def replace_instruction(s: Shipped, keyword: str, arguments: str) -> None:
 
 def pod_container(s: Shipped, name: str) -> Doc:
     (found,) = [c for c in containers(claimgate_pod(s.manifests)) if c["name"] == name]
+    return found
+
+
+def claimgate_mount(s: Shipped, volume: str) -> Doc:
+    (found,) = [m for m in pod_container(s, "claimgate")["volumeMounts"] if m["name"] == volume]
     return found
 
 
@@ -1423,6 +1480,28 @@ BREAKS: dict[str, tuple[Callable[[Shipped], Problems], Callable[[Shipped], None]
             ),
         ),
     ),
+    "ConfigMap mounted by subPath": (
+        pod_follows_configuration_edits,
+        lambda s: claimgate_mount(s, "config").update(
+            mountPath="/etc/claimgate/claimgate.toml", subPath="claimgate.toml"
+        ),
+    ),
+    "Secret mounted by subPath": (
+        pod_follows_configuration_edits,
+        lambda s: claimgate_mount(s, "secrets").update(subPath="provider-secret"),
+    ),
+    "immutable ConfigMap": (
+        pod_follows_configuration_edits,
+        lambda s: find(s.manifests, "ConfigMap", "claimgate-config").update(immutable=True),
+    ),
+    "pod configuration without [config]": (
+        pod_follows_configuration_edits,
+        lambda s: s.pod_toml.pop("config"),
+    ),
+    "pod configuration with watch = false": (
+        pod_follows_configuration_edits,
+        lambda s: s.pod_toml["config"].update(watch=False),
+    ),
     "Compose publishes the forward listener": (
         compose_publishes_only_the_open_listeners,
         lambda s: set_service(
@@ -1478,6 +1557,15 @@ BREAKS: dict[str, tuple[Callable[[Shipped], Problems], Callable[[Shipped], None]
         lambda s: unit_set(s, "ExecStartPre", None),
     ),
     "unit as root": (unit_runs_unprivileged_and_hardened, lambda s: unit_set(s, "User", "root")),
+    "unit without ExecReload": (unit_reloads_on_sighup, lambda s: unit_set(s, "ExecReload", None)),
+    "unit reloading with SIGTERM": (
+        unit_reloads_on_sighup,
+        lambda s: unit_set(s, "ExecReload", "/bin/kill -TERM $MAINPID"),
+    ),
+    "unit with a second ExecReload": (
+        unit_reloads_on_sighup,
+        lambda s: s.unit["Service"].append(("ExecReload", "/bin/true")),
+    ),
     "unit with a secret in Environment=": (
         unit_keeps_secrets_in_its_environment_file,
         lambda s: s.unit["Service"].append(("Environment", "ADMIN_TOKEN=abc")),

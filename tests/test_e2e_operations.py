@@ -6,7 +6,6 @@ import base64
 import json
 import signal
 import socket
-import ssl
 import threading
 import time
 from collections.abc import Iterator
@@ -29,6 +28,7 @@ from tests.support import (
     forward_proxy,
     run_world,
     service_call_link,
+    tunnel,
 )
 
 TTL = 30
@@ -302,17 +302,6 @@ def wait_for_status(world: World, path: str, status: int, timeout: float = 3.0) 
         if answer.status_code == status or time.monotonic() > deadline:
             return answer
         time.sleep(0.05)
-
-
-def tunnel(world: World, host: str, port: int) -> ssl.SSLSocket:
-    """A TLS connection through the forward listener to ``host:port``, as an HTTPS_PROXY
-    client makes it."""
-    proxy_host, proxy_port = world.sidecar.listeners["forward"].rsplit(":", 1)
-    raw = socket.create_connection((proxy_host, int(proxy_port)), timeout=5)
-    raw.sendall(f"CONNECT {host}:{port} HTTP/1.1\r\nHost: {host}:{port}\r\n\r\n".encode())
-    assert raw.recv(4096).startswith(b"HTTP/1.1 200")
-    context = ssl.create_default_context(cafile=str(world.sidecar.ca_path))
-    return context.wrap_socket(raw, server_hostname=host)
 
 
 def test_requests_their_clients_abandon_do_not_hold_up_a_stop(tmp_path, customers):

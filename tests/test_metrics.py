@@ -47,12 +47,12 @@ def test_counts_move_and_registries_are_separate():
     assert samples(other)[("claimgate_violations_total", (("kind", "missing_claim"),))] == 0
 
 
-def test_no_label_but_decision_kind_source_and_reason():
+def test_no_label_but_decision_kind_source_reason_and_result():
     labels: dict[bool, set[str]] = {True: set(), False: set()}
     for family in text_string_to_metric_families(Metrics().render().decode()):
         for sample in family.samples:
             labels[sample.name.startswith("claimgate_")].update(sample.labels)
-    assert labels[True] <= {"decision", "kind", "source", "reason", "le"}
+    assert labels[True] <= {"decision", "kind", "source", "reason", "result", "le"}
     # prometheus-client's process and interpreter series: nothing from requests either.
     assert labels[False] <= {
         "generation",

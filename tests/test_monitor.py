@@ -56,11 +56,27 @@ def test_the_decision_line_is_written_once_and_counted():
 def test_only_stored_captures_are_counted():
     monitor = new_monitor()
     with capture_logs() as logs:
-        monitor.captured(Claim("1", "2", "c", 5, source="admin"), LinkKind.SERVICE_CALL, True)
-        monitor.captured(Claim("1", "2", "d", 4), LinkKind.SERVICE_CALL, False)
+        admin, link = Claim("1", "2", "c", 5, source="admin"), Claim("1", "2", "d", 4)
+        monitor.captured(admin, LinkKind.SERVICE_CALL, True, provider_secret_fp="fp")
+        monitor.captured(link, LinkKind.SERVICE_CALL, False, provider_secret_fp="fp")
     assert [line["stored"] for line in logs] == [True, False]
     assert counter(monitor, "claimgate_claims_captured_total", source="admin") == 1
     assert counter(monitor, "claimgate_claims_captured_total", source="link") == 0
+
+
+def test_captures_and_learned_tokens_name_the_provider_secret_that_verified_them():
+    monitor = new_monitor()
+    old, new = fingerprint("old-provider-secret"), fingerprint("new-provider-secret")
+    with capture_logs() as logs:
+        claim = Claim("21312", "17", "the-claim", 5)
+        monitor.captured(claim, LinkKind.SERVICE_CALL, True, provider_secret_fp=old)
+        monitor.token_learned("21312", "17", "the-token", "link", provider_secret_fp=new)
+    assert [(line["event"], line["provider_secret_fp"]) for line in logs] == [
+        ("claim_captured", old),
+        ("token_learned", new),
+    ]
+    assert logs[1]["token_fp"] == fingerprint("the-token")
+    assert "the-claim" not in repr(logs) and "the-token" not in repr(logs)
 
 
 def refused_link(customer: str) -> Refused:

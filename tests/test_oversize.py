@@ -4,7 +4,11 @@ import pytest
 from mitmproxy import http
 from mitmproxy.test import tflow, tutils
 
-from claimgate.flow_state import FlowState
+from claimgate.activity import Activity
+from claimgate.flow_state import FlowState, Generation
+from claimgate.intake import Intake
+from claimgate.metrics import Metrics
+from claimgate.monitor import Monitor
 from claimgate.oversize import Oversize
 from claimgate.pipeline import Pipeline
 from claimgate.policy import Kind, Mode
@@ -15,11 +19,17 @@ SINK = ("127.0.0.1", 4242)
 API = ("api.onoffice.de", 443, "https")
 
 
-def oversize(mode: Mode) -> Oversize:
-    pipeline = Pipeline(Settings(policy=PolicySettings(mode=mode)), MemoryStore(3600, 10))
-    made = Oversize(pipeline)
+def oversize() -> Oversize:
+    made = Oversize(Settings().proxy.max_body_size)
     made.sink_address = SINK
     return made
+
+
+def state_in(mode: Mode) -> FlowState:
+    """A flow's state under settings of ``mode``: the pipeline decides by the flow's own."""
+    settings, store = Settings(policy=PolicySettings(mode=mode)), MemoryStore(3600, 10)
+    intake = Intake(settings, store, Monitor(Metrics(), Activity()))
+    return FlowState(True, Generation(settings, Pipeline(settings, store), intake))
 
 
 def flow(chunked: bool = False, streamed: bool = False) -> http.HTTPFlow:
@@ -37,7 +47,7 @@ def destination(f: http.HTTPFlow) -> tuple[str, int, str]:
 
 @pytest.mark.parametrize("mode", list(Mode))
 def test_a_body_declared_too_large_is_decided_at_the_head(mode):
-    made, f, state = oversize(mode), flow(streamed=True), FlowState(in_flight=True)
+    made, f, state = oversize(), flow(streamed=True), state_in(mode)
     outcome = made.at_head(f, state)
     assert outcome is not None and outcome.answer is None and outcome.body is None
     assert [v.kind for v in outcome.record.verdict.violations] == [Kind.MALFORMED_REQUEST]
@@ -46,7 +56,7 @@ def test_a_body_declared_too_large_is_decided_at_the_head(mode):
 
 
 def test_enforce_holds_a_body_of_unknown_size_at_the_sink_until_read_whole():
-    made, f, state = oversize(Mode.ENFORCE), flow(chunked=True), FlowState(in_flight=True)
+    made, f, state = oversize(), flow(chunked=True), state_in(Mode.ENFORCE)
     assert made.at_head(f, state) is None
     assert destination(f) == (*SINK, "http")
     assert made.at_body(f, state) is None  # read whole: back to the API
@@ -54,7 +64,7 @@ def test_enforce_holds_a_body_of_unknown_size_at_the_sink_until_read_whole():
 
 
 def test_enforce_leaves_a_body_that_grew_too_large_at_the_sink():
-    made, f, state = oversize(Mode.ENFORCE), flow(chunked=True), FlowState(in_flight=True)
+    made, f, state = oversize(), flow(chunked=True), state_in(Mode.ENFORCE)
     made.at_head(f, state)
     f.request.stream = True  # what mitmproxy does once it grows past proxy.max_body_size
     outcome = made.at_body(f, state)
@@ -65,7 +75,7 @@ def test_enforce_leaves_a_body_that_grew_too_large_at_the_sink():
 
 @pytest.mark.parametrize("mode", [Mode.INJECT, Mode.OBSERVE])
 def test_other_modes_send_a_body_of_unknown_size_straight_on(mode):
-    made, f, state = oversize(mode), flow(chunked=True), FlowState(in_flight=True)
+    made, f, state = oversize(), flow(chunked=True), state_in(mode)
     assert made.at_head(f, state) is None and destination(f) == API
     f.request.stream = True
     outcome = made.at_body(f, state)
@@ -74,6 +84,6 @@ def test_other_modes_send_a_body_of_unknown_size_straight_on(mode):
 
 
 def test_a_body_held_whole_is_not_oversize_business():
-    made, f, state = oversize(Mode.ENFORCE), flow(), FlowState(in_flight=True)
+    made, f, state = oversize(), flow(), state_in(Mode.ENFORCE)
     assert made.at_head(f, state) is None and made.at_body(f, state) is None
     assert destination(f) == API

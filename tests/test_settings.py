@@ -48,7 +48,9 @@ def failure(tmp_path: Path, text: str | None = None, env: dict[str, str] | None 
     with pytest.raises(ConfigError) as info:
         load(tmp_path, text, env)
     error = info.value
-    assert str(error) == f"{error.key}: {error.problem}"
+    got = "" if error.got is None else f", got {error.got}"
+    assert str(error) == f"{error.key}: {error.problem}{got}"
+    assert error.got is None or f"got {error.got}" not in error.problem  # reloads log it
     assert "\n" not in str(error)
     return str(error)
 
@@ -89,6 +91,7 @@ def test_no_file_and_no_environment_gives_the_documented_defaults(tmp_path: Path
     assert settings.admin.token is None
     assert settings.log.format is None
     assert settings.log.level is LogLevel.INFO
+    assert settings.config.watch is False
     assert not settings.capture_enabled
 
 
@@ -141,6 +144,7 @@ EVERY_KEY = {
         "header_count": "40",
         "header_timeout": '"2.5s"',
     },
+    "config": {"watch": "true"},
 }
 CUSTOMERS = """
 [[customers]]
@@ -192,7 +196,7 @@ def test_every_key_is_read_from_the_file(tmp_path: Path) -> None:
     assert settings.capture.upstream == "http://app:9000"
     assert settings.capture.listen == ListenAddress("::", 8181)
     assert settings.capture.public_base_url == "https://app.example.com"
-    assert settings.capture.provider_secret == Secret("provider-secret")
+    assert settings.capture.provider_secret == (Secret("provider-secret"),)
     assert settings.capture.max_age == 300.0
     assert settings.capture.mirror_listen == ListenAddress("127.0.0.1", 8183)
     assert settings.capture.trusted_proxies == (
@@ -220,6 +224,7 @@ def test_every_key_is_read_from_the_file(tmp_path: Path) -> None:
     assert settings.log.format is LogFormat.CONSOLE
     assert settings.log.level is LogLevel.DEBUG
     assert settings.limits == HeadLimits(8 * 1024, 32 * 1024, 40, 2.5)
+    assert settings.config.watch is True
     assert settings.customers == (
         Customer("21", Secret("token-21"), Secret("secret-21")),
         Customer("42", Secret("inline-token-42")),
@@ -321,6 +326,46 @@ def test_an_empty_variable_restores_the_default_over_the_file(tmp_path: Path) ->
 def test_claimgate_variables_of_no_section_are_ignored(tmp_path: Path) -> None:
     env = {"CLAIMGATE_CONFIG": "/etc/claimgate.toml", "CLAIMGATE_": "x", "CLAIMGATE_X_Y": "1"}
     assert load(tmp_path, env=env) == Settings()
+
+
+# Booleans
+
+
+@pytest.mark.parametrize("value", [True, False])
+def test_a_boolean_key_reads_a_toml_boolean(tmp_path: Path, value: bool) -> None:
+    settings = load(tmp_path, f"[config]\nwatch = {str(value).lower()}")
+    assert settings.config.watch is value
+
+
+@pytest.mark.parametrize(
+    ("value", "kind"), [('"yes"', "string"), ('"true"', "string"), ("1", "integer")]
+)
+def test_a_boolean_key_refuses_anything_but_a_toml_boolean(
+    tmp_path: Path, value: str, kind: str
+) -> None:
+    message = failure(tmp_path, f"[config]\nwatch = {value}")
+    assert message == f"config.watch: expected true or false, got {kind}"
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [
+        *[(word, True) for word in ("true", "yes", "on", "1", "TRUE", "Yes", "oN", " on ")],
+        *[(word, False) for word in ("false", "no", "off", "0", "FALSE", "No", "OFF")],
+    ],
+)
+def test_a_boolean_variable_takes_the_usual_words_in_any_case(
+    tmp_path: Path, text: str, value: bool
+) -> None:
+    other = "true" if not value else "false"  # the variable wins over the file
+    settings = load(tmp_path, f"[config]\nwatch = {other}", {"CLAIMGATE_CONFIG_WATCH": text})
+    assert settings.config.watch is value
+
+
+@pytest.mark.parametrize("text", ["maybe", "2", "y", "n", "enabled", "true!", "'true'"])
+def test_a_boolean_variable_refuses_other_text(tmp_path: Path, text: str) -> None:
+    message = failure(tmp_path, env={"CLAIMGATE_CONFIG_WATCH": text})
+    assert message == "config.watch: expected true or false"
 
 
 # Errors: one line, naming the key
@@ -480,7 +525,7 @@ ERRORS = [
         '[[customers]]\ncustomer_web_id = "21"\ntoken = "a"\n'
         '[[customers]]\ncustomer_web_id = 21\ntoken = "b"',
         {},
-        "customers[1].customer_web_id: '21' is already used by customers[0]",
+        "customers[1].customer_web_id: already used by customers[0], got '21'",
     ),
     (
         '[[customers]]\ncustomer_web_id = "21"\ntoken = "a"\n'
@@ -652,7 +697,7 @@ def test_secrets_come_from_the_environment_a_file_or_inline(tmp_path: Path) -> N
     assert settings.claims.store_password is not None
     assert settings.claims.store_password.reveal() == SECRET + "-file"
     assert settings.capture.provider_secret is not None
-    assert settings.capture.provider_secret.reveal() == SECRET + "-inline"
+    assert [s.reveal() for s in settings.capture.provider_secret] == [SECRET + "-inline"]
     assert SECRET not in repr(settings)
     assert SECRET not in json.dumps(describe(settings))
 
@@ -716,6 +761,106 @@ def test_provider_tokens_keep_only_fingerprints(tmp_path: Path) -> None:
     )
 
 
+ROTATION_ENV = {"OLD": SECRET + "-old", "NEW": SECRET + "-new"}
+
+
+def test_the_provider_secret_is_one_reference_or_an_array_during_a_rotation(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "new").write_text(SECRET + "-new\n")
+    one = load(tmp_path, '[capture]\nprovider_secret = "env:OLD"', ROTATION_ENV)
+    assert one.capture.provider_secret == (Secret(SECRET + "-old"),)
+    text = f'[capture]\nprovider_secret = ["env:OLD", "file:{tmp_path / "new"}"]'
+    rotating = load(tmp_path, text, ROTATION_ENV)
+    assert rotating.capture.provider_secret == (Secret(SECRET + "-old"), Secret(SECRET + "-new"))
+    assert describe(rotating)["capture"]["provider_secret"] == [
+        f"<secret fp={fingerprint(SECRET + '-old')}>",
+        f"<secret fp={fingerprint(SECRET + '-new')}>",
+    ]
+    assert SECRET not in repr(rotating) + json.dumps(describe(rotating))
+
+
+@pytest.mark.parametrize(
+    ("variable", "secrets"),
+    [
+        ('["env:OLD","env:NEW"]', (SECRET + "-old", SECRET + "-new")),
+        ("['env:NEW']", (SECRET + "-new",)),
+        ("env:OLD", (SECRET + "-old",)),
+        ("inline,with,commas", ("inline,with,commas",)),  # a secret may hold commas
+    ],
+)
+def test_the_provider_secret_variable_is_one_reference_or_an_array_literal(
+    tmp_path: Path, variable: str, secrets: tuple[str, ...]
+) -> None:
+    env = ROTATION_ENV | {"CLAIMGATE_CAPTURE_PROVIDER_SECRET": variable}
+    settings = load(tmp_path, '[capture]\nprovider_secret = "never-used"', env)
+    assert settings.capture.provider_secret == tuple(Secret(secret) for secret in secrets)
+
+
+@pytest.mark.parametrize(
+    ("value", "env", "message"),
+    [
+        ("[]", {}, "capture.provider_secret: expected 1 to 4 secrets, got 0"),
+        (
+            '["env:OLD", "env:NEW", "a", "b", "c"]',
+            ROTATION_ENV,
+            "capture.provider_secret: expected 1 to 4 secrets, got 5",
+        ),
+        (
+            '["env:OLD", "env:AGAIN"]',
+            ROTATION_ENV | {"AGAIN": ROTATION_ENV["OLD"]},
+            "capture.provider_secret[1]: the same secret as capture.provider_secret[0]",
+        ),
+        (
+            f'["env:NEW", "{SECRET}-x", "{SECRET}-x"]',
+            ROTATION_ENV,
+            "capture.provider_secret[2]: the same secret as capture.provider_secret[1]",
+        ),
+        (
+            '["env:OLD", 1]',
+            ROTATION_ENV,
+            "capture.provider_secret[1]: expected env:NAME or file:PATH as a string, got integer",
+        ),
+        (
+            '["env:OLD", "env:GONE"]',
+            ROTATION_ENV,
+            "capture.provider_secret[1]: environment variable GONE is not set",
+        ),
+        (
+            "{ old = 'env:OLD' }",
+            ROTATION_ENV,
+            "capture.provider_secret: expected env:NAME or file:PATH as a string, or an array "
+            "of them, got table",
+        ),
+    ],
+)
+def test_a_bad_provider_secret_array_is_refused_by_its_dotted_key(
+    tmp_path: Path, value: str, env: dict[str, str], message: str
+) -> None:
+    assert failure(tmp_path, f"[capture]\nprovider_secret = {value}", env) == message
+
+
+@pytest.mark.parametrize(
+    ("text", "env"),
+    [
+        (f'[capture]\nprovider_secret = ["{SECRET}", "{SECRET}"]', {}),
+        (f'[capture]\nprovider_secret = ["{SECRET}", 7]', {}),
+        (f'[capture]\nprovider_secret = ["{SECRET}", "", "x"]', {}),
+        (f'[capture]\nprovider_secret = ["{SECRET}", "a", "b", "c", "d"]', {}),
+        ("[capture]\nprovider_secret = ['env:OLD', 'env:AGAIN']", {"OLD": SECRET, "AGAIN": SECRET}),
+        (None, {"CLAIMGATE_CAPTURE_PROVIDER_SECRET": f'["{SECRET}"'}),
+        (None, {"CLAIMGATE_CAPTURE_PROVIDER_SECRET": f'["{SECRET}", "{SECRET}"]'}),
+        (None, {"CLAIMGATE_CAPTURE_PROVIDER_SECRET": f"[{SECRET}, {SECRET}]"}),
+    ],
+)
+def test_no_provider_secret_error_shows_a_secret(
+    tmp_path: Path, text: str | None, env: dict[str, str]
+) -> None:
+    message = failure(tmp_path, text, env)
+    assert message.startswith("capture.provider_secret")
+    assert SECRET not in message
+
+
 # describe
 
 
@@ -727,9 +872,9 @@ def test_describe_is_plain_data_with_secrets_masked(tmp_path: Path) -> None:
     assert described["proxy"]["listen"] == "0.0.0.0:3128"
     assert described["capture"]["listen"] == "[::]:8181"
     assert described["capture"]["trusted_proxies"] == ["10.0.0.0/8", "192.168.1.7/32", "fd00::/8"]
-    assert (
-        described["capture"]["provider_secret"] == f"<secret fp={fingerprint('provider-secret')}>"
-    )
+    assert described["capture"]["provider_secret"] == [
+        f"<secret fp={fingerprint('provider-secret')}>"
+    ]
     assert described["policy"] == {
         "mode": "enforce",
         "provider_tokens": ["abcdef012345", fingerprint(TOKEN)],
@@ -789,21 +934,40 @@ def test_check_config_describes_exactly_the_declared_keys() -> None:
     assert named == declared_keys()
 
 
-def readme_table() -> dict[str, str]:
-    """The configuration table of the README: each key's meaning, by key."""
+def readme_table() -> dict[str, tuple[str, str]]:
+    """The configuration table of the README: each key's reloads column and meaning, by key."""
     text = (ROOT / "README.md").read_text()
     section = text.split("\n## Configuration\n", 1)[1].split("\n#", 1)[0]
-    return dict(re.findall(r"(?m)^\| `([^`]+)` \| .*? \| (.*) \|$", section))
+    rows = re.findall(r"(?m)^\| `([^`]+)` \| .*? \| (yes|no) \| (.*) \|$", section)
+    assert len(rows) == len(re.findall(r"(?m)^\| `", section)), "a row without a reloads column"
+    return {key: (reloads, meaning) for key, reloads, meaning in rows}
 
 
 def test_the_readme_table_is_the_declared_keys_with_their_help() -> None:
     table = readme_table()
-    customers = table.pop("[[customers]]")
+    customers_reload, customers = table.pop("[[customers]]")
     assert set(table) == declared_keys()
-    for dotted, meaning in table.items():
+    for dotted, (reloads, meaning) in table.items():
         name, key = dotted.split(".")
-        assert meaning == keys(SECTIONS[name])[key].help, dotted
+        declared = keys(SECTIONS[name])[key]
+        assert meaning == declared.help, dotted
+        assert reloads == ("yes" if declared.reloads else "no"), dotted
     assert set(re.findall(r"`([^`]+)`", customers)) == set(keys(Customer))
+    assert customers_reload == "yes"
+    assert all(key.reloads for key in keys(Customer).values())
+
+
+def test_what_binds_or_opens_a_store_needs_a_restart() -> None:
+    """A listener, the interception CA and the claim store are set up once, at start-up."""
+    fixed = {"proxy.ca_dir"} | {key for key in declared_keys() if key.startswith("claims.store")}
+    for name, section in SECTIONS.items():
+        for item in dataclasses.fields(section):
+            if ListenAddress in (item.type, *typing.get_args(item.type)):
+                fixed.add(f"{name}.{item.name}")
+    assert {"proxy.listen", "capture.mirror_listen", "admin.listen", "claims.store"} <= fixed
+    for dotted in sorted(fixed):
+        name, key = dotted.split(".")
+        assert not keys(SECTIONS[name])[key].reloads, dotted
 
 
 def test_the_design_lists_the_declared_sections() -> None:

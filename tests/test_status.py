@@ -84,3 +84,26 @@ def test_the_lifetime_is_what_this_process_learnt():
         "shortest_refused_age": 3000,
         "longest_accepted_age": 1200,
     }
+
+
+def test_the_configuration_is_the_one_given():
+    given = {"fingerprint": "c0ffee123abc", "loaded_at": NOW - 1200.25}
+    status = report([], config=given)
+    assert status["config"] == given and status["config"] is not given
+    assert report([])["config"] == {"fingerprint": None, "loaded_at": None}
+    assert report([], config={"fingerprint": "c0ffee123abc"})["config"] == {
+        "fingerprint": "c0ffee123abc",
+        "loaded_at": None,
+    }
+
+
+def test_the_configuration_changes_no_other_field():
+    given = {"fingerprint": "c0ffee123abc", "loaded_at": NOW, "path": "/etc/claimgate.toml"}
+    activity = Activity(lambda: NOW)
+    activity.violation("missing_claim", "1")
+    claims = [Claim("2", "17", "a", int(NOW) - 60)]
+    status = report(claims, activity, config=given)
+    assert set(status["config"]) == {"fingerprint", "loaded_at"}  # nothing else it was given
+    assert {k: v for k, v in status.items() if k != "config"} == {
+        k: v for k, v in report(claims, activity).items() if k != "config"
+    }

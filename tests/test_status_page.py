@@ -16,6 +16,7 @@ import re
 import secrets
 import threading
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -30,7 +31,15 @@ import claimgate
 from claimgate import status_page
 from claimgate.testing import ApiDouble, make_claim, make_secret
 from tests.browser import chromium
-from tests.status_documents import NEW_ROW_FIELDS, customer_rows, lifetime
+from tests.status_documents import (
+    CONFIG_SHOWN,
+    NEW_ROW_FIELDS,
+    UNKNOWN_CONFIG,
+    config,
+    customer_rows,
+    lifetime,
+    odd_configs,
+)
 from tests.support import (
     PROVIDER_SECRET,
     VIOLATION_KINDS,
@@ -52,7 +61,7 @@ MARKUP_ID = '<img src="x" onerror="window.__injected = 1"><b id="injected">x</b>
 PREFIX = "/claimgate/"
 """Where the reverse proxy below serves the admin listener, as an ingress path would."""
 REGIONS = (
-    *("ready", "mode", "listeners", "generated"),
+    *("ready", "mode", "listeners", "config", "generated"),
     *("customers", "lifetime", "violations-hour", "decisions-hour", "recent"),
 )
 """The elements the server renders and the script refreshes."""
@@ -336,6 +345,7 @@ CRAFTED = {
     "mode": "enforce",
     "ready": False,
     "listeners": {"forward": "127.0.0.1:8080", "admin": "127.0.0.1:8082"},
+    "config": config(),
     "customers": [
         *customer_rows(),
         {
@@ -355,10 +365,10 @@ CRAFTED = {
     "recent_violations": [{"kind": "unknown_token", "customer": None, "age": 1}]
     + [{"kind": "missing_claim", "customer": "300", "age": 100 + i} for i in range(25)],
 }
-# What an older claimgate sends (no expiring, refused or lifetime), and a document whose new
-# fields hold what they never should: both renderers must read them alike.
+# What an older claimgate sends (no expiring, refused, lifetime or config), and a document
+# whose new fields hold what they never should: both renderers must read them alike.
 OLDER = {
-    **{key: value for key, value in CRAFTED.items() if key != "lifetime"},
+    **{key: value for key, value in CRAFTED.items() if key not in ("lifetime", "config")},
     "customers": [
         {k: v for k, v in row.items() if k not in NEW_ROW_FIELDS} for row in CRAFTED["customers"]
     ],
@@ -366,6 +376,7 @@ OLDER = {
 ODD = {
     **CRAFTED,
     "lifetime": {"shortest_refused_age": "6 h", "longest_accepted_age": True},
+    "config": {"fingerprint": MARKUP_ID, "loaded_at": "2027-01-15 07:40:00"},
     "customers": [
         *(row | {"expiring": "yes", "refused": 1} for row in customer_rows()),
         {"customer": "600", "expires_in": None, "expiring": True},
@@ -416,6 +427,9 @@ def test_missing_and_odd_fields_are_read_alike(page_url: str, document: dict[str
         assert snapshot(page) == painted
         expect(page.locator("#lifetime-refused")).to_have_text("\u2014")
         expect(page.locator("#lifetime-accepted")).to_have_text("\u2014")
+        expect(page.locator("#config")).to_have_text(UNKNOWN_CONFIG[0])
+        expect(page.locator("#config")).to_have_attribute("title", UNKNOWN_CONFIG[1])
+        assert page.locator("#injected").count() == 0
         expect(page.locator("#status-error")).to_be_hidden()
         # Only a true "expiring" highlights, and only a claim neither expired nor refused.
         highlighted = page.locator("#customers tr.expiring").evaluate_all(
@@ -435,6 +449,8 @@ def test_the_page_words_every_field_of_the_contract(page_url: str):
         expect(page.locator("#ready")).to_have_text("not ready", timeout=WAIT_MS)
         expect(page.locator("#mode")).to_have_text("enforce")
         expect(page.locator("#listeners")).to_contain_text("admin 127.0.0.1:8082")
+        expect(page.locator("#config")).to_have_text(CONFIG_SHOWN[0])
+        expect(page.locator("#config")).to_have_attribute("title", CONFIG_SHOWN[1])
 
         def cells(customer: str) -> list[str]:
             row = page.locator(f'#customers tr[data-customer="{customer}"] td')
@@ -497,6 +513,49 @@ def test_the_page_words_every_field_of_the_contract(page_url: str):
             "—",
         ]
         expect(page.locator("#status-error")).to_be_hidden()
+
+
+def test_odd_configurations_are_shown_as_dashes(page_url: str):
+    """Each of them, refreshed by the script as the server renders it (the server's side is
+    in test_status_page_render): only a fingerprint or a time, never markup."""
+    with chromium(http_credentials=CREDENTIALS) as browser:
+        page = browser.new_page()
+        serve_crafted(page, CRAFTED)
+        shown = {"document": CRAFTED}
+        page.route("**/status.json*", lambda route: route.fulfill(json=shown["document"]))
+        page.goto(page_url + "?refresh=0.2")
+        expect(page.locator("#config")).to_have_text(CONFIG_SHOWN[0])  # the server's
+        entry = page.locator("#config")
+        for i, (value, (text, title)) in enumerate(odd_configs()):
+            # The mode tells which document the script rendered last.
+            shown["document"] = CRAFTED | {"mode": f"odd {i}", "config": value}
+            expect(page.locator("#mode")).to_have_text(f"odd {i}", timeout=WAIT_MS)
+            expect(entry).to_have_text(text)
+            expect(entry).to_have_attribute("title", title)
+            assert entry.locator("*").count() == 0, value
+        assert page.locator("#injected, img").count() == 0
+        assert page.evaluate("window.__injected") is None
+        expect(page.locator("#status-error")).to_be_hidden()
+
+
+def test_the_page_shows_the_configuration_running(page_url: str):
+    """The fingerprint and load time ``/status.json`` reports, in the server's first paint
+    and after the script's refresh alike."""
+    configured = httpx.get(page_url + "status.json", headers=bearer()).json()["config"]
+    assert re.fullmatch(r"[0-9a-f]{12}", configured["fingerprint"]), configured
+    loaded = datetime.fromtimestamp(configured["loaded_at"], UTC)
+    text = f"{configured['fingerprint']}, loaded {loaded:%Y-%m-%d %H:%M:%S} UTC"
+    title = re.compile(rf"^{loaded:%Y-%m-%dT%H:%M:%S}\.\d{{3}}Z$")
+    with chromium(http_credentials=CREDENTIALS) as browser:
+        page = browser.new_page()
+        assert open_page(page, page_url + "?refresh=1") == 200
+        entry = page.locator("#config")
+        expect(entry).to_have_text(text)
+        expect(entry).to_have_attribute("title", title)
+        updated = re.compile(r"^updated .* refreshes every 1 s$")
+        expect(page.locator("#footer")).to_have_text(updated, timeout=WAIT_MS)
+        expect(entry).to_have_text(text)
+        expect(entry).to_have_attribute("title", title)
 
 
 def assert_readable_on_a_phone(page: Page) -> None:

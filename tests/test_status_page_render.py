@@ -17,7 +17,15 @@ from claimgate import status_page
 from claimgate.activity import Activity
 from claimgate.status import status_report
 from claimgate.store import Claim
-from tests.status_documents import NEW_ROW_FIELDS, customer_rows, lifetime
+from tests.status_documents import (
+    CONFIG_SHOWN,
+    NEW_ROW_FIELDS,
+    UNKNOWN_CONFIG,
+    config,
+    customer_rows,
+    lifetime,
+    odd_configs,
+)
 from tests.support import VIOLATION_KINDS
 
 NOW = 1_800_000_000.0
@@ -96,6 +104,12 @@ def learned(page: Element) -> tuple[str, str]:
     return page.by_id("lifetime-refused").text, page.by_id("lifetime-accepted").text
 
 
+def configuration(page: Element) -> tuple[str, str]:
+    """The configuration entry: its text and its tooltip (the ISO time it was loaded)."""
+    entry = page.by_id("config")
+    return entry.text, entry.attrs["title"]
+
+
 def report(claims: list[Claim], activity: Activity | None = None) -> dict:
     return status_report(
         claims=claims,
@@ -105,6 +119,7 @@ def report(claims: list[Claim], activity: Activity | None = None) -> dict:
         ready=True,
         ttl=3600,
         now=NOW,
+        config=config(),
     )
 
 
@@ -117,6 +132,7 @@ def test_hostile_ids_are_text_never_markup():
     document["violations_last_hour"][HOSTILE] = 1  # status_report counts known kinds only
     document["lifetime"] = {"shortest_refused_age": HOSTILE, "longest_accepted_age": HOSTILE}
     document["customers"][0] |= {"expiring": HOSTILE, "refused": HOSTILE}
+    document["config"] = {"fingerprint": HOSTILE, "loaded_at": HOSTILE}
     rendered = status_page.render(document)
     page = parse(rendered)
 
@@ -136,6 +152,7 @@ def test_hostile_ids_are_text_never_markup():
     assert counts(page, "violations-hour", "data-kind")[HOSTILE] == "1"
     assert page.by_id("mode").text == HOSTILE
     assert page.by_id("listeners").text == f"{HOSTILE} {HOSTILE}"
+    assert configuration(page) == UNKNOWN_CONFIG  # neither a fingerprint nor a time
 
 
 def test_an_id_with_undecodable_bytes_still_renders():
@@ -169,6 +186,7 @@ def test_a_document_without_data_renders_dashes():
     for element in ("mode", "listeners", "generated", "lifetime-refused", "lifetime-accepted"):
         assert page.by_id(element).text == "\u2014"
     assert page.by_id("generated").attrs["title"] == ""
+    assert configuration(page) == UNKNOWN_CONFIG
     assert page.by_id("footer").text == "updated \u2014 \u00b7 refreshes every 5 s"
 
 
@@ -200,6 +218,7 @@ def test_rows_are_worded_as_the_script_words_them():
         "ready": True,
         "mode": "enforce",
         "listeners": {"admin": "127.0.0.1:8082"},
+        "config": config(),
         "customers": customer_rows(missing_since=200_000),
         "lifetime": lifetime(),
         "recent_violations": [
@@ -211,6 +230,7 @@ def test_rows_are_worded_as_the_script_words_them():
     assert (page.by_id("ready").attrs["data-ready"], page.by_id("ready").text) == ("true", "ready")
     assert page.by_id("generated").text == "2027-01-15 08:00:00 UTC"
     assert page.by_id("generated").attrs["title"] == "2027-01-15T08:00:00.123Z"
+    assert configuration(page) == CONFIG_SHOWN
     assert page.by_id("footer").text == "updated 08:00:00 UTC \u00b7 refreshes every 5 s"
     rows = by_customer(page)
     assert cells(rows["100"]) == ["100", "17", "abcdef012345", "link", "42 s", "in 11 h", "—"]
@@ -263,13 +283,15 @@ def test_the_expiry_reads_refused_then_expired_then_expiring():
 
 
 def test_a_document_without_the_new_fields_renders_as_before():
-    """An older claimgate's document (no ``expiring``, ``refused`` or ``lifetime``): its rows
-    read as neither, the lifetime as unknown; what it has is worded as it always was."""
+    """An older claimgate's document (no ``expiring``, ``refused``, ``lifetime`` or
+    ``config``): its rows read as neither, the lifetime and the configuration as unknown; what
+    it has is worded as it always was."""
     current = customer_rows()
     older = [{k: v for k, v in row.items() if k not in NEW_ROW_FIELDS} for row in current]
     page = parse(status_page.render({"customers": older}))
     rows = by_customer(page)
     assert learned(page) == ("\u2014", "\u2014")
+    assert configuration(page) == UNKNOWN_CONFIG
     assert all("class" not in row.attrs for row in rows.values())
     assert cells(rows["400"])[EXPIRY] == "in 36 min"  # no longer highlighted
     assert cells(rows["500"])[EXPIRY] == "expired"  # its expired flag still holds
@@ -297,6 +319,34 @@ def test_the_claim_lifetime_shows_numbers_only():
     ]:
         page = parse(status_page.render({"customers": [], "lifetime": value}))
         assert learned(page) == shown, value
+
+
+def test_the_configuration_is_shown_after_the_listeners():
+    """The fingerprint of the configuration running and when it was loaded, as reported."""
+    page = parse(status_page.render(report([])))
+    assert configuration(page) == CONFIG_SHOWN
+    terms = [dt.text for dt in page.find_all("dl")[0].find_all("dt")]
+    assert terms == ["Ready", "Mode", "Listeners", "Configuration", "Generated"]
+
+
+def test_the_configuration_shows_a_fingerprint_and_a_time_only():
+    """Anything but 12 lowercase hex digits, or a number of seconds, is a dash: never text
+    copied from the document, never markup."""
+    fingerprint_only = ("c0ffee123abc, loaded \u2014", "")
+    odd = [
+        *odd_configs(),
+        # What JSON cannot carry, so the browser tests cannot send.
+        ({"fingerprint": "c0ffee123abc", "loaded_at": float("nan")}, fingerprint_only),
+        ({"fingerprint": "c0ffee123abc", "loaded_at": float("inf")}, fingerprint_only),
+        ({"fingerprint": b"c0ffee123abc", "loaded_at": None}, UNKNOWN_CONFIG),
+        (("c0ffee123abc", 1_800_000_000), UNKNOWN_CONFIG),
+    ]
+    for value, shown in odd:
+        rendered = status_page.render({"customers": [], "config": value})
+        page = parse(rendered)
+        assert configuration(page) == shown, value
+        assert page.find_all("img") == page.find_all("b") == [], value
+        assert rendered.count(b"<script") == 1 and b"onerror" not in rendered, value
 
 
 def test_every_slot_is_filled_and_the_policy_allows_exactly_the_page_code():

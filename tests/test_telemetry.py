@@ -7,21 +7,45 @@ import pytest
 import structlog
 
 from claimgate import telemetry
-from claimgate.telemetry import configure_logging, get_logger, redact, resolve_format
+from claimgate.telemetry import (
+    configure_logging,
+    get_logger,
+    reconfigure_logging,
+    redact,
+    resolve_format,
+)
+
+CHATTY = ("mitmproxy", "tornado.access")
 
 
 @pytest.fixture
 def stream():
     root = logging.getLogger()
     saved = root.handlers[:], root.level
+    chatty = [logging.getLogger(name).level for name in CHATTY]
     out = io.StringIO()
     yield out
     root.handlers, root.level = saved
+    for name, level in zip(CHATTY, chatty, strict=True):
+        logging.getLogger(name).setLevel(level)
     structlog.reset_defaults()
 
 
 def lines(out: io.StringIO) -> list[dict]:
     return [json.loads(line) for line in out.getvalue().splitlines()]
+
+
+def taken(out: io.StringIO) -> list[str]:
+    """The lines written since the last call, and the stream emptied for the next."""
+    written = out.getvalue().splitlines()
+    out.seek(0)
+    out.truncate()
+    return written
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
 
 
 @pytest.mark.parametrize(
@@ -66,11 +90,125 @@ def test_mitmproxy_chatter_is_hidden_unless_debugging(stream):
     assert lines(stream)[0]["event"] == "client connect"
 
 
-def test_console_format_on_a_terminal():
-    class Terminal(io.StringIO):
-        def isatty(self) -> bool:
-            return True
+def test_a_logger_cached_before_a_reconfigure_follows_the_new_level(stream):
+    configure_logging("json", "info", stream)
+    log = get_logger()
+    log.info("before")  # first use: structlog caches this logger, filtering class and all
+    log.debug("hidden at info")
+    reconfigure_logging("json", "debug")
+    log.debug("shown at debug")
+    reconfigure_logging("json", "warning")
+    log.info("hidden at warning")
+    log.warning("shown at warning")
+    assert [line["event"] for line in lines(stream)] == [
+        "before",
+        "shown at debug",
+        "shown at warning",
+    ]
+    assert not log.is_enabled_for(logging.INFO) and log.is_enabled_for(logging.WARNING)
 
+
+def test_a_logger_cached_before_a_reconfigure_follows_the_new_format(stream):
+    configure_logging("json", "info", stream)
+    log = get_logger()
+    log.info("api_request", decision="injected")
+    assert json.loads(*taken(stream))["decision"] == "injected"
+    reconfigure_logging("console", "info")
+    log.info("api_request", decision="injected")
+    (line,) = taken(stream)
+    assert "[info     ] api_request" in line and "decision=injected" in line
+    assert not line.startswith("{")
+    reconfigure_logging("json", "info")
+    log.info("api_request", decision="injected")
+    assert json.loads(*taken(stream))["decision"] == "injected"
+
+
+def test_stdlib_records_follow_the_new_level_and_format(stream):
+    configure_logging("json", "info", stream)
+    mitmproxy, tornado = logging.getLogger("mitmproxy.proxy"), logging.getLogger("tornado.general")
+    mitmproxy.info("client connect")
+    tornado.debug("hidden at info")
+    assert taken(stream) == []
+    reconfigure_logging("console", "debug")
+    mitmproxy.info("client connect")
+    tornado.debug("shown at debug")
+    connect, shown = taken(stream)
+    assert "[info     ] client connect" in connect and "[mitmproxy.proxy]" in connect
+    assert "[debug    ] shown at debug" in shown
+    reconfigure_logging("json", "warning")
+    mitmproxy.info("client connect")
+    tornado.info("hidden at warning")
+    mitmproxy.warning("server said no to GET /x?apiClaim=SECRETCLAIM")
+    (line,) = lines(stream)
+    assert line["logger"] == "mitmproxy.proxy" and line["level"] == "warning"
+    assert "SECRETCLAIM" not in stream.getvalue()
+
+
+def test_a_reconfigure_to_the_same_settings_changes_nothing(stream):
+    configure_logging(None, "info", stream)  # not a terminal: json
+    log = get_logger()
+    log.info("before", n=1)
+    root = logging.getLogger()
+    mitmproxy_handler = logging.NullHandler()  # mitmproxy adds handlers of its own
+    root.addHandler(mitmproxy_handler)
+
+    def state() -> tuple:
+        return (
+            root.handlers[:],
+            root.level,
+            [logging.getLogger(name).level for name in CHATTY],
+            telemetry._render.render,
+            dict(vars(telemetry._LevelledLogger)),
+        )
+
+    before = state()
+    reconfigure_logging(None, "info")
+    reconfigure_logging("json", "info")
+    assert state() == before
+    log.info("after", n=1)
+    first, second = lines(stream)
+    assert first.keys() == second.keys() and second["event"] == "after"
+
+
+def test_reconfigure_keeps_the_stream_and_its_handlers(stream):
+    configure_logging("json", "info", stream)
+    root = logging.getLogger()
+    mitmproxy_handler = logging.NullHandler()
+    root.addHandler(mitmproxy_handler)
+    handlers = root.handlers[:]
+    reconfigure_logging("console", "debug")
+    assert root.handlers == handlers
+    get_logger().debug("still here")
+    assert "still here" in stream.getvalue()
+
+
+def test_an_unset_format_is_decided_by_the_first_stream(stream):
+    terminal = Terminal()
+    configure_logging(None, "info", terminal)
+    reconfigure_logging(None, "debug")
+    get_logger().debug("for people")
+    assert "[debug    ] for people" in terminal.getvalue()
+    reconfigure_logging("json", "debug")
+    get_logger().debug("for machines")
+    assert json.loads(terminal.getvalue().splitlines()[-1])["event"] == "for machines"
+
+
+def test_a_bad_level_changes_nothing(stream):
+    configure_logging("json", "info", stream)
+    with pytest.raises(KeyError):
+        reconfigure_logging("console", "verbose")
+    get_logger().info("unchanged")
+    get_logger().debug("hidden")
+    assert [line["event"] for line in lines(stream)] == ["unchanged"]
+
+
+def test_reconfigure_needs_a_configured_process(monkeypatch):
+    monkeypatch.setattr(telemetry, "_stream", None)
+    with pytest.raises(RuntimeError):
+        reconfigure_logging("json", "info")
+
+
+def test_console_format_on_a_terminal():
     assert resolve_format(None, Terminal()) == "console"
     assert resolve_format(None, io.StringIO()) == "json"
     assert resolve_format("json", Terminal()) == "json"

@@ -35,7 +35,7 @@ from mitmproxy.proxy.context import Context
 from claimgate import capture, decoding, edge
 from claimgate.admin import AdminServer
 from claimgate.backend import Backend
-from claimgate.flow_state import METADATA_KEY, FlowState
+from claimgate.flow_state import METADATA_KEY, FlowState, Generation
 from claimgate.intake import Intake
 from claimgate.limits import Refusal
 from claimgate.monitor import Monitor
@@ -127,24 +127,22 @@ class Claimgate:
     """Capture claims on the capture listeners; inject them on the forward and API listeners."""
 
     def __init__(self, settings: Settings, store: ClaimStore, monitor: Monitor) -> None:
-        self.settings = settings
         self.store = store
         self.monitor = monitor
+        self.generation = self._generation(settings)
+        """What requests starting now run under; a reload replaces it (``reconfigure``)."""
         self.roles = listener_modes(settings)
         self.api_hosts = ApiHosts(settings.proxy.api_hosts)
-        self.mode = settings.policy.mode
-        self.pipeline = Pipeline(settings, store)
-        self.oversize = Oversize(self.pipeline)
+        self.oversize = Oversize(settings.proxy.max_body_size)
         upstream = urlsplit(settings.api.upstream)
         self.api_upstream = (upstream.hostname or "", upstream.port or 443)
         self.api_upstream_host = url.hostport("https", *self.api_upstream)
         """The Host the API must see: its own name, whatever the integration called us."""
-        self.intake = Intake(settings, store, monitor)
         self.listeners: dict[str, str] = {}
-        backend = Backend(
-            settings, store, monitor, self.intake, self.listeners, self._proxy_problem
+        self.backend = Backend(
+            settings, store, monitor, self.generation.intake, self.listeners, self._proxy_problem
         )
-        self.admin = AdminServer(settings.admin, backend, settings.limits)
+        self.admin = AdminServer(settings.admin, self.backend, settings.limits)
         self.in_flight = 0
         """Requests between their headers and their answer: what a graceful stop waits for."""
         self.first_requests = edge.FirstRequestDeadlines(
@@ -153,8 +151,24 @@ class Claimgate:
         )
         self.shutting_down = False
 
+    @property
+    def settings(self) -> Settings:
+        return self.generation.settings
+
     def role_of(self, proxy_mode: mode_specs.ProxyMode) -> Role | None:
         return self.roles.get(proxy_mode.full_spec)
+
+    def reconfigure(self, settings: Settings) -> None:
+        """Apply reloaded settings (``reloading.plan`` allowed each change): what starts from
+        now on runs under them; a request in flight ends under the generation it began in."""
+        self.generation = self._generation(settings)
+        self.backend.reconfigure(settings, self.generation.intake)
+        self.admin.rotate_token(settings.admin.token)
+
+    def _generation(self, settings: Settings) -> Generation:
+        return Generation(
+            settings, Pipeline(settings, self.store), Intake(settings, self.store, self.monitor)
+        )
 
     # --- lifecycle ------------------------------------------------------------------
 
@@ -172,7 +186,7 @@ class Claimgate:
         # form reference cycles) is freed soon instead of piling up between rare passes.
         gc.collect()
         gc.freeze()
-        log.info("claimgate_ready", listeners=self.listeners, mode=self.mode.value)
+        log.info("claimgate_ready", listeners=self.listeners, mode=self.settings.policy.mode.value)
 
     async def done(self) -> None:
         await self.admin.stop()
@@ -245,7 +259,7 @@ class Claimgate:
         """Count the request in flight; decide now about API bodies too large to hold."""
         self.first_requests.met(flow.client_conn)
         self.in_flight += 1
-        state = flow.metadata[METADATA_KEY] = FlowState(in_flight=True)
+        state = flow.metadata[METADATA_KEY] = FlowState(True, self.generation)
         role = self.role_of(flow.client_conn.proxy_mode)
         state.api = role is Role.API or (
             role is Role.FORWARD and (flow.request.host, flow.request.port) in self.api_hosts
@@ -263,10 +277,11 @@ class Claimgate:
         role = self.role_of(flow.client_conn.proxy_mode)
         if role is Role.MIRROR:
             flow.response = http.Response.make(204)  # first: answered whatever happens next
-        if role in (Role.CAPTURE, Role.MIRROR):
-            await self.intake.ingest(_link_request(flow, self.settings), "link")
-            return
         state = flow.metadata.get(METADATA_KEY)
+        generation = state.generation if state is not None else self.generation
+        if role in (Role.CAPTURE, Role.MIRROR):
+            await generation.intake.ingest(_link_request(flow, generation.settings), "link")
+            return
         if state is None or not state.api or state.outcome is not None:
             return  # not the API, or decided at the head (too large)
         if self._carry_out(flow, state, self.oversize.at_body(flow, state)):
@@ -278,7 +293,8 @@ class Claimgate:
             return
         state.started = time.perf_counter()
         encoding = flow.request.headers.get("content-encoding")
-        outcome = await self.pipeline.run(flow.request.raw_content or b"", encoding, state.started)
+        pipeline = state.generation.pipeline
+        outcome = await pipeline.run(flow.request.raw_content or b"", encoding, state.started)
         self._carry_out(flow, state, outcome)
 
     @_guarded
@@ -291,7 +307,8 @@ class Claimgate:
             encoding = answer.headers.get("content-encoding")
             record = state.outcome.record
             body = answer.raw_content or b""
-            for violation in await self.pipeline.rejections(record, body, encoding):
+            rejections = state.generation.pipeline.rejections
+            for violation in await rejections(record, body, encoding):
                 self.monitor.violation(violation)
         self._write_decision(state, flow.response.status_code if flow.response else None)
 
@@ -312,7 +329,7 @@ class Claimgate:
         log.exception("internal_error", hook=hook, listener=role.value if role else None)
         state = flow.metadata.get(METADATA_KEY) if flow else None
         if flow and state and state.started is not None and state.outcome is None:
-            self._carry_out(flow, state, self.pipeline.failed(state.started))
+            self._carry_out(flow, state, state.generation.pipeline.failed(state.started))
 
     def _carry_out(self, flow: http.HTTPFlow, state: FlowState, outcome: Outcome | None) -> bool:
         """Report a decision's violations, then carry it out with one edit, the last thing done.

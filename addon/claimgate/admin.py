@@ -20,7 +20,7 @@ from tornado.httpserver import HTTPServer
 from claimgate import capture, signature, status_page
 from claimgate.intake import Ingested
 from claimgate.limits import HeadLimits, Refusal
-from claimgate.settings import AdminSettings
+from claimgate.settings import AdminSettings, Secret
 
 MAX_BODY = 64 * 1024
 """Bytes a ``POST /claims`` body may have; a signed link is far smaller."""
@@ -74,21 +74,32 @@ def is_loopback(host: str) -> bool:
         return host == "localhost"
 
 
+class AdminToken:
+    """The admin token in force; a reload replaces it, and the next request sees the new one."""
+
+    def __init__(self, token: Secret | None) -> None:
+        self.value = token.reveal() if token else None
+
+
 class _Handler(web.RequestHandler):
     """JSON errors, no server banner, nothing cached."""
 
     backend: AdminBackend
-    token: str | None
+    admin_token: AdminToken
     loopback: bool
     limits: HeadLimits
 
     def initialize(
-        self, backend: AdminBackend, token: str | None, loopback: bool, limits: HeadLimits
+        self, backend: AdminBackend, token: AdminToken, loopback: bool, limits: HeadLimits
     ) -> None:
         self.backend = backend
-        self.token = token
+        self.admin_token = token
         self.loopback = loopback
         self.limits = limits
+
+    @property
+    def token(self) -> str | None:
+        return self.admin_token.value
 
     def prepare(self) -> Awaitable[None] | None:
         """The bounds tornado does not keep itself (it bounds the head's bytes and time)."""
@@ -256,8 +267,8 @@ class AdminServer:
 
     def __init__(self, settings: AdminSettings, backend: AdminBackend, limits: HeadLimits) -> None:
         loopback = is_loopback(settings.listen.host)
-        token = settings.token.reveal() if settings.token else None
-        args = {"backend": backend, "token": token, "loopback": loopback, "limits": limits}
+        self.token = AdminToken(settings.token)
+        args = {"backend": backend, "token": self.token, "loopback": loopback, "limits": limits}
         self.app = web.Application(
             [
                 (r"/healthz", Health, args),
@@ -293,6 +304,10 @@ class AdminServer:
         host, port = sockets[0].getsockname()[:2]
         self.address = f"{host}:{port}"
         return self.address
+
+    def rotate_token(self, token: Secret | None) -> None:
+        """A reloaded ``admin.token``: honoured from the next request on, the old one not."""
+        self.token.value = token.reveal() if token else None
 
     async def stop(self) -> None:
         if self.server is not None:

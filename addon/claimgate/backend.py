@@ -13,6 +13,7 @@ from typing import Any
 from claimgate import capture
 from claimgate.intake import Ingested, Intake
 from claimgate.monitor import Monitor
+from claimgate.reloading import Loaded
 from claimgate.settings import Settings
 from claimgate.status import claim_report, status_report, user_report
 from claimgate.store import ClaimStore
@@ -35,15 +36,20 @@ class Backend:
         listeners: Mapping[str, str],
         proxy_problem: Callable[[], str | None],
     ) -> None:
-        self.mode = settings.policy.mode
-        self.ttl = settings.claims.ttl
-        self.warn_before = settings.claims.warn_before
         self.store = store
         self.monitor = monitor
-        self.intake = intake
         self.listeners = listeners
         """Filled in once the listeners are bound: shown as they are at each request."""
         self.proxy_problem = proxy_problem
+        self.reconfigure(settings, intake)
+
+    def reconfigure(self, settings: Settings, intake: Intake) -> None:
+        """The settings of the newest load (start-up or reload), from the next request on."""
+        self.mode = settings.policy.mode
+        self.ttl = settings.claims.ttl
+        self.warn_before = settings.claims.warn_before
+        self.intake = intake
+        self.config = Loaded.of(settings)
 
     async def ingest(self, link: capture.LinkRequest, source: str) -> Ingested:
         return await self.intake.ingest(link, source)
@@ -70,6 +76,7 @@ class Backend:
             now=time.time(),
             warn_before=self.warn_before,
             lifetime=self.monitor.lifetime,
+            config={"fingerprint": self.config.fingerprint, "loaded_at": self.config.loaded_at},
         )
 
     async def claim_status(self, customer_web_id: str) -> dict[str, Any] | None:

@@ -3,12 +3,14 @@
 onOffice opens the provider's service URL, webhook URL or activation URL with signed
 parameters (docs/onoffice-protocol.md 3a, 3b, 3d). A request that carries ``apiClaim`` and
 ``customerWebId`` is such a link; ``examine`` verifies its signature with the provider secret
-and its timestamp against the allowed age, and returns either the claim to store or the
-violation to report (docs/design.md 3.4). It is pure: the capture listener turns a flow into a
-``LinkRequest`` and acts on the answer, and the request goes on to the app whatever it is.
+(with any of them while it is rotated) and its timestamp against the allowed age, and returns
+either the claim to store or the violation to report (docs/design.md 3.4). It is pure: the
+capture listener turns a flow into a ``LinkRequest`` and acts on the answer, and the request
+goes on to the app whatever it is.
 """
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -67,10 +69,16 @@ class Captured:
     claim: Claim
     api_token: str | None
     """The ``apiToken`` of an activation link (None for service calls)."""
+    provider_secret_fp: str = ""
+    """The fingerprint of the provider secret that verified the link: during a rotation it
+    tells which of them onOffice signs with."""
 
     def __repr__(self) -> str:
         token = None if self.api_token is None else f"<fp {fingerprint(self.api_token)}>"
-        return f"Captured(kind={self.kind!r}, claim={self.claim!r}, api_token={token})"
+        return (
+            f"Captured(kind={self.kind!r}, claim={self.claim!r}, api_token={token}, "
+            f"provider_secret_fp={self.provider_secret_fp!r})"
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,17 +99,20 @@ class Refused:
 
 def examine(
     request: LinkRequest,
-    secret: str | None,
+    secrets: Sequence[str],
     max_age: float,
     now: float,
     future_skew: float = FUTURE_SKEW,
 ) -> Captured | Refused | None:
     """Judge a request: None if it is no Marketplace link, else captured or refused.
 
-    The ids are checked first, before anything is done with them; then the signature before
-    the timestamp, so a forged link is always reported as ``bad_signature``, whatever
-    timestamp it claims.
+    ``secrets`` are the provider secrets a genuine link may be signed with, more than one
+    during a rotation; with none, every link is refused. The ids are checked first, before
+    anything is done with them; then the signature before the timestamp, so a forged link is
+    always reported as ``bad_signature``, whatever timestamp it claims.
     """
+    if isinstance(secrets, str):  # each of its characters would pass for a secret
+        raise TypeError("secrets must be a sequence of secrets, not one string")
     if LINK_MARKER not in request.query and LINK_MARKER not in (request.form or ""):
         return None  # the app's own traffic: not worth reading as PHP would
     params = _parameters(request)
@@ -121,9 +132,14 @@ def examine(
     def refuse(violation: str, reason: str) -> Refused:
         return Refused(violation, reason, kind, customer, user_id, fingerprint(claim))
 
-    problem = _signature_problem(request, params, secret)
-    if problem is not None:
-        return refuse(BAD_SIGNATURE, problem)
+    given = params.get(signature.SIGNATURE_PARAM)
+    if not isinstance(given, str):
+        return refuse(BAD_SIGNATURE, "signature missing")
+    if not secrets:
+        return refuse(BAD_SIGNATURE, "no provider secret configured")
+    secret = signature.matching_secret(request.base, request.path, params, given, secrets)
+    if secret is None:
+        return refuse(BAD_SIGNATURE, "signature does not match")
     timestamp = params.get("timestamp")
     if not isinstance(timestamp, str) or not _TIMESTAMP.fullmatch(timestamp):
         return refuse(STALE_SERVICE_CALL, "timestamp missing or not an integer")
@@ -132,7 +148,8 @@ def examine(
         return refuse(STALE_SERVICE_CALL, "older than max_age")
     if issued > now + future_skew:
         return refuse(STALE_SERVICE_CALL, "in the future")
-    return Captured(kind, Claim(customer, user_id, claim, issued, source="link"), token)
+    taken = Claim(customer, user_id, claim, issued, source="link")
+    return Captured(kind, taken, token, provider_secret_fp=fingerprint(secret))
 
 
 def _is_onoffice_id(value: object) -> bool:
@@ -145,17 +162,3 @@ def _parameters(request: LinkRequest) -> dict[str, signature.PhpValue]:
     if request.form is not None:
         params.update(signature.parse_query(request.form))
     return params
-
-
-def _signature_problem(
-    request: LinkRequest, params: dict[str, signature.PhpValue], secret: str | None
-) -> str | None:
-    """Why the link's signature cannot be trusted, or None when it verifies."""
-    given = params.get(signature.SIGNATURE_PARAM)
-    if not isinstance(given, str):
-        return "signature missing"
-    if secret is None:
-        return "no provider secret configured"
-    if not signature.verify(request.base, request.path, params, given, secret):
-        return "signature does not match"
-    return None

@@ -6,19 +6,20 @@ configuration or usage error (one line on stderr naming the key and what is wron
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import os
+import signal
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from claimgate import signature
+from claimgate import __version__, signature
 from claimgate.fingerprint import fingerprint
-from claimgate.settings import ConfigError, Settings, describe, load_settings
+from claimgate.settings import CONFIG_VARIABLE, ConfigError, Settings, describe, load_settings
 
-CONFIG_ENV = "CLAIMGATE_CONFIG"
 SECRET_PARAMETERS = ("apiClaim", "apiToken", "signature")
 
 
@@ -41,10 +42,16 @@ def _parser() -> argparse.ArgumentParser:
         prog="claimgate",
         description="Sidecar that injects the onOffice Marketplace extendedclaim.",
     )
+    parser.add_argument("--version", action="version", version=f"claimgate {__version__}")
     commands = parser.add_subparsers(required=True, metavar="COMMAND")
 
     run = commands.add_parser("run", help="start the sidecar")
     _config_option(run)
+    run.add_argument(
+        "--watch",
+        action="store_true",
+        help="reload when the file or a file: secret changes (sets config.watch)",
+    )
     run.set_defaults(handler=_run)
 
     check = commands.add_parser("check-config", help="validate a configuration file")
@@ -78,8 +85,8 @@ def _config_option(command: argparse.ArgumentParser) -> None:
     command.add_argument(
         "--config",
         type=Path,
-        default=os.environ.get(CONFIG_ENV) or None,
-        help=f"TOML configuration file (default: ${CONFIG_ENV}, else built-in defaults)",
+        default=os.environ.get(CONFIG_VARIABLE) or None,
+        help=f"TOML configuration file (default: ${CONFIG_VARIABLE}, else built-in defaults)",
     )
 
 
@@ -88,14 +95,25 @@ def _settings(path: Path | None) -> Settings:
 
 
 def _run(args: argparse.Namespace) -> int:
-    settings = _settings(args.config)
+    # A SIGHUP from now on reloads, never ends claimgate: until the proxy's loop takes the
+    # signal over, one is only remembered (the reload follows once serving).
+    hangups: list[int] = []
+    signal.signal(signal.SIGHUP, lambda signum, _frame: hangups.append(signum))
+
+    def adjust(settings: Settings) -> Settings:
+        if not args.watch:
+            return settings
+        watching = dataclasses.replace(settings.config, watch=True)
+        return dataclasses.replace(settings, config=watching)
+
+    settings = adjust(_settings(args.config))
     from mitmproxy.exceptions import OptionsError
 
     from claimgate import runner, telemetry
 
     telemetry.configure_logging(settings.log.format, settings.log.level)
     try:
-        asyncio.run(runner.serve(settings))
+        asyncio.run(runner.serve(settings, args.config, adjust, lambda: bool(hangups)))
     except OptionsError as error:  # mitmproxy refused what the settings asked of it
         raise UsageError(f"mitmproxy: {error}") from None
     return 0

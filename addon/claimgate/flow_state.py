@@ -7,7 +7,9 @@ under ``METADATA_KEY``, and nowhere else on the flow.
 
 from dataclasses import dataclass
 
-from claimgate.pipeline import Outcome
+from claimgate.intake import Intake
+from claimgate.pipeline import Outcome, Pipeline
+from claimgate.settings import Settings
 
 METADATA_KEY = "claimgate"
 
@@ -15,10 +17,22 @@ type Destination = tuple[str, int, str]
 """Host, port and scheme a request is sent to."""
 
 
+@dataclass(frozen=True, slots=True)
+class Generation:
+    """The settings in force and what was built from them; a reload makes a new one, and a
+    flow keeps the one it started under to its end (docs/design.md 3.6)."""
+
+    settings: Settings
+    pipeline: Pipeline
+    intake: Intake
+
+
 @dataclass(slots=True)
 class FlowState:
     in_flight: bool
     """Counted in flight (between its head and its answer): a graceful stop waits for it."""
+    generation: Generation
+    """What the flow runs under, from its request head on."""
     api: bool = False
     """An onOffice API request: the pipeline decides about it."""
     upgraded_to_https: bool = False

@@ -25,15 +25,16 @@ class Ingested(NamedTuple):
 
 class Intake:
     def __init__(self, settings: Settings, store: ClaimStore, monitor: Monitor) -> None:
-        secret = settings.capture.provider_secret
-        self.provider_secret = secret.reveal() if secret else None
+        secrets = settings.capture.provider_secret or ()
+        self.provider_secrets = tuple(secret.reveal() for secret in secrets)
+        """Any of them verifies a link: more than one while the provider secret is rotated."""
         self.max_age = settings.capture.max_age
         self.store = store
         self.monitor = monitor
 
     async def ingest(self, link: capture.LinkRequest, source: str) -> Ingested:
         """Verify ``link`` and learn from it; ``source`` names the way it came."""
-        result = capture.examine(link, self.provider_secret, self.max_age, time.time())
+        result = capture.examine(link, self.provider_secrets, self.max_age, time.time())
         if result is None:
             return Ingested(None)
         if isinstance(result, capture.Refused):
@@ -44,9 +45,15 @@ class Intake:
             assert result.api_token is not None
             await self.store.learn_token(result.api_token, claim.customer_web_id)
             self.monitor.token_learned(
-                claim.customer_web_id, claim.user_id, result.api_token, source
+                claim.customer_web_id,
+                claim.user_id,
+                result.api_token,
+                source,
+                provider_secret_fp=result.provider_secret_fp,
             )
             return Ingested(result)
         stored = await self.store.put(claim)
-        self.monitor.captured(claim, result.kind, stored)
+        self.monitor.captured(
+            claim, result.kind, stored, provider_secret_fp=result.provider_secret_fp
+        )
         return Ingested(result, stored)

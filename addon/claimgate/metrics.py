@@ -30,6 +30,7 @@ from claimgate.store import Claim
 disable_created_metrics()
 
 CAPTURE_SOURCES = ("link", "admin")
+RELOAD_RESULTS = ("applied", "rejected")
 
 # claimgate's own work per request is well under a millisecond; the buckets resolve that.
 DURATION_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5)
@@ -84,6 +85,12 @@ class Metrics:
             "Store operations that failed or timed out.",
             registry=self.registry,
         )
+        self.config_reloads = Counter(
+            "claimgate_config_reloads",
+            "Configuration reloads (SIGHUP or watching), by result: applied or rejected.",
+            ["result"],
+            registry=self.registry,
+        )
         self.requests_refused = Counter(
             "claimgate_requests_refused",
             "Request heads refused at a listener before they became requests, by reason.",
@@ -118,6 +125,8 @@ class Metrics:
             self.violations.labels(kind.value)
         for source in CAPTURE_SOURCES:
             self.claims_captured.labels(source)
+        for result in RELOAD_RESULTS:
+            self.config_reloads.labels(result)
         for refusal in Refusal:
             self.requests_refused.labels(refusal.value)
 

@@ -121,7 +121,10 @@ class Monitor:
         if suppressed:
             log.warning("refusals_suppressed", suppressed=suppressed)
 
-    def captured(self, claim: Claim, kind: capture.LinkKind, stored: bool) -> None:
+    def captured(
+        self, claim: Claim, kind: capture.LinkKind, stored: bool, *, provider_secret_fp: str
+    ) -> None:
+        """``provider_secret_fp`` names the provider secret that verified the link."""
         log.info(
             "claim_captured",
             link=kind.value,
@@ -130,19 +133,23 @@ class Monitor:
             user=claim.user_id,
             claim_fp=fingerprint(claim.claim),
             call_timestamp=claim.timestamp,
+            provider_secret_fp=provider_secret_fp,
             stored=stored,
             **({} if stored else {"reason": "the store holds a newer claim"}),
         )
         if stored:
             self.metrics.claims_captured.labels(claim.source).inc()
 
-    def token_learned(self, customer: str, user: str, token: str, source: str) -> None:
+    def token_learned(
+        self, customer: str, user: str, token: str, source: str, *, provider_secret_fp: str
+    ) -> None:
         log.info(
             "token_learned",
             customer=customer,
             user=user,
             token_fp=fingerprint(token),
             source=source,
+            provider_secret_fp=provider_secret_fp,
         )
 
     def store_error(self, operation: str, error: BaseException) -> None:
@@ -154,6 +161,16 @@ class Monitor:
 
     def store_recovered(self, written: int) -> None:
         log.info("store_recovered", pending_written=written)
+
+    def config_reloaded(self, changed: tuple[str, ...], fingerprint: str, trigger: str) -> None:
+        """A reload was applied: ``changed`` names the keys (never a value)."""
+        self.metrics.config_reloads.labels("applied").inc()
+        log.info("config_reloaded", changed=list(changed), config_fp=fingerprint, trigger=trigger)
+
+    def config_rejected(self, key: str, problem: str, trigger: str) -> None:
+        """A reload was refused whole; the running settings stay."""
+        self.metrics.config_reloads.labels("rejected").inc()
+        log.warning("config_rejected", key=key, problem=problem, trigger=trigger)
 
     def decision(
         self,

@@ -23,11 +23,11 @@ UNSTARTED_SINK = ("127.0.0.1", 0)
 
 
 class Oversize:
-    """Decides about API bodies too large to hold, and owns the sink they may go to."""
+    """Decides about API bodies too large to hold (by the pipeline of each flow's own
+    generation), and owns the sink they may go to."""
 
-    def __init__(self, pipeline: Pipeline) -> None:
-        self.pipeline = pipeline
-        self.sink = DiscardSink(pipeline.max_body_size)
+    def __init__(self, max_body_size: int) -> None:
+        self.sink = DiscardSink(max_body_size)
         self.sink_address = UNSTARTED_SINK
 
     def start(self) -> None:
@@ -39,8 +39,9 @@ class Oversize:
     def at_head(self, flow: http.HTTPFlow, state: FlowState) -> Outcome | None:
         """At the request head: decide a body declared too large, detour one of unknown size."""
         if flow.request.stream:  # its declared size is above proxy.max_body_size
-            return self._too_large(flow)
-        if self.pipeline.mode is Mode.ENFORCE and "content-length" not in flow.request.headers:
+            return self._too_large(flow, state.generation.pipeline)
+        pipeline = state.generation.pipeline
+        if pipeline.mode is Mode.ENFORCE and "content-length" not in flow.request.headers:
             # Should it grow too large, mitmproxy streams it, and it must then go to the sink.
             state.detour = _destination(flow)
             _point_at(flow, (*self.sink_address, "http"))
@@ -49,15 +50,15 @@ class Oversize:
     def at_body(self, flow: http.HTTPFlow, state: FlowState) -> Outcome | None:
         """Once the body was read, or began streaming: the decision if it is too large."""
         if flow.request.stream:  # grew too large while it was read: it stays where it points
-            return self._too_large(flow)
+            return self._too_large(flow, state.generation.pipeline)
         if state.detour is not None:  # read whole: back to the API
             _point_at(flow, state.detour)
             state.detour = None
         return None
 
-    def _too_large(self, flow: http.HTTPFlow) -> Outcome:
+    def _too_large(self, flow: http.HTTPFlow, pipeline: Pipeline) -> Outcome:
         size = flow.request.headers.get("content-length", "unknown (chunked)")
-        outcome = self.pipeline.streamed_too_large(size, time.perf_counter())
+        outcome = pipeline.streamed_too_large(size, time.perf_counter())
         if outcome.record.answered_locally:
             _point_at(flow, (*self.sink_address, "http"))
         return outcome

@@ -7,7 +7,11 @@ in ``pyproject.toml`` is what makes that safe.
 """
 
 import asyncio
+import contextlib
+import os
 import signal
+from collections.abc import Callable
+from pathlib import Path
 
 from mitmproxy import options
 from mitmproxy.addons import (
@@ -22,15 +26,17 @@ from mitmproxy.addons import (
 )
 from mitmproxy.master import Master
 
-from claimgate import edge
+from claimgate import edge, telemetry
 from claimgate.activity import Activity
 from claimgate.addon import Claimgate, listener_modes
 from claimgate.lifetime import Lifetime
 from claimgate.metrics import Metrics
 from claimgate.monitor import Monitor
+from claimgate.reloader import Reloader
 from claimgate.settings import Settings
 from claimgate.store import ClaimStore, StoreEvents
 from claimgate.store.memory import MemoryStore
+from claimgate.watch import Watcher
 
 CLOSE_TIMEOUT = 5.0
 """How long the connections still open at exit may take to close once told to."""
@@ -78,9 +84,16 @@ def proxy_addons() -> list[object]:
     ]
 
 
-async def serve(settings: Settings) -> None:
+async def serve(
+    settings: Settings,
+    path: Path | None = None,
+    adjust: Callable[[Settings], Settings] = lambda settings: settings,
+    hung_up_early: Callable[[], bool] = lambda: False,
+) -> None:
     """Run until SIGTERM or SIGINT, then stop gracefully (``Claimgate.drain_and_stop``);
-    return once every connection is closed."""
+    return once every connection is closed. SIGHUP reloads ``path`` (``adjust``-ed as at
+    start-up), as does a change of it with ``config.watch``; one received before the loop
+    ran (``hung_up_early``) reloads as soon as it does."""
     master = Master(options.Options())
     master.addons.add(*proxy_addons())
     loop = asyncio.get_running_loop()
@@ -94,19 +107,41 @@ async def serve(settings: Settings) -> None:
     edge.install(addon.http1_server)
     master.addons.add(addon)
     master.options.update(**mitmproxy_options(settings))
+
+    def apply(reloaded: Settings) -> None:
+        addon.reconfigure(reloaded)
+        store.retain(reloaded.claims.ttl)
+        monitor.lifetime.ttl = reloaded.claims.ttl
+        claims = reloaded.claims
+        monitor.metrics.count_expiry_with(store.held, claims.ttl, claims.warn_before)
+        telemetry.reconfigure_logging(reloaded.log.format, reloaded.log.level)
+
+    reloader = Reloader(path, os.environ, settings, apply, monitor, adjust)
     stopping: set[asyncio.Task[None]] = set()  # keeps the drain task referenced until done
 
     def stop() -> None:
-        task = loop.create_task(addon.drain_and_stop(settings.admin.shutdown_grace))
+        grace = reloader.settings.admin.shutdown_grace
+        task = loop.create_task(addon.drain_and_stop(grace))
         stopping.add(task)
         task.add_done_callback(stopping.discard)
 
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop)
+    loop.add_signal_handler(signal.SIGHUP, reloader.request, "sighup")
+    if hung_up_early():
+        reloader.request("sighup")
+    watching = None
+    if settings.config.watch:
+        watcher = Watcher(reloader.files, lambda: reloader.reload("watch"))
+        watching = loop.create_task(watcher.run(), name="claimgate-watch")
     try:
         await master.run()
         await close_connections(master.addons.get("proxyserver"))
     finally:
+        if watching is not None:
+            watching.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watching
         await store.close()
 
 

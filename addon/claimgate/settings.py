@@ -35,6 +35,8 @@ from claimgate.store import DEFAULT_MAX_USERS
 from claimgate.store.address import BadStoreUrl, is_ipv6, parse_store_url
 
 ENV_PREFIX = "CLAIMGATE_"
+CONFIG_VARIABLE = "CLAIMGATE_CONFIG"
+"""Names the configuration file (``claimgate run``), not the ``[config]`` section's keys."""
 
 type IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 type Parser = Callable[..., Any]
@@ -42,12 +44,18 @@ type TextReader = Callable[[str, str], object]
 
 
 class ConfigError(Exception):
-    """A configuration problem, as one line naming the key to fix and what is wrong."""
+    """A configuration problem, as one line naming the key to fix and what is wrong.
 
-    def __init__(self, key: str, problem: str) -> None:
-        super().__init__(f"{key}: {problem}")
+    ``problem`` never holds the value, which may be a secret: a reload logs it
+    (``config_rejected``). ``got`` shows the value where the message is only printed (at
+    start-up, in ``check-config``), for values that cannot be secrets.
+    """
+
+    def __init__(self, key: str, problem: str, got: str | None = None) -> None:
+        super().__init__(f"{key}: {problem}" + (f", got {got}" if got is not None else ""))
         self.key = key
         self.problem = problem
+        self.got = got
 
 
 class Secret:
@@ -96,7 +104,7 @@ class ListenAddress:
         port = _port(parts[1], minimum=0) if parts is not None and parts[1] is not None else None
         if parts is None or port is None:
             raise ConfigError(
-                key, f"expected host:port such as 127.0.0.1:8080 or [::1]:8080, got {text!r}"
+                key, "expected host:port such as 127.0.0.1:8080 or [::1]:8080", got=repr(text)
             )
         return cls(parts[0], port)
 
@@ -132,7 +140,17 @@ def _as_integer(text: str, key: str) -> object:
     try:
         return int(text)
     except ValueError:
-        raise ConfigError(key, f"expected an integer, got {text!r}") from None
+        raise ConfigError(key, "expected an integer", got=repr(text)) from None
+
+
+_TRUE, _FALSE = ("true", "yes", "on", "1"), ("false", "no", "off", "0")
+
+
+def _as_boolean(text: str, key: str) -> object:
+    word = text.strip().lower()
+    if word in _TRUE + _FALSE:
+        return word in _TRUE
+    raise ConfigError(key, "expected true or false")
 
 
 def _as_list(text: str, key: str) -> object:
@@ -163,6 +181,9 @@ class Key:
     """Gives a ``CLAIMGATE_`` variable's text the TOML type that ``parse`` expects."""
     environ: bool = False
     """``parse`` resolves ``env:`` references, so it takes the environment as well."""
+    reloads: bool = False
+    """A reload (SIGHUP, or watching) applies a change of it; a change of any other key
+    needs a restart, and a reload that carries one is rejected whole (docs/design.md 3.6)."""
 
     def read(self, value: object, key: str, environ: Mapping[str, str]) -> Any:
         """The typed value; ``environ`` is where the ``env:`` references in it point."""
@@ -175,10 +196,15 @@ _KEY = "claimgate.key"
 
 
 def setting(
-    parse: Parser, help: str, *, variable: TextReader = _as_string, environ: bool = False
+    parse: Parser,
+    help: str,
+    *,
+    variable: TextReader = _as_string,
+    environ: bool = False,
+    reloads: bool = False,
 ) -> Mapping[str, Key]:
     """The ``field(metadata=...)`` that makes a dataclass field a key; its default is the key's."""
-    return {_KEY: Key(parse, help, variable, environ)}
+    return {_KEY: Key(parse, help, variable, environ, reloads)}
 
 
 # Values
@@ -196,6 +222,12 @@ def _string(value: object, key: str) -> str:
     return value
 
 
+def _boolean(value: object, key: str) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(key, f"expected true or false, got {_toml_type(value)}")
+    return value
+
+
 def _string_list(value: object, key: str) -> list[str]:
     if not isinstance(value, list):
         raise ConfigError(key, f"expected an array of strings, got {_toml_type(value)}")
@@ -206,7 +238,7 @@ def _positive_int(value: object, key: str) -> int:
     if not isinstance(value, int) or isinstance(value, bool):
         raise ConfigError(key, f"expected an integer, got {_toml_type(value)}")
     if value < 1:
-        raise ConfigError(key, f"must be at least 1, got {value}")
+        raise ConfigError(key, "must be at least 1", got=str(value))
     return value
 
 
@@ -221,10 +253,10 @@ def _size(value: object, key: str) -> int:
     else:
         found = _SIZE.fullmatch(_string(value, key).strip().lower())
         if found is None:
-            raise ConfigError(key, f"expected a size such as 512k, 4m or 1g, got {value!r}")
+            raise ConfigError(key, "expected a size such as 512k, 4m or 1g", got=repr(value))
         size = int(found.group(1)) * _SIZE_UNITS[found.group(2)[:1]]
     if size < 1024:
-        raise ConfigError(key, f"must be at least 1k, got {value!r}")
+        raise ConfigError(key, "must be at least 1k", got=repr(value))
     return size
 
 
@@ -233,7 +265,7 @@ def _choice[E: StrEnum](value: object, key: str, enum: type[E]) -> E:
     try:
         return enum(text.lower())
     except ValueError:
-        raise ConfigError(key, f"expected one of {', '.join(enum)}, got {text!r}") from None
+        raise ConfigError(key, f"expected one of {', '.join(enum)}", got=repr(text)) from None
 
 
 _DURATION = re.compile(r"(?:\d+(?:\.\d+)?[smhd])+")
@@ -245,9 +277,9 @@ _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 def _duration(value: object, key: str) -> float:
     seconds = _seconds(value)
     if seconds is None:
-        raise ConfigError(key, f"expected a duration such as 30s, 10m or 12h, got {value!r}")
+        raise ConfigError(key, "expected a duration such as 30s, 10m or 12h", got=repr(value))
     if not 0 < seconds < math.inf:
-        raise ConfigError(key, f"must be more than 0 and finite, got {value!r}")
+        raise ConfigError(key, "must be more than 0 and finite", got=repr(value))
     return seconds
 
 
@@ -306,10 +338,7 @@ def _api_host(text: str, key: str) -> str:
     host = text.strip().lower()
     parts = _split_host_port(host)
     if parts is None or (parts[1] is not None and _port(parts[1], minimum=1) is None):
-        raise ConfigError(
-            key,
-            f"expected host or host:port without scheme or path, got {text!r}",
-        )
+        raise ConfigError(key, "expected host or host:port without scheme or path", got=repr(text))
     return host
 
 
@@ -331,7 +360,7 @@ def _origin(value: object, key: str, schemes: tuple[str, ...]) -> str:
         or (host_port[1] is not None and _port(host_port[1], minimum=1) is None)
     ):
         expected = " or ".join(f"{scheme}://" for scheme in schemes)
-        raise ConfigError(key, f"expected {expected}host[:port] without a path, got {text!r}")
+        raise ConfigError(key, f"expected {expected}host[:port] without a path", got=repr(text))
     return f"{parts.scheme.lower()}://{parts.netloc}"
 
 
@@ -344,8 +373,8 @@ def _store(value: object, key: str) -> str:
     try:
         parse_store_url(text)
     except BadStoreUrl as error:
-        shown = f", got {text!r}" if not {"@", "?"} & set(text) else ""  # may hold a password
-        raise ConfigError(key, f"{error}{shown}") from None
+        shown = repr(text) if not {"@", "?"} & set(text) else None  # may hold a password
+        raise ConfigError(key, str(error), got=shown) from None
     return text
 
 
@@ -390,9 +419,11 @@ def _networks(value: object, key: str) -> tuple[IPNetwork, ...]:
 def _network(text: str, key: str) -> IPNetwork:
     try:
         return ipaddress.ip_network(text.strip())
-    except ValueError as exc:
+    except ValueError:  # its message quotes the value
         raise ConfigError(
-            key, f"expected an IP address or network such as 10.0.0.0/8: {exc}"
+            key,
+            "expected an IP address or network such as 10.0.0.0/8 (no host bits set)",
+            got=repr(text),
         ) from None
 
 
@@ -417,6 +448,43 @@ def _secret(value: object, key: str, environ: Mapping[str, str]) -> Secret:
             key, f"expected env:NAME or file:PATH as a string, got {_toml_type(value)}"
         )
     return Secret(_resolve(value, key, environ))
+
+
+MAX_ROTATING_SECRETS = 4
+"""Secrets one key may hold during a rotation: the old ones still in use, and the new one."""
+
+
+def _secrets(value: object, key: str, environ: Mapping[str, str]) -> tuple[Secret, ...]:
+    """One secret reference, or an array of 1 to 4 of them (different secrets) in a rotation."""
+    if isinstance(value, str):
+        return (_secret(value, key, environ),)
+    if not isinstance(value, list):
+        raise ConfigError(
+            key,
+            "expected env:NAME or file:PATH as a string, or an array of them, "
+            f"got {_toml_type(value)}",
+        )
+    if not 1 <= len(value) <= MAX_ROTATING_SECRETS:
+        raise ConfigError(key, f"expected 1 to {MAX_ROTATING_SECRETS} secrets", got=str(len(value)))
+    secrets = tuple(_secret(item, f"{key}[{index}]", environ) for index, item in enumerate(value))
+    for index, secret in enumerate(secrets):
+        first = secrets.index(secret)
+        if first != index:
+            raise ConfigError(f"{key}[{index}]", f"the same secret as {key}[{first}]")
+    return secrets
+
+
+def _as_secret_references(text: str, key: str) -> object:
+    """An array literal if the variable starts with ``[``, else one reference: secrets may
+    hold commas, so the text is never split at them."""
+    if not text.lstrip().startswith("["):
+        return text
+    try:
+        return _as_list(text, key)
+    except ConfigError:
+        raise ConfigError(
+            key, 'expected one secret reference, or an array such as ["env:OLD", "env:NEW"]'
+        ) from None
 
 
 def _resolve(reference: str, key: str, environ: Mapping[str, str]) -> str:
@@ -538,18 +606,29 @@ class CaptureSettings:
     public_base_url: str | None = field(
         default=None,
         metadata=setting(
-            _HTTP_ORIGIN, "`scheme://host[:port]` onOffice signed, when TLS ends in front"
+            _HTTP_ORIGIN,
+            "`scheme://host[:port]` onOffice signed, when TLS ends in front",
+            reloads=True,
         ),
     )
-    provider_secret: Secret | None = field(
+    provider_secret: tuple[Secret, ...] | None = field(
         default=None,
-        metadata=setting(_secret, "provider secret for link signatures", environ=True),
+        metadata=setting(
+            _secrets,
+            "provider secret for link signatures; an array of them during a rotation "
+            '(`["env:OLD", "file:NEW"]`)',
+            variable=_as_secret_references,
+            environ=True,
+            reloads=True,
+        ),
     )
+    """A link signed with any of them verifies; never empty."""
     max_age: float = field(
         default=600.0,
         metadata=setting(
             _duration,
             "oldest service-call timestamp accepted (120 s of clock skew into the future)",
+            reloads=True,
         ),
     )
     """Seconds."""
@@ -566,6 +645,7 @@ class CaptureSettings:
             _networks,
             "addresses (IP or CIDR) whose `X-Forwarded-Proto`/`-Host` are believed",
             variable=_as_list,
+            reloads=True,
         ),
     )
 
@@ -602,6 +682,7 @@ class ClaimsSettings:
             _duration,
             "how long a claim is injected after its service call (onOffice publishes no "
             "lifetime; a working day, and the API's error 201 reveals a shorter one)",
+            reloads=True,
         ),
     )
     """Seconds."""
@@ -611,6 +692,7 @@ class ClaimsSettings:
             _duration,
             "a claim this close to its expiry counts as expiring (`claimgate_claims_expiring`, "
             "the status page)",
+            reloads=True,
         ),
     )
     """Seconds."""
@@ -654,6 +736,7 @@ class ClaimsSettings:
             partial(_choice, enum=Affinity),
             "`customer`: every request gets the customer's freshest claim; `user`: a request "
             "carrying a known claim of user U gets U's freshest",
+            reloads=True,
         ),
     )
     max_users_per_customer: int = field(
@@ -681,7 +764,9 @@ class PolicySettings:
 
     mode: Mode = field(
         default=Mode.INJECT,
-        metadata=setting(partial(_choice, enum=Mode), "`observe`, `inject` or `enforce`"),
+        metadata=setting(
+            partial(_choice, enum=Mode), "`observe`, `inject` or `enforce`", reloads=True
+        ),
     )
     provider_tokens: tuple[str, ...] = field(
         default=(),
@@ -690,6 +775,7 @@ class PolicySettings:
             "the provider's own API tokens (12-hex fingerprints or `env:` refs): passed untouched",
             variable=_as_list,
             environ=True,
+            reloads=True,
         ),
     )
     """Fingerprints only: the tokens themselves are never kept."""
@@ -700,13 +786,15 @@ class Customer:
     """A static token-to-customer mapping, with the API secret for version-1 re-signing."""
 
     customer_web_id: str = field(
-        metadata=setting(_customer_web_id, "the customer's id, as its links carry it")
+        metadata=setting(_customer_web_id, "the customer's id, as its links carry it", reloads=True)
     )
-    token: Secret = field(metadata=setting(_secret, "the customer's API token", environ=True))
+    token: Secret = field(
+        metadata=setting(_secret, "the customer's API token", environ=True, reloads=True)
+    )
     secret: Secret | None = field(
         default=None,
         metadata=setting(
-            _secret, "that token's API secret, for version-1 re-signing", environ=True
+            _secret, "that token's API secret, for version-1 re-signing", environ=True, reloads=True
         ),
     )
 
@@ -725,11 +813,14 @@ class AdminSettings:
             _secret,
             "guards `/` and `/claims`; without it `/claims` is off and `/` is loopback only",
             environ=True,
+            reloads=True,
         ),
     )
     shutdown_grace: float = field(
         default=20.0,
-        metadata=setting(_duration, "how long requests in flight may take after SIGTERM"),
+        metadata=setting(
+            _duration, "how long requests in flight may take after SIGTERM", reloads=True
+        ),
     )
     """Seconds."""
 
@@ -739,7 +830,8 @@ class LogSettings:
     """Log output; the choice for an unset format is telemetry's, not made here."""
 
     format: LogFormat | None = field(
-        default=None, metadata=setting(partial(_choice, enum=LogFormat), "`json` or `console`")
+        default=None,
+        metadata=setting(partial(_choice, enum=LogFormat), "`json` or `console`", reloads=True),
     )
     level: LogLevel = field(
         default=LogLevel.INFO,
@@ -747,6 +839,22 @@ class LogSettings:
             partial(_choice, enum=LogLevel),
             "`debug`, `info`, `warning` or `error`; `debug` also shows mitmproxy's "
             "per-connection lines",
+            reloads=True,
+        ),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigSettings:
+    """How the running sidecar follows its own configuration."""
+
+    watch: bool = field(
+        default=False,
+        metadata=setting(
+            _boolean,
+            "reload when the file or a `file:` secret changes (as a mounted ConfigMap or "
+            "Secret does), as on SIGHUP; `claimgate run --watch` also sets it",
+            variable=_as_boolean,
         ),
     )
 
@@ -786,6 +894,7 @@ class Settings:
     log: LogSettings = field(default_factory=LogSettings)
     limits: HeadLimits = field(default_factory=HeadLimits)
     """What a request head may take on every listener; strangers reach some of them."""
+    config: ConfigSettings = field(default_factory=ConfigSettings)
 
     @property
     def capture_enabled(self) -> bool:
@@ -826,6 +935,28 @@ def load_settings(path: Path | None, environ: Mapping[str, str] = os.environ) ->
     settings = Settings(customers=customers, **sections)
     _check_listeners(settings)
     return settings
+
+
+def file_references(path: Path | None, environ: Mapping[str, str]) -> tuple[Path, ...]:
+    """Every ``file:PATH`` the configuration reads (in the file or a ``CLAIMGATE_`` variable),
+    once each, in order: what watching must look at beside the file itself."""
+    found: list[str] = []
+
+    def visit(value: object) -> None:
+        if isinstance(value, str) and value.startswith("file:"):
+            found.append(value.removeprefix("file:"))
+        elif isinstance(value, list):
+            for item in value:
+                visit(item)
+        elif isinstance(value, dict):
+            for item in value.values():
+                visit(item)
+
+    visit(_read_toml(path) if path is not None else {})
+    for variable, text in sorted(environ.items()):
+        if variable.startswith(ENV_PREFIX) and variable != CONFIG_VARIABLE:
+            visit(_as_list(text, variable) if text.lstrip().startswith("[") else text)
+    return tuple(dict.fromkeys(Path(name).expanduser() for name in found if name))
 
 
 def describe(settings: Settings) -> dict[str, Any]:
@@ -901,7 +1032,7 @@ def _apply_environment(values: dict[str, dict[str, object]], environ: Mapping[st
 
 def _environment_target(variable: str) -> tuple[str, str, Key] | None:
     """The section and key a variable sets; None for CLAIMGATE_ variables that are not ours."""
-    if not variable.startswith(ENV_PREFIX):
+    if not variable.startswith(ENV_PREFIX) or variable == CONFIG_VARIABLE:
         return None
     section, _, name = variable.removeprefix(ENV_PREFIX).lower().partition("_")
     if section == "customers":
@@ -935,8 +1066,8 @@ def _check_limits(limits: HeadLimits) -> None:
     if limits.header_size < limits.request_line:
         raise ConfigError(
             "limits.header_size",
-            f"must be at least limits.request_line ({limits.request_line} bytes), "
-            f"got {limits.header_size}",
+            f"must be at least limits.request_line ({limits.request_line} bytes)",
+            got=str(limits.header_size),
         )
 
 
@@ -994,7 +1125,8 @@ def _check_unique(customers: tuple[Customer, ...]) -> None:
         if first != index:
             raise ConfigError(
                 f"customers[{index}].customer_web_id",
-                f"{customer.customer_web_id!r} is already used by customers[{first}]",
+                f"already used by customers[{first}]",
+                got=repr(customer.customer_web_id),
             )
         first = tokens.setdefault(customer.token, index)
         if first != index:

@@ -15,7 +15,7 @@ import hashlib
 import hmac
 import re
 import string
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cmp_to_key
 from urllib.parse import unquote_to_bytes, urlsplit
@@ -91,12 +91,30 @@ def verify(
     base: str, path: str, params: Mapping[str, PhpValue], signature: str, secret: str
 ) -> bool:
     """True if ``signature`` (hex, any case) signs one of the candidate canonical URLs."""
+    return matching_secret(base, path, params, signature, (secret,)) is not None
+
+
+def matching_secret(
+    base: str,
+    path: str,
+    params: Mapping[str, PhpValue],
+    signature: str,
+    secrets: Sequence[str],
+) -> str | None:
+    """The first of ``secrets`` whose signature ``signature`` is, or None.
+
+    Several secrets are valid while the provider secret is rotated. The canonical URLs are
+    built once; each secret is compared in constant time against all of them, and the search
+    stops at the first secret that matches.
+    """
     given = signature.lower().encode("utf-8", "surrogatepass")
-    matches = [
-        hmac.compare_digest(given, sign(candidate, secret).encode())
-        for candidate in candidate_canonicals(base, path, params)
-    ]
-    return any(matches)
+    candidates = candidate_canonicals(base, path, params)
+    for secret in secrets:
+        # Every candidate is compared, so the time taken tells nothing of which one matched.
+        matches = [hmac.compare_digest(given, sign(c, secret).encode()) for c in candidates]
+        if any(matches):
+            return secret
+    return None
 
 
 def split_url(url: str) -> tuple[str, str, str]:

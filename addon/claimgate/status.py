@@ -5,6 +5,7 @@ secret: claims appear as fingerprints. The customer list is capped, so a store w
 customers still gives a page a browser can render; the newest activity comes first.
 """
 
+from collections.abc import Mapping
 from typing import Any
 
 from claimgate.activity import Activity
@@ -27,6 +28,8 @@ ROW_FIELDS = (
 )
 """What a status-page row shows of ``claim_report``."""
 FLAGS = frozenset({"expired", "expiring", "refused"})
+CONFIG_FIELDS = ("fingerprint", "loaded_at")
+"""What the status document says of the configuration running (``reloading.Loaded``)."""
 
 
 def claim_report(claim: Claim, now: float, ttl: float, warn_before: float = 0.0) -> dict[str, Any]:
@@ -70,8 +73,13 @@ def status_report(
     now: float,
     warn_before: float = 0.0,
     lifetime: Lifetime | None = None,
+    config: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The document behind the status page (``GET /status.json``)."""
+    """The document behind the status page (``GET /status.json``).
+
+    ``config`` is the configuration running (its ``fingerprint`` and ``loaded_at``, Unix
+    seconds); without it, both are null.
+    """
     rows: dict[str, dict[str, Any]] = {}
     for claim in claims:
         report = claim_report(claim, now, ttl, warn_before)
@@ -91,6 +99,7 @@ def status_report(
         "mode": mode,
         "ready": ready,
         "listeners": listeners,
+        "config": {key: (config or {}).get(key) for key in CONFIG_FIELDS},
         "lifetime": (lifetime or Lifetime(ttl)).report(),
         "customers_total": len(rows),
         "customers": ordered,

@@ -31,6 +31,7 @@ KINDS = tuple(kind.value for kind in Kind)
 DECISIONS = tuple(decision.value for decision in Decision)
 _EPOCH = datetime(1970, 1, 1)
 _SLOT = re.compile(r"\{\{(\w+)\}\}")
+_CONFIG_FINGERPRINT = re.compile(r"[0-9a-f]{12}")
 
 EXPIRING_TITLE = (
     "expires within claims.warn_before: the next service call (a user opening the service) "
@@ -78,19 +79,19 @@ CONTENT_SECURITY_POLICY = (
 def render(document: Mapping[str, Any]) -> bytes:
     """The page for ``document`` (as ``status.status_report`` builds it), as UTF-8."""
     generated = _utc(document.get("generated_at"))
-    if generated is None:
-        shown, iso, clock = DASH, "", DASH
-    else:
-        shown = generated.strftime("%Y-%m-%d %H:%M:%S UTC")
-        iso = generated.isoformat(timespec="milliseconds") + "Z"
-        clock = generated.strftime("%H:%M:%S UTC")
+    shown, iso = _stamp(generated)
+    clock = DASH if generated is None else generated.strftime("%H:%M:%S UTC")
     listeners = _mapping(document.get("listeners"))
+    config = _mapping(document.get("config"))
+    loaded, loaded_iso = _stamp(_utc(config.get("loaded_at")))
     lifetime = _mapping(document.get("lifetime"))
     slots = {
         "ready_state": "true" if document.get("ready") is True else "false",
         "ready": "ready" if document.get("ready") is True else "not ready",
         "mode": _e(_text(document.get("mode"))),
         "listeners": _e(", ".join(f"{name} {addr}" for name, addr in listeners.items()) or DASH),
+        "config": _e(f"{_config_fingerprint(config.get('fingerprint'))}, loaded {loaded}"),
+        "config_iso": loaded_iso,
         "generated": shown,
         "generated_iso": iso,
         "customers": _customers(document.get("customers")),
@@ -153,6 +154,21 @@ def _utc(timestamp: Any) -> datetime | None:
         return _EPOCH + timedelta(milliseconds=math.trunc(timestamp * 1000))
     except OverflowError:
         return None
+
+
+def _stamp(when: datetime | None) -> tuple[str, str]:
+    """``2027-01-15 08:00:00 UTC`` and its ISO form (the tooltip); a dash and none without.
+    The date comes from the ISO form: zero-padded to four digits, as JavaScript's is."""
+    if when is None:
+        return DASH, ""
+    iso = when.isoformat(timespec="milliseconds") + "Z"
+    return f"{iso[:10]} {when:%H:%M:%S} UTC", iso
+
+
+def _config_fingerprint(value: Any) -> str:
+    """The configuration's fingerprint (``reloading.settings_fingerprint``), or a dash for
+    anything but one: 12 lowercase hex digits, nothing around them."""
+    return value if isinstance(value, str) and _CONFIG_FINGERPRINT.fullmatch(value) else DASH
 
 
 def _expiry(customer: Mapping[str, Any]) -> tuple[str, str, str | None]:

@@ -123,6 +123,51 @@ def _renderer(log_format: str) -> Processor:
     return structlog.processors.JSONRenderer(serializer=_json)
 
 
+class _LevelledLogger(structlog.BoundLoggerBase):
+    """The one wrapper class of every claimgate logger, filtering at a level that can move.
+
+    structlog's ``make_filtering_bound_logger`` bakes the level into a class, and a logger
+    cached on first use keeps that class for good. This class instead carries the methods of
+    the filtering class for the current level, copied onto it (see ``_filter_at``), so a
+    cached logger follows a new level while a disabled ``log.debug`` stays structlog's bare
+    ``return None``.
+    """
+
+
+def _filter_at(level: int) -> None:
+    """Give ``_LevelledLogger`` the methods structlog's filtering class for ``level`` has."""
+    for name, method in vars(structlog.make_filtering_bound_logger(level)).items():
+        if callable(method) and not name.startswith("__"):
+            setattr(_LevelledLogger, name, method)
+
+
+_filter_at(logging.INFO)
+
+
+class _CurrentRenderer:
+    """The last processor of both chains: renders with whichever renderer is current, so a
+    cached logger and the stdlib handler change format together."""
+
+    __slots__ = ("log_format", "render")
+
+    def __init__(self) -> None:
+        self.log_format = ""
+        self.render: Processor = _renderer("json")
+
+    def use(self, log_format: str) -> None:
+        if log_format != self.log_format:
+            self.render = _renderer(log_format)
+            self.log_format = log_format
+
+    def __call__(self, logger: Any, name: str, event_dict: EventDict) -> Any:
+        return self.render(logger, name, event_dict)
+
+
+_render = _CurrentRenderer()
+_stream: TextIO | None = None
+"""The stream of the last ``configure_logging``: where an unset format is decided."""
+
+
 def resolve_format(log_format: str | None, stream: TextIO) -> str:
     """``json`` unless the stream is a terminal, where people read ``console``."""
     if log_format:
@@ -130,13 +175,31 @@ def resolve_format(log_format: str | None, stream: TextIO) -> str:
     return "console" if stream.isatty() else "json"
 
 
+def _apply(log_format: str | None, level: str, stream: TextIO) -> None:
+    numeric_level = LEVELS[level]  # an unknown level fails here, before anything changed
+    _render.use(resolve_format(log_format, stream))
+    _filter_at(numeric_level)
+    logging.getLogger().setLevel(numeric_level)
+    # mitmproxy says "client connect" at INFO for every connection, tornado logs every probe
+    # and scrape: noise for operators unless they asked for debug output.
+    for chatty in ("mitmproxy", "tornado.access"):
+        logging.getLogger(chatty).setLevel(
+            logging.DEBUG if numeric_level <= logging.DEBUG else logging.WARNING
+        )
+
+
 def configure_logging(
     log_format: str | None, level: str = "info", stream: TextIO | None = None
 ) -> None:
-    """Send claimgate's events and mitmproxy's log records to ``stream`` (stderr)."""
+    """Send claimgate's events and mitmproxy's log records to ``stream`` (stderr).
+
+    Replaces the root logger's handlers: call it once at start-up (mitmproxy adds handlers
+    of its own later); change level and format afterwards with ``reconfigure_logging``.
+    """
+    global _stream
     stream = stream or sys.stderr
-    rendered = resolve_format(log_format, stream)
-    numeric_level = LEVELS[level]
+    _apply(log_format, level, stream)
+    _stream = stream
     timestamper = _UtcTimestamp()
 
     structlog.configure(
@@ -144,9 +207,9 @@ def configure_logging(
             structlog.processors.add_log_level,
             timestamper,
             _summarise_exception,
-            _renderer(rendered),
+            _render,
         ],
-        wrapper_class=structlog.make_filtering_bound_logger(numeric_level),
+        wrapper_class=_LevelledLogger,
         logger_factory=structlog.WriteLoggerFactory(file=stream),
         cache_logger_on_first_use=True,
     )
@@ -163,19 +226,23 @@ def configure_logging(
             ],
             processors=[
                 structlog.stdlib.ProcessorFormatter.remove_processors_meta,
-                _renderer(rendered),
+                _render,
             ],
         )
     )
-    root = logging.getLogger()
-    root.handlers = [handler]
-    root.setLevel(numeric_level)
-    # mitmproxy says "client connect" at INFO for every connection, tornado logs every probe
-    # and scrape: noise for operators unless they asked for debug output.
-    for chatty in ("mitmproxy", "tornado.access"):
-        logging.getLogger(chatty).setLevel(
-            logging.DEBUG if numeric_level <= logging.DEBUG else logging.WARNING
-        )
+    logging.getLogger().handlers = [handler]
+
+
+def reconfigure_logging(log_format: str | None, level: str) -> None:
+    """Change level and format of the running process, for a configuration reload.
+
+    Every logger follows: claimgate's, cached ones included, and the stdlib ones (mitmproxy,
+    tornado). The stream and the root logger's handlers stay as they are, mitmproxy's own
+    among them. An unset format is decided against the stream given to ``configure_logging``.
+    """
+    if _stream is None:
+        raise RuntimeError("reconfigure_logging before configure_logging")
+    _apply(log_format, level, _stream)
 
 
 def get_logger() -> structlog.typing.FilteringBoundLogger:

@@ -91,6 +91,11 @@ class ClaimStore(Protocol):
 
     async def close(self) -> None: ...
 
+    def retain(self, ttl: float) -> None:
+        """Keep claims for this ``claims.ttl`` (times the retention factor) from now on: a
+        reload changed it. A claim already past the old retention may be gone."""
+        ...
+
     async def put(self, claim: Claim) -> bool:
         """Keep ``claim`` as its user's freshest if newer than that user's, and as the
         customer's if newer than the customer's; True if it is now the customer's freshest."""

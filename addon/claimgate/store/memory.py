@@ -126,6 +126,9 @@ class MemoryStore:
         # may go.
         self._claim_owners: BoundedMap[ClaimOwner] = BoundedMap(max_entries)
 
+    def retain(self, ttl: float) -> None:
+        self._retention = ttl * RETENTION_FACTOR
+
     def _alive(self, claim: Claim) -> bool:
         return claim.timestamp + self._retention > self._timer()
 

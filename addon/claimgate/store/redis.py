@@ -246,6 +246,12 @@ class RedisStore:
 
     # --- the protocol ---------------------------------------------------------------
 
+    def retain(self, ttl: float) -> None:
+        """Here and, for what is written from now on, in Redis (a key's expiry is set when
+        it is written)."""
+        self._local.retain(ttl)
+        self._retention = ttl * RETENTION_FACTOR
+
     async def put(self, claim: Claim) -> bool:
         if claim.timestamp + self._retention <= time.time():
             return False  # past its retention already: nothing to keep, here or there

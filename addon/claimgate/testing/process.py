@@ -16,7 +16,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self, TextIO
@@ -81,9 +81,12 @@ class ClaimgateProcess:
         env: Mapping[str, str] | None = None,
         *,
         cpus: Collection[int] | None = None,
+        arguments: Sequence[str] = (),
     ) -> None:
         self.config = config
         self._env = dict(env or {})
+        self._arguments = tuple(arguments)
+        """Given to ``claimgate run`` after ``--config``, e.g. ``--watch``."""
         self._cpus = set(cpus) if cpus else None
         self.listeners: dict[str, str] = {}
         """Listener name -> ``host:port``, as ``claimgate_ready`` reported them."""
@@ -110,7 +113,15 @@ class ClaimgateProcess:
         env |= {"CLAIMGATE_LOG_FORMAT": "json", "PYTHONFAULTHANDLER": "1", **self._env}
         cpus = self._cpus
         process = subprocess.Popen(
-            [sys.executable, "-m", "claimgate", "run", "--config", str(self.config)],
+            [
+                sys.executable,
+                "-m",
+                "claimgate",
+                "run",
+                "--config",
+                str(self.config),
+                *self._arguments,
+            ],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
