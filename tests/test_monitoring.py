@@ -2,7 +2,7 @@
 
 promtool (Debian's ``prometheus`` package, from ``./dev setup``) checks every rules file and
 runs every rules test file; a missing promtool fails, never skips. The alerts are found by
-what they query (metric names and ``kind`` matchers parsed from their expressions), and every
+what they query (metric names and label matchers parsed from their expressions), and every
 series the rules and the dashboard name is one a real claimgate exposes on its admin
 ``/metrics`` (docs/design.md 3.5): a typo or an ``up`` query fails here, not in an operator's
 empty panel. The gauges ``claimgate_claims_expiring``/``_expired`` are counted by each
@@ -25,7 +25,7 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from claimgate.metrics import Metrics
+from claimgate.metrics import RELOAD_RESULTS, Metrics
 from claimgate.policy import Kind
 from claimgate.testing import ClaimgateProcess
 from tests.system import ensure_executable
@@ -329,38 +329,45 @@ def test_the_docs_list_every_alert(shipped: Shipped) -> None:
 # --- the alerts -------------------------------------------------------------------------
 
 
-def signals() -> dict[str, tuple[str, str | None]]:
-    """What the issue asks an alert for: (sample name, violation kind or None), from code."""
+def signals() -> dict[str, tuple[str, dict[str, str]]]:
+    """What the issues ask an alert for: (sample name, label values it must select), from
+    code."""
     metrics = Metrics()
     (violations,) = sample_names(metrics.violations)
     (expiring,) = sample_names(metrics.claims_expiring)
     (expired,) = sample_names(metrics.claims_expired)
     (store_errors,) = sample_names(metrics.store_errors)
+    (reloads,) = sample_names(metrics.config_reloads)
+    assert "rejected" in RELOAD_RESULTS
     return {
-        "rejected claims": (violations, Kind.REJECTED_CLAIM.value),
-        "expiring claims": (expiring, None),
-        "expired claims": (expired, None),
-        "store errors": (store_errors, None),
-        "store unavailable": (violations, Kind.STORE_UNAVAILABLE.value),
-        "missing claims": (violations, Kind.MISSING_CLAIM.value),
+        "rejected claims": (violations, {"kind": Kind.REJECTED_CLAIM.value}),
+        "expiring claims": (expiring, {}),
+        "expired claims": (expired, {}),
+        "store errors": (store_errors, {}),
+        "store unavailable": (violations, {"kind": Kind.STORE_UNAVAILABLE.value}),
+        "missing claims": (violations, {"kind": Kind.MISSING_CLAIM.value}),
+        "rejected reloads": (reloads, {"result": "rejected"}),
     }
 
 
-def selects(selector: Selector, name: str, kind: str | None) -> bool:
+def selects(selector: Selector, name: str, labels: dict[str, str]) -> bool:
     if selector.name != name:
         return False
-    if kind is None:
-        return True
-    op, value = selector.matchers.get("kind", ("", ""))
-    return (op == "=" and value == kind) or (op == "=~" and re.fullmatch(value, kind) is not None)
+    for label, wanted in labels.items():
+        op, value = selector.matchers.get(label, ("", ""))
+        if not (op == "=" and value == wanted) and not (
+            op == "=~" and re.fullmatch(value, wanted) is not None
+        ):
+            return False
+    return True
 
 
 def alerts_cover_the_signals(s: Shipped) -> Problems:
     queried = [selector for rule in s.rules for selector in selectors(rule["expr"])]
     return [
-        f"no alert on {what} ({name}{f' kind={kind}' if kind else ''})"
-        for what, (name, kind) in signals().items()
-        if not any(selects(selector, name, kind) for selector in queried)
+        f"no alert on {what} ({name}{''.join(f' {k}={v}' for k, v in labels.items())})"
+        for what, (name, labels) in signals().items()
+        if not any(selects(selector, name, labels) for selector in queried)
     ]
 
 
@@ -483,7 +490,8 @@ def dashboard_queries_exposed_series(dashboard: Doc, exposed: set[str]) -> Probl
 
 def dashboard_is_well_formed(dashboard: Doc) -> Problems:
     """Importable and provisionable as it is: a stable uid, unique panel ids, one Prometheus
-    data source chosen by a variable, and every variable a query uses defined."""
+    data source chosen by a variable, every variable a query uses defined, and panels that
+    do not overlap."""
     variables = {v["name"]: v for v in dashboard.get("templating", {}).get("list", [])}
     source = variables.get("datasource", {})
     problems = failing(
@@ -504,11 +512,28 @@ def dashboard_is_well_formed(dashboard: Doc) -> Problems:
                 problems.append(f"{panel.get('title')}: not on the datasource variable")
         if "gridPos" not in panel:
             problems.append(f"{panel.get('title')}: no gridPos")
+    problems += overlapping([p for p in panels(dashboard) if "gridPos" in p])
     for expr in dashboard_queries(dashboard):
         for used in re.findall(r"\$\{?(\w+)|\[\[(\w+)\]\]", expr):
             name = used[0] or used[1]
             if not name.startswith("__") and name not in variables:
                 problems.append(f"${name} is no variable: {expr}")
+    return problems
+
+
+def overlapping(placed: list[Doc]) -> Problems:
+    """Panels that share part of the grid, or reach past Grafana's 24 columns."""
+    problems = []
+    for i, panel in enumerate(placed):
+        a = panel["gridPos"]
+        if a["x"] < 0 or a["x"] + a["w"] > 24:
+            problems.append(f"{panel.get('title')}: outside the 24 columns")
+        for other in placed[:i]:
+            b = other["gridPos"]
+            across = a["x"] < b["x"] + b["w"] and b["x"] < a["x"] + a["w"]
+            down = a["y"] < b["y"] + b["h"] and b["y"] < a["y"] + a["h"]
+            if across and down:
+                problems.append(f"{panel.get('title')}: overlaps {other.get('title')}")
     return problems
 
 
@@ -609,6 +634,14 @@ BREAKS: dict[str, tuple[Callable[[Shipped], Problems], Callable[[Shipped], None]
     "expired gauge summed in a rule": (
         rules_take_the_max_of_the_gauges,
         lambda s: rename_in(rule(s, "ClaimgateClaimsExpired"), "max by", "sum by"),
+    ),
+    "no rejected reload alert": (
+        alerts_cover_the_signals,
+        lambda s: rename_in(rule(s, "ClaimgateConfigRejected"), '"rejected"', '"applied"'),
+    ),
+    "dashboard panels overlapping": (
+        dashboard_well_formed,
+        lambda s: s.dashboard["panels"][-1]["gridPos"].update(x=6),
     ),
     "dashboard without a data source variable": (
         dashboard_well_formed,
