@@ -107,6 +107,9 @@ def _run(args: argparse.Namespace) -> int:
         return dataclasses.replace(settings, config=watching)
 
     settings = adjust(_settings(args.config))
+    from claimgate import lean
+
+    lean.skip_addon_catalogue()
     from mitmproxy.exceptions import OptionsError
 
     from claimgate import runner, telemetry

@@ -1,0 +1,57 @@
+"""The sidecar loads only the mitmproxy addons it runs (claimgate.lean), and no client of a
+store it does not use: what it imports is paid in memory and start time by every pod."""
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from claimgate.runner import proxy_addons
+from claimgate.testing import ClaimgateProcess, free_port
+
+RUN = {type(addon).__module__ for addon in proxy_addons()}
+"""The addon modules runner.proxy_addons runs."""
+MASTER_OWN = {"mitmproxy.addons.termlog"}
+"""Imported by mitmproxy.master itself."""
+NEVER = ("flask", "werkzeug", "jinja2", "ldap3", "redis")
+"""Packages of addons it does not run (onboarding, proxy auth), and of a store it does not use."""
+
+
+def imported_by_the_sidecar(tmp_path: Path) -> set[str]:
+    """Every module a real ``claimgate run`` on the memory store imported until it was ready,
+    as Python's verbose mode names them."""
+    config = tmp_path / "claimgate.toml"
+    config.write_text(
+        f'[proxy]\nlisten = "127.0.0.1:{free_port()}"\nca_dir = "{tmp_path / "ca"}"\n'
+        f'[admin]\nlisten = "127.0.0.1:{free_port()}"\n'
+    )
+    with ClaimgateProcess(config, {"PYTHONVERBOSE": "1"}) as sidecar:
+        lines = list(sidecar.lines)
+    return {m[1] for line in lines if (m := re.match(r"import '([\w.]+)' #", line))}
+
+
+def test_the_sidecar_imports_the_addons_it_runs_and_no_other(tmp_path):
+    imported = imported_by_the_sidecar(tmp_path)
+    addons = {name for name in imported if name.startswith("mitmproxy.addons.")}
+    assert imported >= RUN  # the test saw the imports at all
+    assert addons == RUN | MASTER_OWN
+    assert not [name for name in imported if name.split(".")[0] in NEVER]
+
+
+def test_a_process_that_already_has_the_catalogue_keeps_it():
+    code = (
+        "import mitmproxy.addons, claimgate.lean as lean; lean.skip_addon_catalogue(); "
+        "import mitmproxy.addons as a; print(hasattr(a, 'default_addons'))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.stdout == "True\n", result.stderr
+
+
+def test_without_the_catalogue_each_addon_still_imports_alone():
+    code = (
+        "import sys, claimgate.lean as lean; lean.skip_addon_catalogue(); "
+        "import mitmproxy.addons.core, mitmproxy.addons; "
+        "print(hasattr(mitmproxy.addons, 'default_addons'), 'flask' in sys.modules)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.stdout == "False False\n", result.stderr
