@@ -44,7 +44,7 @@ import pytest
 import yaml
 from mitmproxy.certs import CertStore
 
-from claimgate import cli
+from claimgate import cli, kube_inject
 from claimgate.settings import ListenAddress, Secret, Settings, load_settings
 from claimgate.testing import ApiDouble, free_port, make_secret, make_token
 from tests.system import ensure_executable
@@ -594,7 +594,7 @@ def pod_listeners_bind_loopback_unless_declared(s: Shipped) -> Problems:
     return problems
 
 
-def pod_probes_ask_healthz_on_the_admin_listener(s: Shipped) -> Problems:
+def pod_probes_ask_the_documented_paths(s: Shipped) -> Problems:
     """Every probe reaches a declared port (a named port in its own container); claimgate's
     ask the paths of docs/deploy.md's Probes table on the admin listener's port."""
     problems = []
@@ -711,8 +711,9 @@ def pod_env_carries_no_secrets(s: Shipped) -> Problems:
 
 
 def pod_secrets_are_files_of_a_read_only_secret(s: Shipped) -> Problems:
-    """Every secret the configuration holds is a file: reference to an item of a Secret
-    volume that claimgate mounts read-only."""
+    """Every secret the configuration holds is a file: reference into a Secret volume that
+    claimgate mounts read-only: one of its items, or any key of a Secret mounted whole (as
+    kube-inject mounts claimgate-secrets: its keys are the operator's)."""
     problems = []
     spec, claimgate = claimgate_pod(s.manifests), claimgate_container(s.manifests)
     volumes = {v["name"]: v for v in spec["volumes"]}
@@ -722,7 +723,8 @@ def pod_secrets_are_files_of_a_read_only_secret(s: Shipped) -> Problems:
         mount = mounts.get(directory, {})
         secret = volumes.get(mount.get("name", ""), {}).get("secret", {})
         items = {item["path"] for item in secret.get("items", [])}
-        if not reference.startswith("file:") or name not in items or not mount.get("readOnly"):
+        found = "secretName" in secret and (name in items if "items" in secret else bool(name))
+        if not reference.startswith("file:") or not found or not mount.get("readOnly"):
             problems.append(f"{key} = {reference!r} is no file of a read-only Secret mount")
     return problems
 
@@ -810,6 +812,17 @@ def test_kustomization_applies_every_manifest(manifests: list[Doc]) -> None:
         assert image["name"] in used, image
 
 
+def test_deployment_is_the_plain_app_injected_with_default_options() -> None:
+    """deployment.yaml is kube-inject's output (its first lines say how to make it): a hand
+    edit, or a change of what kube-inject writes, fails here until it is regenerated. And
+    --uninject gives the plain file back, byte for byte."""
+    plain, injected = K8S / "plain" / "deployment.yaml", K8S / "deployment.yaml"
+    result = kube_inject.inject(plain.read_bytes())
+    assert result.text == injected.read_text()
+    assert result.notes == ()
+    assert kube_inject.uninject(injected.read_bytes()).text == plain.read_text()
+
+
 @pytest.mark.parametrize("version", K8S_VERSIONS)
 def test_manifests_match_the_kubernetes_schemas(manifests: list[Doc], version: str) -> None:
     assert {doc["kind"] for doc in manifests} >= {"Deployment", "Service", "ConfigMap"}
@@ -845,8 +858,8 @@ def test_claimgate_is_a_native_sidecar(pod: Doc) -> None:
     assert "claimgate" in init_names
     assert "claimgate" not in [c["name"] for c in pod["containers"]]
     assert container(pod, "claimgate", init=True)["restartPolicy"] == "Always"
-    assert init_names.index("trust-bundle") < init_names.index("claimgate")
-    assert "restartPolicy" not in container(pod, "trust-bundle", init=True)
+    assert init_names.index("claimgate-trust-bundle") < init_names.index("claimgate")
+    assert "restartPolicy" not in container(pod, "claimgate-trust-bundle", init=True)
 
 
 def test_ca_comes_read_only_from_one_secret(pod: Doc, pristine: Shipped) -> None:
@@ -892,11 +905,11 @@ def test_app_goes_through_the_sidecar_and_trusts_its_ca(pod: Doc, pristine: Ship
     assert env["HTTPS_PROXY"] == env["https_proxy"] == forward
     assert {"localhost", "127.0.0.1", ".svc"} <= set(env["NO_PROXY"].split(","))
     mounts = {m["name"]: m["mountPath"] for m in app["volumeMounts"]}
-    bundle = f"{mounts['trust']}/ca-bundle.pem"
+    bundle = f"{mounts['claimgate-trust']}/ca-bundle.pem"
     assert env["SSL_CERT_FILE"] == env["REQUESTS_CA_BUNDLE"] == env["CURL_CA_BUNDLE"] == bundle
-    assert env["NODE_EXTRA_CA_CERTS"] == f"{mounts['ca-cert']}/mitmproxy-ca-cert.pem"
+    assert env["NODE_EXTRA_CA_CERTS"] == f"{mounts['claimgate-ca-cert']}/mitmproxy-ca-cert.pem"
     # The init container writes that bundle: system CAs plus claimgate's certificate.
-    script = container(pod, "trust-bundle", init=True)["command"][-1]
+    script = container(pod, "claimgate-trust-bundle", init=True)["command"][-1]
     assert script.endswith(f"> {bundle}")
     assert "/etc/ssl/certs/ca-certificates.crt" in script and "mitmproxy-ca-cert.pem" in script
 
@@ -1333,7 +1346,7 @@ PROPERTIES: list[Callable[[Shipped], Problems]] = [
     image_healthcheck_asks_the_admin_listener,
     image_carries_no_secrets,
     pod_listeners_bind_loopback_unless_declared,
-    pod_probes_ask_healthz_on_the_admin_listener,
+    pod_probes_ask_the_documented_paths,
     services_reach_declared_ports,
     pod_mounts_are_read_only,
     pod_containers_are_locked_down,
@@ -1428,11 +1441,15 @@ BREAKS: dict[str, tuple[Callable[[Shipped], Problems], Callable[[Shipped], None]
         lambda s: pod_container(s, "claimgate")["ports"].pop(),
     ),
     "pod readiness on /readyz": (
-        pod_probes_ask_healthz_on_the_admin_listener,
+        pod_probes_ask_the_documented_paths,
         lambda s: pod_container(s, "claimgate")["readinessProbe"]["httpGet"].update(path="/readyz"),
     ),
+    "pod startup on /healthz": (
+        pod_probes_ask_the_documented_paths,
+        lambda s: pod_container(s, "claimgate")["startupProbe"]["httpGet"].update(path="/healthz"),
+    ),
     "app probe on a name it does not declare": (
-        pod_probes_ask_healthz_on_the_admin_listener,
+        pod_probes_ask_the_documented_paths,
         lambda s: pod_container(s, "app")["readinessProbe"]["httpGet"].update(port="capture"),
     ),
     "Service exposing admin": (
@@ -1465,6 +1482,12 @@ BREAKS: dict[str, tuple[Callable[[Shipped], Problems], Callable[[Shipped], None]
         pod_secrets_are_files_of_a_read_only_secret,
         lambda s: s.pod_toml["capture"].update(provider_secret="s3cret"),
     ),
+    "provider secret read from the ConfigMap": (
+        pod_secrets_are_files_of_a_read_only_secret,
+        lambda s: s.pod_toml["capture"].update(
+            provider_secret="file:/etc/claimgate/provider-secret"
+        ),
+    ),
     "pod runs another config file": (
         pod_runs_the_configuration_it_mounts,
         lambda s: pod_container(s, "claimgate").update(args=["run", "--config", "/tmp/x.toml"]),
@@ -1482,13 +1505,13 @@ BREAKS: dict[str, tuple[Callable[[Shipped], Problems], Callable[[Shipped], None]
     ),
     "ConfigMap mounted by subPath": (
         pod_follows_configuration_edits,
-        lambda s: claimgate_mount(s, "config").update(
+        lambda s: claimgate_mount(s, "claimgate-config").update(
             mountPath="/etc/claimgate/claimgate.toml", subPath="claimgate.toml"
         ),
     ),
     "Secret mounted by subPath": (
         pod_follows_configuration_edits,
-        lambda s: claimgate_mount(s, "secrets").update(subPath="provider-secret"),
+        lambda s: claimgate_mount(s, "claimgate-secrets").update(subPath="provider-secret"),
     ),
     "immutable ConfigMap": (
         pod_follows_configuration_edits,
@@ -1638,6 +1661,7 @@ def test_every_deploy_file_is_checked_here() -> None:
         "kubernetes/kustomization.yaml",
         "kubernetes/configmap.yaml",
         "kubernetes/deployment.yaml",
+        "kubernetes/plain/deployment.yaml",
         "kubernetes/service.yaml",
         "kubernetes/redis.yaml",
         "compose/compose.yaml",

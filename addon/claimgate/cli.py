@@ -65,6 +65,16 @@ def _parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="see claimgate work on loopback in seconds")
     demo.set_defaults(handler=_demo)
 
+    kube = commands.add_parser(
+        "kube-inject",
+        help="add claimgate to the pod templates of Kubernetes YAML (or take it out)",
+        description="Writes the YAML's documents to stdout with claimgate added to every pod "
+        "template (Pod, Deployment, StatefulSet, DaemonSet, ReplicaSet, Job, CronJob, also in "
+        "a List); notes on stderr.",
+    )
+    _kube_inject_options(kube)
+    kube.set_defaults(handler=_kube_inject)
+
     for name, handler, text in (
         ("sign-url", _sign_url, "sign a Marketplace link as onOffice does"),
         ("verify-url", _verify_url, "check a Marketplace link signature"),
@@ -143,6 +153,75 @@ def _demo(_args: argparse.Namespace) -> int:
     from claimgate.demo import run_demo
 
     return run_demo()
+
+
+def _kube_inject_options(command: argparse.ArgumentParser) -> None:
+    """Defaults: the names and ports of deploy/kubernetes/ (kube_inject.Options' own)."""
+    command.add_argument(
+        "-f", "--filename", default="-", metavar="FILE", help="YAML to read (default: -, stdin)"
+    )
+    command.add_argument("--uninject", action="store_true", help="take claimgate out instead")
+    for option, default, metavar, text in (
+        ("--config-map", "claimgate-config", "NAME", "ConfigMap holding claimgate.toml"),
+        ("--secret", "claimgate-secrets", "NAME", "Secret of claimgate.toml's file: secrets"),
+        ("--ca-secret", "claimgate-ca", "NAME", "Secret holding the interception CA's 3 files"),
+        ("--image", f"claimgate:{__version__}", "IMAGE", "claimgate's image"),
+    ):
+        command.add_argument(option, default=default, metavar=metavar, help=f"{text} (%(default)s)")
+    for option, port, text in (
+        ("--proxy-port", 8080, "forward listener on loopback: the app's HTTPS_PROXY"),
+        ("--capture-port", 8081, "capture listener, declared for the Service"),
+        ("--admin-port", 8082, "admin listener: the probes"),
+    ):
+        command.add_argument(
+            option, type=int, default=port, metavar="PORT", help=f"{text} (%(default)s)"
+        )
+    for option, default in (
+        ("--requests", "cpu=100m,memory=128Mi"),
+        ("--limits", "cpu=1,memory=512Mi"),
+    ):
+        command.add_argument(
+            option,
+            default=default,
+            metavar="NAME=QUANTITY,...",
+            help=f"claimgate's resource {option[2:]} (%(default)s; empty: none)",
+        )
+
+
+def _kube_inject(args: argparse.Namespace) -> int:
+    from claimgate import kube_inject  # ruamel.yaml only for this command
+
+    try:
+        if args.filename == "-":
+            source = sys.stdin.buffer.read(kube_inject.MAX_BYTES + 1)
+        else:
+            with open(args.filename, "rb") as file:
+                source = file.read(kube_inject.MAX_BYTES + 1)
+    except OSError as error:
+        raise UsageError(f"{args.filename}: {error.strerror}") from None
+    try:
+        if args.uninject:
+            result = kube_inject.uninject(source)
+        else:
+            options = kube_inject.Options(
+                config_map=args.config_map,
+                secret=args.secret,
+                ca_secret=args.ca_secret,
+                image=args.image,
+                proxy_port=args.proxy_port,
+                capture_port=args.capture_port,
+                admin_port=args.admin_port,
+                requests=kube_inject.resources(args.requests, "--requests"),
+                limits=kube_inject.resources(args.limits, "--limits"),
+            )
+            result = kube_inject.inject(source, options)
+    except kube_inject.InjectError as error:
+        raise UsageError(str(error)) from None
+    for note in result.notes:
+        print(f"claimgate: {note}", file=sys.stderr)
+    sys.stdout.buffer.write(result.text.encode())  # UTF-8, as read, whatever the locale
+    sys.stdout.flush()
+    return 0
 
 
 def _secret(var: str) -> str:
