@@ -1,6 +1,7 @@
-"""``./dev bench`` in a short form, so the benchmark cannot rot unnoticed.
+"""``./dev bench`` and ``./dev footprint`` in a short form, so the benchmarks cannot rot
+unnoticed.
 
-It asserts that every proxy was measured and every comparison reported, and that claimgate
+They assert that every proxy was measured and every comparison reported, and that claimgate
 injected every request it was sent; never how fast anything was (speed is the benchmark's
 business, not CI's). nginx and hey come from ``./dev setup``; without them the benchmark
 exits naming that step, and this test fails with its message.
@@ -39,3 +40,39 @@ def test_bench_measures_every_proxy_and_reports_every_comparison():
     assert re.search(r"1024 bytes: \d\.\d{3} x mitmdump \(>= 0.95: (met|NOT met)\)", report)
     logged, injected = re.search(r"decisions logged: (\d+), injected: (\d+)", report).groups()
     assert int(logged) > 0 and logged == injected
+
+
+def test_footprint_measures_both_and_breaks_the_start_up_down():
+    """``./dev footprint`` in a short form: every measurement reported for both proxies, a
+    verdict for every target, the start-up breakdown's sections; never a number's size."""
+    short = ["--starts", "1", "--idle", "0.5", "--latency-requests", "20", "--soak-requests"]
+    short += ["200", "--startup-runs", "1", "--trial-runs", "1"]
+    footprint = subprocess.Popen(
+        [sys.executable, "-m", "benchmarks.footprint", *short],
+        cwd=BENCH.parents[1],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        report, errors = footprint.communicate(timeout=300)
+    finally:
+        if footprint.poll() is None:
+            os.killpg(footprint.pid, signal.SIGKILL)
+            footprint.wait()
+    assert footprint.returncode == 0, errors[-2000:]
+    number = r"-?\d+\.\d+"
+    for label in ("time to ready, s", "RSS idle, MiB", "RSS after the soak, MiB"):
+        assert re.search(rf"^{re.escape(label)}\s+{number}\s+{number}\s+{number}$", report, re.M)
+    for label in ("added per request, median ms", "added per request, p99 ms"):
+        assert re.search(rf"^{re.escape(label)}\s+{number}\s+{number}\s+{number}$", report, re.M)
+    for target in ("idle RSS <= 0.95x", "ready <= 0.8x", "within 20 MiB of idle"):
+        assert re.search(rf"{re.escape(target)}.*\((met|NOT met)\)", report), target
+    for name in ("mitmdump", "claimgate"):
+        assert re.search(rf"^{name}: ready at \d+ ms from exec", report, re.M), name
+        assert f"{name}: imports by owner" in report
+    assert re.search(r"^\s+CertStore.from_store\s+\d+", report, re.M)  # the probe's calls
+    assert re.search(r"^\s+gc.collect\s+\d+", report, re.M)  # claimgate's, in its running
+    assert "candidates among the imports" in report
+    assert re.search(r"^all four\s+\d+\s+[-+]\d+", report, re.M)  # the cuts tried
