@@ -9,8 +9,11 @@ from pathlib import Path
 from claimgate.runner import proxy_addons
 from claimgate.testing import ClaimgateProcess, free_port
 
-RUN = {type(addon).__module__ for addon in proxy_addons()}
-"""The addon modules runner.proxy_addons runs."""
+RUN = {
+    next(c.__module__ for c in type(addon).__mro__ if c.__module__.startswith("mitmproxy.addons."))
+    for addon in proxy_addons()
+}
+"""The mitmproxy addon modules runner.proxy_addons runs (its own TlsConfig is one's subclass)."""
 MASTER_OWN = {"mitmproxy.addons.termlog"}
 """Imported by mitmproxy.master itself."""
 NEVER = ("flask", "werkzeug", "jinja2", "ldap3", "redis")

@@ -4,7 +4,7 @@ from mitmproxy import options
 from mitmproxy.master import Master
 
 from claimgate.runner import mitmproxy_options, proxy_addons
-from claimgate.settings import CaptureSettings, ListenAddress, Settings
+from claimgate.settings import CaptureSettings, ListenAddress, ProxySettings, Settings
 
 
 def assembled(settings: Settings) -> Master:
@@ -31,3 +31,13 @@ async def test_features_claimgate_does_not_offer_are_not_loaded():
     for option in ("scripts", "modify_headers", "map_remote", "server_replay", "onboarding"):
         assert option not in master.options
     assert "block_global" in master.options  # kept: refuses clients from public addresses
+
+
+async def test_the_ca_is_loaded_once(tmp_path):
+    """mitmproxy's TlsConfig loads it again when running; claimgate's keeps the first load."""
+    master = assembled(Settings(proxy=ProxySettings(ca_dir=tmp_path / "ca")))
+    tls = master.addons.get("tlsconfig")
+    loaded = tls.certstore
+    assert loaded is not None and (tmp_path / "ca" / "mitmproxy-ca.pem").exists()
+    tls.running()
+    assert tls.certstore is loaded

@@ -184,8 +184,10 @@ class Claimgate:
         # What exists now lives as long as the process; freezing it keeps the cyclic
         # collector's full passes frequent and cheap, so garbage from finished flows (they
         # form reference cycles) is freed soon instead of piling up between rare passes.
-        gc.collect()
+        # ``claimgate run`` starts with the collector off (docs/performance.md, "Footprint"):
+        # the little garbage of the start-up is frozen with the rest, and collecting begins.
         gc.freeze()
+        gc.enable()
         log.info("claimgate_ready", listeners=self.listeners, mode=self.settings.policy.mode.value)
 
     async def done(self) -> None:

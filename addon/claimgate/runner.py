@@ -62,6 +62,20 @@ def mitmproxy_options(settings: Settings) -> dict[str, object]:
     return opts
 
 
+class TlsConfig(tlsconfig.TlsConfig):
+    """mitmproxy's TLS addon, loading the CA once.
+
+    Its ``running`` loads the CA again, as a workaround for a ``configure`` that in
+    mitmdump may never see ``confdir`` (mitmproxy's FIXME). claimgate always sets
+    ``confdir``, so the CA is loaded by then: the second load (about 40 ms of every start,
+    most of it cryptography's check of the RSA key) is skipped.
+    """
+
+    def running(self) -> None:
+        if self.certstore is None:
+            super().running()
+
+
 def proxy_addons() -> list[object]:
     """The mitmproxy addons the sidecar needs, and no others.
 
@@ -77,7 +91,7 @@ def proxy_addons() -> list[object]:
         block.Block(),  # mitmproxy's refusal of clients from public addresses (block_global)
         proxyserver.Proxyserver(),  # the listeners
         next_layer.NextLayer(),  # protocol detection; honours ignore_connection (passthrough)
-        tlsconfig.TlsConfig(),  # the CA, minted certificates, upstream verification
+        TlsConfig(),  # the CA, minted certificates, upstream verification
         disable_h2c.DisableH2C(),  # strips h2c upgrades, which mitmproxy cannot follow
         update_alt_svc.UpdateAltSvc(),  # reverse listeners: Alt-Svc points back at us
         errorcheck.ErrorCheck(),  # exit 1 when start-up logged an error (a port in use)
