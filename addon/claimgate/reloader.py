@@ -66,12 +66,7 @@ class Reloader:
                 log.exception("internal_error", during="config_reload", trigger=trigger)
 
     async def _reload(self, trigger: str) -> None:
-        result = await asyncio.to_thread(
-            reloading.reload, self.path, self.environ, self.settings, self.adjust
-        )
-        # What the file names now is what to watch, applied or not: a rejected file may wait
-        # for a secret file still to come (a Secret volume updated after the ConfigMap).
-        self._references = _references(self.path, self.environ, self._references)
+        result, self._references = await asyncio.to_thread(self._read)
         if isinstance(result, reloading.Rejected):
             self.monitor.config_rejected(result.key, result.problem, trigger)
             return
@@ -79,6 +74,13 @@ class Reloader:
         self.settings = result.settings
         fingerprint = reloading.settings_fingerprint(result.settings)
         self.monitor.config_reloaded(result.changed, fingerprint, trigger)
+
+    def _read(self) -> tuple[reloading.Applied | reloading.Rejected, tuple[Path, ...]]:
+        """The file's verdict and what it names, read off the event loop. What it names is
+        what to watch, applied or not: a rejected file may wait for a secret file still to
+        come (a Secret volume updated after the ConfigMap)."""
+        result = reloading.reload(self.path, self.environ, self.settings, self.adjust)
+        return result, _references(self.path, self.environ, self._references)
 
 
 def _references(

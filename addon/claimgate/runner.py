@@ -123,10 +123,10 @@ async def serve(
     master.options.update(**mitmproxy_options(settings))
 
     def apply(reloaded: Settings) -> None:
-        addon.reconfigure(reloaded)
-        store.retain(reloaded.claims.ttl)
-        monitor.lifetime.ttl = reloaded.claims.ttl
         claims = reloaded.claims
+        addon.reconfigure(reloaded)
+        store.retain(claims.ttl)
+        monitor.lifetime.ttl = claims.ttl
         monitor.metrics.count_expiry_with(store.held, claims.ttl, claims.warn_before)
         telemetry.reconfigure_logging(reloaded.log.format, reloaded.log.level)
 
