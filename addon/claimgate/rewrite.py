@@ -9,6 +9,13 @@ scanner, so large bodies cost no more than one ``json.loads``) and the edits are
 into the original text. The body is read as JSON whatever its Content-Type, because the
 official PHP SDK sends raw JSON labelled form-urlencoded.
 
+Most bodies are spelled the way an encoder writes them: compact, as orjson does, or as PHP's
+``json_encode`` does (the same, with ``/`` written ``\\/``). For those, ``parse`` takes a
+shortcut: one orjson decode, checked by encoding the result again and comparing the bytes.
+When the two are equal, encoding the document with the claim added gives exactly the bytes
+the splice would, so ``rewrite`` does that instead of walking. Every other body, malformed
+ones included, goes to the walker, which also says what is wrong.
+
 JSON is read as the API reads it, with PHP's ``json_decode``: ``NaN`` and ``Infinity`` are
 refused, and an integer of any length is a number.
 """
@@ -22,11 +29,14 @@ from json.decoder import scanstring
 from json.scanner import make_scanner
 from typing import Any
 
+import orjson
+
 from claimgate import onoffice
 
 CLAIM_KEY = "extendedclaim"
 
 _WHITESPACE = re.compile(r"[ \t\n\r]*")
+_ESCAPED_SLASH = re.compile(r"(?<!\\)(?:\\\\)*\\/")
 
 
 class MalformedRequest(ValueError):
@@ -94,8 +104,11 @@ class Action:
     claims: tuple[str, ...]
     """Every ``extendedclaim`` value already present (normally zero or one)."""
     parameters_shape: ParametersShape
-    _object: _Object
+    _object: _Object | None
+    """Its members' positions, when the walker read it; None from the shortcut."""
     _parameters: _Member | None
+    _fields: dict[str, Any] | None = None
+    """The action as decoded, when the shortcut read it."""
 
     @property
     def is_unlock_provider(self) -> bool:
@@ -104,11 +117,14 @@ class Action:
 
     @property
     def hmac(self) -> str | None:
-        member = self._object.last("hmac")
-        return member[3] if member and isinstance(member[3], str) else None
+        value = self.decoded().get("hmac")
+        return value if isinstance(value, str) else None
 
     def decoded(self) -> dict[str, Any]:
         """The action as plain data, for the version-1 HMAC that covers its parameters."""
+        if self._fields is not None:
+            return dict(self._fields)
+        assert self._object is not None
         return self._object.decoded()
 
 
@@ -119,15 +135,28 @@ class ApiRequest:
     text: str
     token: str
     actions: tuple[Action, ...]
+    encoded: "_Encoded | None" = None
+    """The decoded body, when the shortcut read it; ``text`` is then empty."""
+    body: bytes = b""
+    """The body as given to ``parse``."""
 
     @property
     def escapes_slashes(self) -> bool:
-        """PHP's ``json_encode`` writes ``\\/``; an injected claim then does the same."""
-        return "\\/" in self.text
+        """PHP's ``json_encode`` writes ``\\/``; an injected claim then does the same.
+
+        An escape, that is: a ``/`` after an odd number of backslashes (``\\\\/`` is an
+        escaped backslash, then a plain ``/``).
+        """
+        return _ESCAPED_SLASH.search(self.text) is not None
 
 
 def parse(body: bytes) -> ApiRequest:
     """Read ``body`` as an onOffice request or raise ``MalformedRequest``."""
+    return _parse_encoded(body) or _walk(body)
+
+
+def _walk(body: bytes) -> ApiRequest:
+    """``parse`` by the walker: any spelling, positions kept, and a reason for every refusal."""
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError:
@@ -152,7 +181,7 @@ def parse(body: bytes) -> ApiRequest:
     actions = request[3]
     if not actions:
         raise MalformedRequest("request.actions is empty")
-    return ApiRequest(text=text, token=token[3], actions=actions)
+    return ApiRequest(text=text, token=token[3], actions=actions, body=body)
 
 
 def rewrite(
@@ -170,7 +199,12 @@ def rewrite(
     ``now`` is given. Nothing outside those edits changes.
     """
     resign = resign or {}
-    encoded_claim = _encode_string(claim, request.escapes_slashes)
+    if request.encoded is not None:
+        if not resign and claim.isascii():  # else the encoder might spell it otherwise
+            return request.encoded.spelled(_with_claim(request, claim, inject_into))
+        request = _walk(request.body)
+    # Only a claim with a '/' can be spelled two ways; the scan of the body is then worth it.
+    encoded_claim = _encode_string(claim, "/" in claim and request.escapes_slashes)
     edits: list[tuple[int, int, str]] = []
     for index in sorted(set(inject_into) | set(resign)):
         action = request.actions[index]
@@ -246,6 +280,135 @@ def _splice(text: str, edits: list[tuple[int, int, str]]) -> str:
 def _encode_string(value: str, escape_slashes: bool) -> str:
     encoded = json.dumps(value, ensure_ascii=True)
     return encoded.replace("/", "\\/") if escape_slashes else encoded
+
+
+# --- the shortcut: bodies spelled as an encoder spells them -----------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Encoded:
+    """A body that is exactly orjson's encoding of ``document``, or with ``escaped_slashes``
+    that with every ``/`` written ``\\/``: PHP's ``json_encode`` of an all-ASCII body (else
+    it writes ``\\uXXXX``)."""
+
+    document: dict[str, Any]
+    escaped_slashes: bool
+
+    def spelled(self, document: Any) -> bytes:
+        """``document`` written the same way."""
+        compact = orjson.dumps(document)
+        return compact.replace(b"/", b"\\/") if self.escaped_slashes else compact
+
+
+def _parse_encoded(body: bytes) -> ApiRequest | None:
+    """The request, if ``body`` is exactly how one of the spellings writes what it holds.
+
+    Anything else returns None, for the walker: other spacing, escapes or number forms,
+    duplicate names, and everything malformed (orjson refuses ``NaN``, ``Infinity``, bad
+    UTF-8 and lone surrogates; integers past 64 bits come back as floats and fail the
+    comparison). The bodies taken here, the walker reads as orjson does (a property test
+    holds the two to it), so both paths decide alike.
+    """
+    if not _looks_compact(body):
+        return None  # decoding a large spaced body only to find that out would cost
+    try:
+        document = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
+    if type(document) is not dict:
+        return None
+    encoded = _encoded(document, body)
+    if encoded is None:
+        return None
+    token, request = document.get("token"), document.get("request")
+    if not isinstance(token, str) or not token or type(request) is not dict:
+        return None
+    items = request.get("actions")
+    if type(items) is not list or not items:
+        return None
+    actions = []
+    for index, fields in enumerate(items):
+        action = _decoded_action(index, fields)
+        if action is None:
+            return None
+        actions.append(action)
+    return ApiRequest("", token, tuple(actions), encoded, body)
+
+
+def _looks_compact(body: bytes) -> bool:
+    """No space after the first member's name: a guess, which the comparison then checks."""
+    colon = body.find(b'":', 0, 256)
+    return body[:2] == b'{"' and colon > 0 and body[colon + 2 : colon + 3] not in _SPACE_BYTES
+
+
+_SPACE_BYTES = (b" ", b"\t", b"\n", b"\r")
+
+
+def _encoded(document: dict[str, Any], body: bytes) -> _Encoded | None:
+    compact = orjson.dumps(document)
+    if compact == body:
+        return _Encoded(document, escaped_slashes=False)
+    if len(compact) < len(body) and compact.replace(b"/", b"\\/") == body:
+        return _Encoded(document, escaped_slashes=True)
+    return None
+
+
+def _decoded_action(index: int, fields: Any) -> Action | None:
+    """An action from its decoded fields; None where the walker must say what is wrong."""
+    if type(fields) is not dict:
+        return None
+    actionid, resourcetype = fields.get("actionid"), fields.get("resourcetype")
+    if not isinstance(actionid, str) or not isinstance(resourcetype, str):
+        return None
+    claims: tuple[str, ...] = ()
+    parameters = fields.get("parameters", _ABSENT)
+    if type(parameters) is dict:
+        shape = ParametersShape.OBJECT
+        if CLAIM_KEY in parameters:
+            claim = parameters[CLAIM_KEY]
+            claims = (claim if isinstance(claim, str) else "",)  # as _parameters_shape
+    elif parameters is _ABSENT:
+        shape = ParametersShape.MISSING
+    elif parameters == []:
+        shape = ParametersShape.EMPTY_ARRAY
+    elif parameters is None:
+        shape = ParametersShape.NULL
+    else:
+        return None
+    return Action(
+        index=index,
+        actionid=actionid,
+        resourcetype=resourcetype,
+        hmac_v2="hmac_version" in fields and onoffice.is_hmac_v2(fields["hmac_version"]),
+        claims=claims,
+        parameters_shape=shape,
+        _object=None,
+        _parameters=None,
+        _fields=fields,
+    )
+
+
+_ABSENT = object()
+
+
+def _with_claim(request: ApiRequest, claim: str, inject_into: Iterable[int]) -> dict[str, Any]:
+    """The document with ``claim`` in the actions of ``inject_into``, as the splice puts it:
+    replacing a claim where one is, appended to ``parameters`` (made an object) elsewhere.
+
+    Copies along the way down, so the parsed request stays as it was.
+    """
+    assert request.encoded is not None
+    document = request.encoded.document
+    actions = [action._fields for action in request.actions]
+    for index in set(inject_into):
+        fields = dict(actions[index] or {})
+        parameters = fields.get("parameters")
+        fields["parameters"] = {
+            **(parameters if type(parameters) is dict else {}),
+            CLAIM_KEY: claim,
+        }
+        actions[index] = fields
+    return {**document, "request": {**document["request"], "actions": actions}}
 
 
 # --- the walker -------------------------------------------------------------------------
