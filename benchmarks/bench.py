@@ -25,7 +25,7 @@ others, so a proxy never competes with its own load:
 A benchmark, not a test: it never fails on speed.
 
     ./dev bench [--runs 3] [--duration 10] [--pair-rounds 6] [--pair-duration 5]
-                [--concurrency 16] [--sizes 1024,65536]
+                [--concurrency 16] [--sizes 1024,65536] [--spelling sdk|python]
 """
 
 import argparse
@@ -115,11 +115,21 @@ def ensure_tools() -> None:
         raise SystemExit(f"bench: {' and '.join(missing)} not installed: run ./dev setup")
 
 
-def body_of_size(size: int, token: str, secret: str) -> bytes:
+SPELLINGS = {
+    "sdk": "as the official PHP SDK's json_encode writes them (compact, '/' as '\\/')",
+    "python": "as Python's json.dumps writes them by default (spaced)",
+}
+"""How request bodies are written; the first is what most of the API's traffic looks like."""
+
+
+def body_of_size(size: int, token: str, secret: str, spelling: str = "sdk") -> bytes:
     """A signed onOffice request of about ``size`` bytes (a long field list), without a claim."""
     base = len(signed_request(token, secret))
     fields = [f"feld{i:05d}" for i in range(max(0, (size - base) // 13))]
-    return signed_request(token, secret, parameters={"data": ["Id", *fields], "listlimit": 10})
+    body = signed_request(token, secret, parameters={"data": ["Id", *fields], "listlimit": 10})
+    if spelling == "python":
+        return body
+    return json.dumps(json.loads(body), separators=(",", ":")).replace("/", "\\/").encode()
 
 
 @contextmanager
@@ -411,7 +421,7 @@ def measure_size(
 ) -> Row:
     """Both measurements for one body size."""
     body = work / f"body-{size}.json"
-    body.write_bytes(body_of_size(size, token, secret))
+    body.write_bytes(body_of_size(size, token, secret, args.spelling))
     for proxy in running.values():  # warm-up: TLS, certificate cache
         hey(url, body, 2, args.concurrency, proxy.url)
     alone = ("mitmdump", "core", "claimgate")
@@ -438,7 +448,8 @@ def report(
 ) -> None:
     print(
         f"\nproxies on CPU {sorted(proxy_cpus)}, hey and nginx on CPU {sorted(load_cpus)}; "
-        f"hey -c {args.concurrency}, keep-alive, intercepted HTTPS through the forward listener"
+        f"hey -c {args.concurrency}, keep-alive, intercepted HTTPS through the forward listener; "
+        f"request bodies {SPELLINGS[args.spelling]}"
     )
     print(f"\n1. one at a time: median of {args.runs} x {args.duration:g} s, interleaved\n")
     print(f"{'body':>6} {'target':<10} {'req/s':>7} {'p50 ms':>7} {'p99 ms':>7} {'CPU ms/req':>10}")
@@ -479,6 +490,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument(
         "--sizes", type=lambda v: [int(s) for s in v.split(",")], default=[1024, 65536]
+    )
+    parser.add_argument(
+        "--spelling",
+        choices=list(SPELLINGS),
+        default="sdk",
+        help="; ".join(f"{name}: {meaning}" for name, meaning in SPELLINGS.items()),
     )
     run(parser.parse_args(argv))
 

@@ -14,7 +14,7 @@ from mitmproxy import http
 from mitmproxy.proxy.mode_specs import ProxyMode
 from mitmproxy.test import tflow, tutils
 
-from benchmarks.bench import body_of_size
+from benchmarks.bench import SPELLINGS, body_of_size
 from claimgate import onoffice, policy, rewrite, signature
 from claimgate.activity import Activity
 from claimgate.addon import Claimgate, Role, listener_modes
@@ -38,13 +38,15 @@ READ = onoffice.ACTION_PREFIX + "read"
 CLAIM = make_claim("bench")
 
 
-def request_of_size(size: int) -> bytes:
-    return body_of_size(size, make_token(), make_secret())
+def request_of_size(size: int, spelling: str = "sdk") -> bytes:
+    return body_of_size(size, make_token(), make_secret(), spelling)
 
 
+@pytest.mark.parametrize("spelling", SPELLINGS)
 @pytest.mark.parametrize("size", [1024, 65536])
-def test_parse_and_rewrite(benchmark, size):
-    body = request_of_size(size)
+def test_parse_and_rewrite(benchmark, size, spelling):
+    """The SDK's spelling takes parse's shortcut, the spaced one the walker."""
+    body = request_of_size(size, spelling)
 
     def run() -> bytes:
         parsed = rewrite.parse(body)
