@@ -1,6 +1,8 @@
+import asyncio
 import io
 import json
 import logging
+import threading
 from datetime import UTC, datetime
 
 import pytest
@@ -237,3 +239,104 @@ def test_timestamps_are_iso_8601_utc_with_microseconds(monkeypatch, now):
     monkeypatch.setattr(telemetry.time, "time", lambda: now)
     expected = datetime.fromtimestamp(now, UTC).isoformat(timespec="microseconds")
     assert stamp(None, "info", {})["timestamp"] == expected.replace("+00:00", "Z")
+
+
+# --- one write per loop pass while serving -------------------------------------------
+
+
+class CountedStream(io.StringIO):
+    """A stream that counts the calls that write to it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes = 0
+
+    def write(self, text: str) -> int:
+        self.writes += 1
+        return super().write(text)
+
+
+def events(out: io.StringIO) -> list[str]:
+    return [json.loads(line)["event"] for line in out.getvalue().splitlines()]
+
+
+def in_a_batching_loop(body) -> None:
+    async def main() -> None:
+        telemetry.batch_on(asyncio.get_running_loop())
+        try:
+            await body()
+        finally:
+            telemetry.batch_on(None)
+
+    asyncio.run(main())
+
+
+def test_a_loop_pass_s_lines_are_written_together_when_the_pass_ends(stream):
+    out = CountedStream()
+    configure_logging("json", stream=out)
+    log = get_logger()
+    seen = {}
+
+    async def body() -> None:
+        log.info("first")
+        logging.getLogger("mitmproxy.proxy").warning("foreign")  # the stdlib handler too
+        log.warning("second")
+        seen["during the pass"] = out.getvalue()
+        await asyncio.sleep(0)  # the pass ends
+        seen["after it"] = events(out)
+        seen["writes"] = out.writes
+        log.info("next pass")
+        await asyncio.sleep(0)
+
+    in_a_batching_loop(body)
+    assert seen["during the pass"] == ""
+    assert seen["after it"] == ["first", "foreign", "second"]
+    assert seen["writes"] == 1
+    assert events(out)[-1] == "next pass" and out.writes == 2
+
+
+def test_a_line_from_another_thread_is_written_at_once_after_the_gathered_ones(stream):
+    configure_logging("json", stream=stream)
+    log = get_logger()
+    seen = {}
+
+    async def body() -> None:
+        log.info("on the loop")
+        worker = threading.Thread(target=log.info, args=("on a thread",))
+        worker.start()
+        worker.join()
+        seen["before the pass ends"] = events(stream)
+
+    in_a_batching_loop(body)
+    assert seen["before the pass ends"] == ["on the loop", "on a thread"]
+
+
+def test_ending_the_batching_writes_what_was_gathered(stream):
+    configure_logging("json", stream=stream)
+    log = get_logger()
+
+    async def body() -> None:
+        log.info("last words")
+        telemetry.batch_on(None)  # as runner.serve does before its loop stops
+        assert events(stream) == ["last words"]
+        log.info("straight")
+        assert events(stream) == ["last words", "straight"]
+
+    in_a_batching_loop(body)
+
+
+def test_a_stream_that_broke_loses_the_pass_s_lines_and_nothing_else(stream):
+    broken = CountedStream()
+    configure_logging("json", stream=broken)
+    log = get_logger()
+    errors = []
+
+    async def body() -> None:
+        asyncio.get_running_loop().set_exception_handler(lambda _, context: errors.append(context))
+        log.info("lost")
+        broken.close()  # as a closed pipe: every write raises
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)  # the loop goes on, with nothing left to write
+
+    in_a_batching_loop(body)
+    assert errors == []

@@ -111,6 +111,7 @@ async def serve(
     master = Master(options.Options())
     master.addons.add(*proxy_addons())
     loop = asyncio.get_running_loop()
+    telemetry.batch_on(loop)
     lifetime = Lifetime(settings.claims.ttl)
     monitor = Monitor(Metrics(), Activity(), call_later=loop.call_later, lifetime=lifetime)
     store = make_store(settings, monitor)
@@ -156,6 +157,7 @@ async def serve(
             watching.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await watching
+        telemetry.batch_on(None)  # what the last pass logged, and from now on every line at once
         await store.close()
 
 

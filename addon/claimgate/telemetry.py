@@ -6,11 +6,19 @@ per API request is on the hot path: a cached second for the timestamp, orjson fo
 mitmproxy logs through stdlib ``logging``; those lines are rendered into the same stream and
 scrubbed of anything that looks like a claim, token or signature, because their text is not
 ours to control (a URL with ``apiClaim=`` in an error message, say).
+
+While ``claimgate run`` serves, lines logged on the event loop's thread are gathered and
+written once at the end of the loop's pass (``batch_on``): one system call for every line of
+the pass instead of one per line, which cost as much as rendering the line. No line waits
+beyond the pass it was logged in.
 """
 
+import asyncio
+import atexit
 import logging
 import re
 import sys
+import threading
 import time
 import traceback
 from pathlib import Path
@@ -163,9 +171,77 @@ class _CurrentRenderer:
         return self.render(logger, name, event_dict)
 
 
+class _PassBatchedStream:
+    """The stream every line goes through: written straight on, or, on the thread of a loop
+    given to ``batch_on``, gathered and written with one call when the loop's pass ends.
+
+    Lines from other threads, and every line while no loop batches, are written at once,
+    after whatever was gathered, so the stream keeps the order lines were logged in.
+    """
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+        self._lock = threading.Lock()
+        self._pending: list[str] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread: int | None = None
+
+    def batch_on(self, loop: asyncio.AbstractEventLoop | None) -> None:
+        with self._lock:
+            self._write_pending()
+            self._loop = loop
+            self._loop_thread = threading.get_ident() if loop is not None else None
+
+    def write(self, text: str) -> None:
+        with self._lock:
+            if self._loop is not None and threading.get_ident() == self._loop_thread:
+                if not self._pending:
+                    self._loop.call_soon(self._flush_pending)
+                self._pending.append(text)
+                return
+            self._write_pending()
+            self.stream.write(text)
+
+    def flush(self) -> None:
+        """What loggers call after each line: deferred to the pass's end while batching."""
+        if self._loop is not None and threading.get_ident() == self._loop_thread:
+            return
+        with self._lock:
+            self._write_pending()
+            self.stream.flush()
+
+    def _flush_pending(self) -> None:
+        """At the pass's end. A stream that cannot take them (closed, a broken pipe) loses
+        the lines, as a failed write would have; raising here would only log the failure
+        into the same stream from the loop's error handler, again on every pass."""
+        with self._lock:
+            try:
+                self._write_pending()
+                self.stream.flush()
+            except (OSError, ValueError):
+                self._pending.clear()
+
+    def _write_pending(self) -> None:
+        if self._pending:
+            self.stream.write("".join(self._pending))
+            self._pending.clear()
+
+
 _render = _CurrentRenderer()
 _stream: TextIO | None = None
 """The stream of the last ``configure_logging``: where an unset format is decided."""
+_batched: _PassBatchedStream | None = None
+
+
+def batch_on(loop: asyncio.AbstractEventLoop | None) -> None:
+    """Gather the lines logged on ``loop``'s thread (the calling thread) and write them once
+    per pass of ``loop``; None writes what was gathered and every line at once again. Call
+    it with None before the loop stops, or its last pass's lines wait for the exit."""
+    if _batched is not None:
+        _batched.batch_on(loop)
+
+
+atexit.register(batch_on, None)  # should the loop not get to say so itself
 
 
 def resolve_format(log_format: str | None, stream: TextIO) -> str:
@@ -196,10 +272,11 @@ def configure_logging(
     Replaces the root logger's handlers: call it once at start-up (mitmproxy adds handlers
     of its own later); change level and format afterwards with ``reconfigure_logging``.
     """
-    global _stream
+    global _stream, _batched
     stream = stream or sys.stderr
     _apply(log_format, level, stream)
     _stream = stream
+    _batched = _PassBatchedStream(stream)
     timestamper = _UtcTimestamp()
 
     structlog.configure(
@@ -210,11 +287,11 @@ def configure_logging(
             _render,
         ],
         wrapper_class=_LevelledLogger,
-        logger_factory=structlog.WriteLoggerFactory(file=stream),
+        logger_factory=structlog.WriteLoggerFactory(file=_batched),  # type: ignore[arg-type]
         cache_logger_on_first_use=True,
     )
 
-    handler = logging.StreamHandler(stream)
+    handler = logging.StreamHandler(_batched)
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
             foreign_pre_chain=[
