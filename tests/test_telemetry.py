@@ -340,3 +340,33 @@ def test_a_stream_that_broke_loses_the_pass_s_lines_and_nothing_else(stream):
 
     in_a_batching_loop(body)
     assert errors == []
+
+
+# --- the API request's line without structlog's loop ---------------------------------
+
+
+@pytest.mark.parametrize("log_format", ["json", "console"])
+def test_info_line_writes_the_very_line_structlog_writes(stream, monkeypatch, log_format):
+    monkeypatch.setattr(telemetry.time, "time", lambda: 1_760_000_000.123456)
+    configure_logging(log_format, stream=stream)
+    fields = {"customer": "21", "violations": ["missing_claim"], "duration_ms": 0.25, "x": None}
+    get_logger().info("api_request", **fields)
+    telemetry.info_line("api_request", dict(fields))
+    by_structlog, by_info_line = stream.getvalue().splitlines()
+    assert by_info_line == by_structlog
+
+
+def test_info_line_keeps_to_the_level(stream):
+    configure_logging("json", "warning", stream=stream)
+    telemetry.info_line("api_request", {"customer": "21"})
+    reconfigure_logging("json", "info")
+    telemetry.info_line("api_request", {"customer": "22"})
+    assert [line["customer"] for line in lines(stream)] == ["22"]
+
+
+def test_info_line_goes_to_structlog_when_it_is_configured_otherwise(stream):
+    configure_logging("json", stream=stream)
+    with structlog.testing.capture_logs() as captured:
+        telemetry.info_line("api_request", {"customer": "21"})
+    assert captured == [{"customer": "21", "event": "api_request", "log_level": "info"}]
+    assert stream.getvalue() == ""

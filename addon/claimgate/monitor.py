@@ -19,7 +19,7 @@ from claimgate.metrics import Metrics
 from claimgate.policy import Kind, Verdict, Violation
 from claimgate.settings import ClaimsSettings
 from claimgate.store import Claim
-from claimgate.telemetry import get_logger, printable
+from claimgate.telemetry import get_logger, info_line, printable
 from claimgate.throttle import LineBudget
 
 log = get_logger()
@@ -208,7 +208,7 @@ class Monitor:
             fields["upgraded_to_https"] = True
         if context.internal_error:
             fields["error"] = "internal_error"
-        log.info("api_request", **fields)
+        info_line("api_request", fields)
         self.metrics.api_requests_by_decision[verdict.decision].inc()
         self.metrics.request_duration.observe(context.own_seconds)
         self.activity.decision(verdict.decision.value)

@@ -111,7 +111,6 @@ async def serve(
     master = Master(options.Options())
     master.addons.add(*proxy_addons())
     loop = asyncio.get_running_loop()
-    telemetry.batch_on(loop)
     lifetime = Lifetime(settings.claims.ttl)
     monitor = Monitor(Metrics(), Activity(), call_later=loop.call_later, lifetime=lifetime)
     store = make_store(settings, monitor)
@@ -149,6 +148,7 @@ async def serve(
     if settings.config.watch:
         watcher = Watcher(reloader.files, lambda: reloader.reload("watch"))
         watching = loop.create_task(watcher.run(), name="claimgate-watch")
+    telemetry.batch_on(loop)
     try:
         await master.run()
         await close_connections(master.addons.get("proxyserver"))

@@ -194,7 +194,7 @@ class _PassBatchedStream:
 
     def write(self, text: str) -> None:
         with self._lock:
-            if self._loop is not None and threading.get_ident() == self._loop_thread:
+            if self._batching():
                 if not self._pending:
                     self._loop.call_soon(self._flush_pending)
                 self._pending.append(text)
@@ -204,7 +204,7 @@ class _PassBatchedStream:
 
     def flush(self) -> None:
         """What loggers call after each line: deferred to the pass's end while batching."""
-        if self._loop is not None and threading.get_ident() == self._loop_thread:
+        if self._batching():
             return
         with self._lock:
             self._write_pending()
@@ -221,6 +221,13 @@ class _PassBatchedStream:
             except (OSError, ValueError):
                 self._pending.clear()
 
+    def _batching(self) -> bool:
+        """On the loop's thread, while the loop can still run what it is given."""
+        loop = self._loop
+        return (
+            loop is not None and threading.get_ident() == self._loop_thread and not loop.is_closed()
+        )
+
     def _write_pending(self) -> None:
         if self._pending:
             self.stream.write("".join(self._pending))
@@ -231,6 +238,16 @@ _render = _CurrentRenderer()
 _stream: TextIO | None = None
 """The stream of the last ``configure_logging``: where an unset format is decided."""
 _batched: _PassBatchedStream | None = None
+_timestamp = _UtcTimestamp()
+_PROCESSORS: list[Processor] = [
+    structlog.processors.add_log_level,
+    _timestamp,
+    _summarise_exception,
+    _render,
+]
+"""The chain of claimgate's own events, as ``configure_logging`` gives it to structlog."""
+_level = logging.INFO
+"""The level of the last ``configure_logging`` or ``reconfigure_logging``."""
 
 
 def batch_on(loop: asyncio.AbstractEventLoop | None) -> None:
@@ -252,7 +269,9 @@ def resolve_format(log_format: str | None, stream: TextIO) -> str:
 
 
 def _apply(log_format: str | None, level: str, stream: TextIO) -> None:
+    global _level
     numeric_level = LEVELS[level]  # an unknown level fails here, before anything changed
+    _level = numeric_level
     _render.use(resolve_format(log_format, stream))
     _filter_at(numeric_level)
     logging.getLogger().setLevel(numeric_level)
@@ -277,15 +296,9 @@ def configure_logging(
     _apply(log_format, level, stream)
     _stream = stream
     _batched = _PassBatchedStream(stream)
-    timestamper = _UtcTimestamp()
 
     structlog.configure(
-        processors=[
-            structlog.processors.add_log_level,
-            timestamper,
-            _summarise_exception,
-            _render,
-        ],
+        processors=_PROCESSORS,
         wrapper_class=_LevelledLogger,
         logger_factory=structlog.WriteLoggerFactory(file=_batched),  # type: ignore[arg-type]
         cache_logger_on_first_use=True,
@@ -297,7 +310,7 @@ def configure_logging(
             foreign_pre_chain=[
                 structlog.stdlib.add_log_level,
                 structlog.stdlib.add_logger_name,
-                timestamper,
+                _timestamp,
                 _summarise_exception,
                 _redact_foreign,
             ],
@@ -324,3 +337,20 @@ def reconfigure_logging(log_format: str | None, level: str) -> None:
 
 def get_logger() -> structlog.typing.FilteringBoundLogger:
     return structlog.get_logger("claimgate")
+
+
+def info_line(event: str, fields: dict[str, Any]) -> None:
+    """``get_logger().info(event, **fields)`` for the line of every API request: the same
+    line, through the same processors and renderer, without structlog's bound logger and
+    processor loop around them (a third of the line's cost). Takes ``fields`` over."""
+    processors = structlog.get_config()["processors"]
+    if _batched is None or processors is not _PROCESSORS or processors[-1] is not _render:
+        # structlog configured otherwise: its testing kit, say, which swaps the chain's items
+        get_logger().info(event, **fields)
+        return
+    if _level > logging.INFO:
+        return
+    fields["event"] = event
+    fields["level"] = "info"
+    _batched.write(_render(None, "info", _timestamp(None, "info", fields)) + "\n")
+    _batched.flush()
