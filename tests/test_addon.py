@@ -8,6 +8,8 @@ import zlib
 from dataclasses import replace
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from mitmproxy import connection, http, tls
 from mitmproxy.proxy import context
 from mitmproxy.proxy.layers.tls import parse_client_hello
@@ -15,6 +17,7 @@ from mitmproxy.proxy.mode_specs import ProxyMode
 from mitmproxy.test import taddons, tflow, tutils
 from structlog.testing import capture_logs
 
+from claimgate import addon as addon_module
 from claimgate import onoffice
 from claimgate.activity import Activity
 from claimgate.addon import VIOLATION_HEADER, Claimgate, Role, listener_modes
@@ -650,3 +653,40 @@ async def test_a_plain_http_api_request_is_sent_over_tls(api_hosts, port, expect
         await addon.response(flow)
     decision = next(e for e in logs if e["event"] == "api_request")
     assert decision["upgraded_to_https"] is True
+
+
+# --- the header helpers of the hot path agree with mitmproxy's own API -------------------
+
+header_names = st.sampled_from(
+    [
+        b"Content-Encoding",
+        b"content-encoding",
+        b"Content-Length",
+        b"CONTENT-LENGTH",
+        b"Transfer-Encoding",
+        b"Host",
+        b"X-Other",
+    ]
+)
+header_values = st.sampled_from([b"gzip", b"identity", b"12", b"chunked", b"a, b", b"\xff"])
+header_fields = st.lists(st.tuples(header_names, header_values), max_size=6).map(tuple)
+
+
+def request_with(fields: tuple[tuple[bytes, bytes], ...]) -> http.Request:
+    request = tutils.treq(content=b"old body")
+    request.headers.fields = fields
+    return request
+
+
+@given(header_fields, st.sampled_from(["content-encoding", "content-length", "host"]))
+def test_header_reads_what_mitmproxy_reads(fields, name):
+    request = request_with(fields)
+    assert addon_module._header(request, name.encode()) == request.headers.get(name)
+
+
+@given(header_fields, st.binary(max_size=40))
+def test_set_content_edits_what_mitmproxy_s_setter_edits(fields, content):
+    ours, theirs = request_with(fields), request_with(fields)
+    theirs.content = content
+    addon_module._set_content(ours, content)
+    assert (ours.raw_content, ours.headers.fields) == (theirs.raw_content, theirs.headers.fields)
