@@ -100,6 +100,22 @@ def ready(world: World, customer: Customer) -> str:
     return claim
 
 
+@pytest.mark.parametrize("compact", [False, True])
+def test_a_large_body_within_the_limit_gets_the_claim_and_nothing_else(
+    injecting, customers, compact
+):
+    """Stepped over by its members' lengths (rewrite.LARGE), in either spelling."""
+    customer = customers[3]
+    claim = ready(injecting, customer)
+    body = padded(customer, LIMIT // 2)
+    if compact:
+        body = body.replace(b'": ', b'":').replace(b", ", b",")
+    received, _ = injecting.call_api(body)
+    assert received.claims() == [claim]
+    spliced = received.raw_body.replace(f',"extendedclaim":"{claim}"'.encode(), b"")
+    assert spliced == body
+
+
 def test_inject_streams_a_body_too_large_untouched_and_reports_it(injecting, customers):
     customer = customers[0]
     ready(injecting, customer)

@@ -398,6 +398,69 @@ def test_a_claim_the_encoder_would_spell_otherwise_is_spliced():
     assert rewrite(request, claim, [0]) == expected and b"\\u00e9" in expected
 
 
+def outcome(read, raw, claim):
+    """What reading ``raw`` gives: its facts and rewrites, or the reason it is refused."""
+    try:
+        request = read(raw)
+    except MalformedRequest as error:
+        return str(error)
+    everything = range(len(request.actions))
+    return (
+        facts(request),
+        [a.decoded() for a in request.actions],
+        rewrite(request, claim, everything),
+    )
+
+
+@settings(max_examples=200, suppress_health_check=[HealthCheck.too_slow])
+@given(spelled_requests(), claims, st.data())
+def test_stepping_over_measured_members_reads_and_rewrites_as_the_walker(spelled, claim, data):
+    """Every body large (rewrite.LARGE = 0): parameters stepped over by msgspec's lengths."""
+    document, raw = spelled
+    if data.draw(st.booleans()):
+        action = data.draw(st.sampled_from(document["request"]["actions"]))
+        if isinstance(action.get("parameters"), dict):
+            action["parameters"]["extendedclaim"] = data.draw(st.just(claim) | claims)
+            raw = json.dumps(document).encode()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(rewrite_module, "LARGE", 0)
+        stepped = outcome(parse, raw, claim)
+    assert stepped == outcome(rewrite_module._walk, raw, claim)
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        '{"a":[1,2,3],"a":"x"}',  # a name given twice: msgspec keeps the last
+        '{"a":12,"a":1}',  # the last value's bytes begin the first one
+        '{"a":"abc}","a":"zz"}',  # stepping the last's length would land on a brace
+        '{"a":"x","b":1,"a":"x"}',  # the same value twice
+        '{"extendedclaim":"old","extendedclaim":"older"}',
+        '{"a":{"b":1}}, "parameters":{"c":[]}',  # parameters given twice
+    ],
+)
+def test_what_the_lengths_cannot_say_is_read_by_the_walker(monkeypatch, params):
+    monkeypatch.setattr(rewrite_module, "LARGE", 0)
+    raw = body(action(params), action('{"d":"' + "x" * 50 + '"}'))
+    assert outcome(parse, raw, CLAIM) == outcome(rewrite_module._walk, raw, CLAIM)
+
+
+@settings(max_examples=300)
+@given(
+    st.lists(
+        st.tuples(st.integers(0, 10**6), st.sampled_from(list('{}[],:"\\ 0e.-tn'))), max_size=3
+    )
+)
+def test_a_damaged_large_body_is_refused_or_read_exactly_as_the_walker_does(damage):
+    raw = bytearray(body(action('{"data":["Id","f1",{"k":[1,2.5,true,null,"s"]}],"n":10}')))
+    for position, character in damage:
+        raw[position % len(raw)] = ord(character)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(rewrite_module, "LARGE", 0)
+        stepped = outcome(parse, bytes(raw), CLAIM)
+    assert stepped == outcome(rewrite_module._walk, bytes(raw), CLAIM)
+
+
 @settings(max_examples=150, suppress_health_check=[HealthCheck.too_slow])
 @given(spelled_requests(), st.integers(min_value=1))
 def test_truncated_requests_are_refused_never_crash(spelled, cut):

@@ -20,9 +20,10 @@ JSON is read as the API reads it, with PHP's ``json_decode``: ``NaN`` and ``Infi
 refused, and an integer of any length is a number.
 """
 
+import functools
 import json
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from json.decoder import scanstring
@@ -80,13 +81,22 @@ class _Object:
 
 @dataclass(slots=True)
 class _Parameters:
-    """An action's ``parameters`` object: its value, and where claims are or would go."""
+    """An action's ``parameters`` object: where claims are or would go, and its value."""
 
-    decoded: dict[str, Any]
     claim_spans: tuple[tuple[int, int, Any], ...]
     """(start, end, value) of every ``extendedclaim`` value."""
     append_at: int
     empty: bool
+    text: str
+    start: int
+    """Where the object begins in ``text``: its value is decoded from there when needed."""
+    known: dict[str, Any] | None = None
+    """The value, when the walker decoded it anyway."""
+
+    def value(self) -> dict[str, Any]:
+        if self.known is None:
+            self.known = _any_value(self.text, self.start)[0]
+        return self.known
 
 
 @dataclass(slots=True)
@@ -150,13 +160,33 @@ class ApiRequest:
         return _ESCAPED_SLASH.search(self.text) is not None
 
 
+LARGE = 8 * 1024
+"""Bytes from which a body's ``parameters`` members are stepped over (``parameters_members``)
+rather than decoded: below, the shortcut or the walker is cheaper."""
+
+
 def parse(body: bytes) -> ApiRequest:
     """Read ``body`` as an onOffice request or raise ``MalformedRequest``."""
+    if len(body) >= LARGE and body.isascii():  # lengths in bytes are then offsets in the text
+        from claimgate.parameters_members import parameters_members  # msgspec, once needed
+
+        members = parameters_members(body)
+        if members is not None:
+            try:
+                return _walk(body, _Skipping(body, members))
+            except (_Misaligned, MalformedRequest):
+                pass  # a name given twice, say: the walker reads it, and says what is wrong
+        return _walk(body)
     return _parse_encoded(body) or _walk(body)
 
 
-def _walk(body: bytes) -> ApiRequest:
-    """``parse`` by the walker: any spelling, positions kept, and a reason for every refusal."""
+def _walk(body: bytes, skipping: "_Skipping | None" = None) -> ApiRequest:
+    """``parse`` by the walker: any spelling, positions kept, and a reason for every refusal.
+
+    With ``skipping``, the body was validated already, and each action's ``parameters``
+    members are stepped over.
+    """
+    request_value = _request_value if skipping is None else skipping.request
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError:
@@ -164,7 +194,7 @@ def _walk(body: bytes) -> ApiRequest:
     if not text.strip():
         raise MalformedRequest("body is empty")
     try:
-        root, end = _object(text, _skip(text, 0), {"request": _request_value})
+        root, end = _object(text, _skip(text, 0), {"request": request_value})
     except _NotJson:
         at = _non_finite_at(text)
         raise MalformedRequest(f"body is not valid JSON (NaN or Infinity at offset {at})") from None
@@ -181,6 +211,8 @@ def _walk(body: bytes) -> ApiRequest:
     actions = request[3]
     if not actions:
         raise MalformedRequest("request.actions is empty")
+    if skipping is not None:
+        skipping.check_all_used()
     return ApiRequest(text=text, token=token[3], actions=actions, body=body)
 
 
@@ -560,19 +592,26 @@ def _array(text: str, at: int, item: _ValueParser) -> tuple[list[Any], int]:
         i = after.end()
 
 
-def _request_value(text: str, at: int) -> tuple[Any, int]:
+def _request_value(
+    text: str, at: int, action_object: _ValueParser | None = None
+) -> tuple[Any, int]:
     """``request``: an object whose ``actions`` is walked; yields the actions as a tuple."""
     if text[at : at + 1] != "{":
         return _any_value(text, at)
-    obj, end = _object(text, at, {"actions": _actions_value})
+    actions_value = _actions_value
+    if action_object is not None:
+        actions_value = functools.partial(_actions_value, action_object=action_object)
+    obj, end = _object(text, at, {"actions": actions_value})
     actions = obj.last("actions")
     return (actions[3] if actions and isinstance(actions[3], tuple) else None), end
 
 
-def _actions_value(text: str, at: int) -> tuple[Any, int]:
+def _actions_value(
+    text: str, at: int, action_object: _ValueParser | None = None
+) -> tuple[Any, int]:
     if text[at : at + 1] != "[":
         return _any_value(text, at)
-    objects, end = _array(text, at, _action_object)
+    objects, end = _array(text, at, action_object or _action_object)
     return tuple(_action(index, obj) for index, obj in enumerate(objects)), end
 
 
@@ -588,11 +627,102 @@ def _parameters_value(text: str, at: int) -> tuple[Any, int]:
         return value, end
     if CLAIM_KEY in value:
         walked, _ = _object(text, at, {})
-        spans = tuple(
-            (start, end, value) for key, start, end, value in walked.members if key == CLAIM_KEY
-        )
-        return _Parameters(value, spans, walked.append_at, not value), end
-    return _Parameters(value, (), _after_last_value(text, end - 1, at), not value), end
+        return _walked_parameters(text, at, walked, value), end
+    append_at = _after_last_value(text, end - 1, at)
+    return _Parameters((), append_at, not value, text, at, value), end
+
+
+def _walked_parameters(
+    text: str, at: int, walked: _Object, value: dict[str, Any] | None = None
+) -> _Parameters:
+    spans = tuple((start, end, v) for key, start, end, v in walked.members if key == CLAIM_KEY)
+    return _Parameters(spans, walked.append_at, not walked.members, text, at, value)
+
+
+class _Misaligned(Exception):
+    """The members do not fit the text as walked (a name given twice): walk without them.
+
+    Not a ValueError, so that the walker's own error handling lets it through.
+    """
+
+
+type _RawMembers = Mapping[str, bytes]
+
+
+class _Skipping:
+    """The walker's parsers for ``request`` and its actions when every action's ``parameters``
+    members are known as sent (``parameters_members``): each is stepped over by its length,
+    only a claim is decoded. Whatever does not line up raises ``_Misaligned``."""
+
+    def __init__(self, body: bytes, members: list[_RawMembers | None]) -> None:
+        self.body = body
+        self.members = members
+        self.actions_walked = 0
+        self.requests_walked = 0
+
+    def request(self, text: str, at: int) -> tuple[Any, int]:
+        self.requests_walked += 1
+        if self.requests_walked > 1:  # the members are the last one's
+            raise _Misaligned
+        return _request_value(text, at, self.action)
+
+    def action(self, text: str, at: int) -> tuple[_Object, int]:
+        index = self.actions_walked
+        self.actions_walked += 1
+        if index >= len(self.members):
+            raise _Misaligned
+        members = self.members[index]
+        if members is None:  # not an object: decoded, small or refused
+            return _action_object(text, at)
+        if text[at : at + 1] != "{":
+            raise _Misaligned
+        walked = []
+
+        def parameters(text: str, at: int) -> tuple[_Parameters, int]:
+            if walked or text[at : at + 1] != "{":
+                raise _Misaligned  # a second parameters member, or not the object measured
+            walked.append(at)
+            obj, end = _object(text, at, _SteppingOver(self.body, members))
+            return _walked_parameters(text, at, obj), end
+
+        return _object(text, at, {"parameters": parameters})
+
+    def check_all_used(self) -> None:
+        if self.actions_walked != len(self.members):
+            raise _Misaligned
+
+
+class _SteppingOver(Mapping[str, _ValueParser]):
+    """``_object``'s parsers for one ``parameters`` object: each member's value stepped over,
+    once the bytes there are found to be that member's as msgspec read it (so a name given
+    twice, whose first value msgspec forgot, cannot shift the walk); a claim is decoded."""
+
+    def __init__(self, body: bytes, members: _RawMembers) -> None:
+        self.body = body
+        self.members = members
+        self.seen: set[str] = set()
+
+    def get(self, key: str, default: Any = None) -> _ValueParser:  # type: ignore[override]
+        if key in self.seen or key not in self.members:
+            raise _Misaligned
+        self.seen.add(key)
+        raw = self.members[key]
+        return functools.partial(self._step_over, raw=raw, decode=key == CLAIM_KEY)
+
+    def _step_over(self, text: str, at: int, raw: bytes, decode: bool) -> tuple[Any, int]:
+        end = at + len(raw)
+        if self.body[at:end] != raw:
+            raise _Misaligned
+        return (_any_value(text, at)[0] if decode else None), end
+
+    def __getitem__(self, key: str) -> _ValueParser:
+        return self.get(key)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.members)
+
+    def __len__(self) -> int:
+        return len(self.members)
 
 
 def _after_last_value(text: str, close_at: int, open_at: int) -> int:
@@ -643,7 +773,7 @@ def _parameters_shape(
 
 
 def _plain(value: Any) -> Any:
-    return value.decoded if isinstance(value, _Parameters) else value
+    return value.value() if isinstance(value, _Parameters) else value
 
 
 def _reason(error: Exception) -> str:
