@@ -37,7 +37,6 @@ from claimgate import onoffice
 CLAIM_KEY = "extendedclaim"
 
 _WHITESPACE = re.compile(r"[ \t\n\r]*")
-_ESCAPED_SLASH = re.compile(r"(?<!\\)(?:\\\\)*\\/")
 
 
 class MalformedRequest(ValueError):
@@ -157,7 +156,16 @@ class ApiRequest:
         An escape, that is: a ``/`` after an odd number of backslashes (``\\\\/`` is an
         escaped backslash, then a plain ``/``).
         """
-        return _ESCAPED_SLASH.search(self.text) is not None
+        text = self.text
+        at = text.find("\\/")
+        while at >= 0:
+            start = at
+            while start > 0 and text[start - 1] == "\\":
+                start -= 1
+            if (at - start) % 2 == 0:  # the backslash at ``at`` is not itself escaped
+                return True
+            at = text.find("\\/", at + 1)
+        return False
 
 
 LARGE = 8 * 1024
