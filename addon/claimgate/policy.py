@@ -229,18 +229,21 @@ def _unusable_claim(facts: Facts, token_fp: str) -> Violation | None:
     if facts.customer_web_id is None:
         return Violation(Kind.UNKNOWN_TOKEN, {"token_fp": token_fp})
     context: dict[str, Any] = {"customer": facts.customer_web_id, "token_fp": token_fp}
-    if facts.claim is None:
+    claim = facts.claim
+    if claim is None:
         return Violation(Kind.MISSING_CLAIM, context)
+    if claim.refused:  # the API's word outranks claimgate's guess of the lifetime
+        kind = Kind.REJECTED_CLAIM
+    elif is_expired(claim, facts.now, facts.ttl):
+        kind = Kind.EXPIRED_CLAIM
+    else:
+        return None  # the usual case: no context to build
     context |= {
-        "claim_fp": fingerprint(facts.claim.claim),
-        "claim_age": round(claim_age(facts.claim, facts.now)),
-        "user": facts.claim.user_id,
+        "claim_fp": fingerprint(claim.claim),
+        "claim_age": round(claim_age(claim, facts.now)),
+        "user": claim.user_id,
     }
-    if facts.claim.refused:  # the API's word outranks claimgate's guess of the lifetime
-        return Violation(Kind.REJECTED_CLAIM, context)
-    if is_expired(facts.claim, facts.now, facts.ttl):
-        return Violation(Kind.EXPIRED_CLAIM, context)
-    return None
+    return Violation(kind, context)
 
 
 def _without_claim(mode: Mode, violations: list[Violation]) -> Verdict:
