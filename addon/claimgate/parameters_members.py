@@ -27,7 +27,7 @@ class _Body(msgspec.Struct):
 
 _DECODER = msgspec.json.Decoder(_Body)
 
-type Members = dict[str, bytes]
+type Members = dict[str, memoryview]
 """A ``parameters`` object's member names, each with its value's JSON as sent."""
 
 
@@ -40,7 +40,7 @@ def parameters_members(body: bytes) -> list[Members | None] | None:
     except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
         return None
     return [
-        {name: bytes(value) for name, value in action.parameters.items()}
+        {name: memoryview(value) for name, value in action.parameters.items()}
         if type(action.parameters) is dict
         else None
         for action in decoded.request.actions
