@@ -435,7 +435,7 @@ def _set_content(message: http.Message, content: bytes) -> None:
 
 def _decoded(message: http.Message, limit: int) -> bytes:
     """The body as sent, decoded, never past ``limit`` bytes (``decoding.decode``)."""
-    encoding = message.headers.get("content-encoding")
+    encoding = _header(message, b"content-encoding")
     return decoding.decode(message.raw_content or b"", encoding, limit)
 
 

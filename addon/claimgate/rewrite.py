@@ -126,7 +126,12 @@ class Action:
 
     @property
     def hmac(self) -> str | None:
-        value = self.decoded().get("hmac")
+        if self._fields is not None:
+            value = self._fields.get("hmac")
+        else:
+            assert self._object is not None
+            member = self._object.last("hmac")
+            value = member[3] if member else None
         return value if isinstance(value, str) else None
 
     def decoded(self) -> dict[str, Any]:
@@ -441,7 +446,7 @@ def _with_claim(request: ApiRequest, claim: str, inject_into: Iterable[int]) -> 
     document = request.encoded.document
     actions = [action._fields for action in request.actions]
     for index in set(inject_into):
-        fields = dict(actions[index] or {})
+        fields = dict(actions[index])  # type: ignore[arg-type]  # the shortcut sets them all
         parameters = fields.get("parameters")
         fields["parameters"] = {
             **(parameters if type(parameters) is dict else {}),

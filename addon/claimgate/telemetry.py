@@ -341,8 +341,8 @@ def get_logger() -> structlog.typing.FilteringBoundLogger:
 
 def info_line(event: str, fields: dict[str, Any]) -> None:
     """``get_logger().info(event, **fields)`` for the line of every API request: the same
-    line, through the same processors and renderer, without structlog's bound logger and
-    processor loop around them (a third of the line's cost). Takes ``fields`` over."""
+    line, through the same processors, without structlog's bound logger around them (a
+    third of the line's cost). Takes ``fields`` over."""
     processors = structlog.get_config()["processors"]
     if _batched is None or processors is not _PROCESSORS or processors[-1] is not _render:
         # structlog configured otherwise: its testing kit, say, which swaps the chain's items
@@ -351,6 +351,8 @@ def info_line(event: str, fields: dict[str, Any]) -> None:
     if _level > logging.INFO:
         return
     fields["event"] = event
-    fields["level"] = "info"
-    _batched.write(_render(None, "info", _timestamp(None, "info", fields)) + "\n")
+    line: Any = fields
+    for processor in _PROCESSORS:
+        line = processor(None, "info", line)
+    _batched.write(line + "\n")
     _batched.flush()
