@@ -57,6 +57,26 @@ def test_an_escaped_backslash_before_a_slash_is_no_slash_escape(spacing):
     assert inject_all(raw).endswith(b'"extendedclaim":"Yk+Q/3xZ=="}}]}}')
 
 
+_ESCAPE_PAIR = re.compile(r"\\(.)", re.S)
+"""Escapes read left to right, each a backslash and the character it escapes."""
+
+
+@given(
+    st.integers(0, 40),
+    st.lists(st.sampled_from(["a", "/", "\\\\", "\\/", "\\u00e4", '\\"']), max_size=20),
+)
+def test_a_slash_escape_is_found_behind_any_number_of_other_escapes(umlauts, tokens):
+    text = '"' + "\\u00e4" * umlauts + "".join(tokens) + '"'
+    expected = any(m.group(1) == "/" for m in _ESCAPE_PAIR.finditer(text))
+    assert rewrite_module._escapes_slashes(text) is expected
+
+
+@pytest.mark.parametrize("umlauts", [3, 40])
+def test_a_slash_escape_after_many_umlauts_gets_an_escaped_claim(umlauts):
+    raw = body(action('{"text":"%s","url":"a\\/b"}' % ("\\u00e4" * umlauts)))
+    assert inject_all(raw).endswith(b'"extendedclaim":"Yk+Q\\/3xZ=="}}]}}')
+
+
 def test_unescaped_body_gets_unescaped_claim():
     raw = body(action('{"data":["Id"]}'))
     assert inject_all(raw) == raw.replace(b'["Id"]}', b'["Id"],"extendedclaim":"Yk+Q/3xZ=="}')
