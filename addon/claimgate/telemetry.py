@@ -110,19 +110,25 @@ class _UtcTimestamp:
         self._formatted: tuple[int, str] = (-1, "")
 
     def __call__(self, _logger: Any, _name: str, event_dict: EventDict) -> EventDict:
+        event_dict["timestamp"] = self.now()
+        return event_dict
+
+    def now(self) -> str:
         second, micros = divmod(round(time.time() * 1_000_000), 1_000_000)
         formatted_second, prefix = self._formatted
         if second != formatted_second:
             prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
             self._formatted = (second, prefix)
-        event_dict["timestamp"] = f"{prefix}.{micros:06d}Z"
-        return event_dict
+        return f"{prefix}.{micros:06d}Z"
 
 
 def _json(value: Any, **kwargs: Any) -> str:
     return orjson.dumps(
         value, default=kwargs.get("default"), option=orjson.OPT_NON_STR_KEYS
     ).decode()
+
+
+_JSON_LINE = orjson.OPT_NON_STR_KEYS | orjson.OPT_APPEND_NEWLINE
 
 
 def _renderer(log_format: str) -> Processor:
@@ -201,6 +207,18 @@ class _PassBatchedStream:
                 return
             self._write_pending()
             self.stream.write(text)
+
+    def write_line(self, line: str) -> None:
+        """``write`` and ``flush`` of one whole line, in one go."""
+        with self._lock:
+            if self._batching():
+                if not self._pending:
+                    self._loop.call_soon(self._flush_pending)
+                self._pending.append(line)
+                return
+            self._write_pending()
+            self.stream.write(line)
+            self.stream.flush()
 
     def flush(self) -> None:
         """What loggers call after each line: deferred to the pass's end while batching."""
@@ -341,8 +359,9 @@ def get_logger() -> structlog.typing.FilteringBoundLogger:
 
 def info_line(event: str, fields: dict[str, Any]) -> None:
     """``get_logger().info(event, **fields)`` for the line of every API request: the same
-    line, through the same processors, without structlog's bound logger around them (a
-    third of the line's cost). Takes ``fields`` over."""
+    line, without structlog's bound logger and, in JSON, without the chain of processors
+    (the level and the timestamp put in directly, then one ``orjson.dumps``). ``fields``
+    hold JSON values and no ``exc_info``; it is taken over."""
     processors = structlog.get_config()["processors"]
     if _batched is None or processors is not _PROCESSORS or processors[-1] is not _render:
         # structlog configured otherwise: its testing kit, say, which swaps the chain's items
@@ -351,8 +370,12 @@ def info_line(event: str, fields: dict[str, Any]) -> None:
     if _level > logging.INFO:
         return
     fields["event"] = event
+    if _render.log_format == "json":
+        fields["level"] = "info"
+        fields["timestamp"] = _timestamp.now()
+        _batched.write_line(orjson.dumps(fields, default=repr, option=_JSON_LINE).decode())
+        return
     line: Any = fields
     for processor in _PROCESSORS:
         line = processor(None, "info", line)
-    _batched.write(line + "\n")
-    _batched.flush()
+    _batched.write_line(line + "\n")
