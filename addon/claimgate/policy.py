@@ -109,8 +109,11 @@ class Facts:
     """The request token's API secret, when configured: version-1 actions may be re-signed."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Verdict:
+    """What ``decide`` concluded. Read-only by convention, as ``rewrite.Action``: one is built
+    for every request, and a frozen dataclass costs four times as much to build."""
+
     decision: Decision
     violations: tuple[Violation, ...]
     inject_into: tuple[int, ...] = ()
