@@ -1,6 +1,9 @@
+from hypothesis import given
+from hypothesis import strategies as st
+from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from claimgate.metrics import Metrics
+from claimgate.metrics import DURATION_BUCKETS, LoopHistogram, Metrics
 from claimgate.policy import Decision, Kind
 from claimgate.store import Claim
 
@@ -94,3 +97,22 @@ def test_expiring_and_expired_customers_are_counted_at_every_scrape():
     assert expiry(metrics) == (1, 2)
     now[0] += 3100  # "fresh" is now within its last 600 s, "expiring" has expired
     assert expiry(metrics) == (1, 3)
+
+
+@given(
+    st.lists(
+        st.one_of(
+            st.sampled_from(DURATION_BUCKETS),  # on a bound: counted in its bucket
+            st.floats(0, 2, allow_nan=False),
+        ),
+        max_size=30,
+    )
+)
+def test_the_loop_histogram_is_exposed_as_prometheus_client_exposes_a_histogram(values):
+    ours, theirs = CollectorRegistry(), CollectorRegistry()
+    loop_histogram = LoopHistogram("h_seconds", "Help.", DURATION_BUCKETS, ours)
+    histogram = Histogram("h_seconds", "Help.", buckets=DURATION_BUCKETS, registry=theirs)
+    for value in values:
+        loop_histogram.observe(value)
+        histogram.observe(value)
+    assert generate_latest(ours) == generate_latest(theirs)

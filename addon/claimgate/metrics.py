@@ -7,7 +7,8 @@ rather than absent.
 """
 
 import time
-from collections.abc import Callable
+from bisect import bisect_left
+from collections.abc import Callable, Iterator, Sequence
 
 from prometheus_client import (
     GC_COLLECTOR,
@@ -16,10 +17,11 @@ from prometheus_client import (
     CollectorRegistry,
     Counter,
     Gauge,
-    Histogram,
     disable_created_metrics,
     generate_latest,
 )
+from prometheus_client.metrics_core import HistogramMetricFamily
+from prometheus_client.utils import floatToGoString
 
 from claimgate.lifetime import Standing, standing
 from claimgate.limits import Refusal
@@ -40,6 +42,44 @@ AGE_BUCKETS = (
     *(m * MINUTE for m in (1, 5, 15, 30)),
     *(h * HOUR for h in (1, 2, 4, 8, 12, 24, 48, 96, 168)),
 )
+
+
+class LoopHistogram:
+    """A histogram observed for every API request, on the event loop's thread only.
+
+    prometheus-client's ``Histogram.observe`` takes two locks and walks the buckets in
+    Python (2.7 us, twice per request); this one counts in a list, and a scrape, on the same
+    thread, reads the counts out in the same exposition.
+    """
+
+    def __init__(
+        self, name: str, documentation: str, buckets: Sequence[float], registry: CollectorRegistry
+    ) -> None:
+        self.name = name
+        self.documentation = documentation
+        self._bounds = (*buckets, float("inf"))
+        self._counts = [0] * len(self._bounds)
+        """Observations per bucket, not cumulative: a value lands in the first bound it
+        does not exceed, as Prometheus's ``le`` says."""
+        self._sum = 0.0
+        registry.register(self)
+
+    def observe(self, value: float) -> None:
+        self._counts[bisect_left(self._bounds, value)] += 1
+        self._sum += value
+
+    def describe(self) -> Iterator[HistogramMetricFamily]:
+        """The names the registry checks for clashes, without samples."""
+        yield HistogramMetricFamily(self.name, self.documentation)
+
+    def collect(self) -> Iterator[HistogramMetricFamily]:
+        cumulative, buckets = 0, []
+        for bound, count in zip(self._bounds, self._counts, strict=True):
+            cumulative += count
+            buckets.append((floatToGoString(bound), cumulative))
+        yield HistogramMetricFamily(
+            self.name, self.documentation, buckets=buckets, sum_value=self._sum
+        )
 
 
 class Metrics:
@@ -74,11 +114,11 @@ class Metrics:
             "Customers with a claim in this process's store.",
             registry=self.registry,
         )
-        self.request_duration = Histogram(
+        self.request_duration = LoopHistogram(
             "claimgate_request_duration_seconds",
             "claimgate's own time per API request (parse, decide, rewrite), not the API's.",
-            buckets=DURATION_BUCKETS,
-            registry=self.registry,
+            DURATION_BUCKETS,
+            self.registry,
         )
         self.store_errors = Counter(
             "claimgate_store_errors",
@@ -97,17 +137,17 @@ class Metrics:
             ["reason"],
             registry=self.registry,
         )
-        self.claim_age = Histogram(
+        self.claim_age = LoopHistogram(
             "claimgate_claim_age_seconds",
             "Age of each claim that went out to the API, from its service call's timestamp.",
-            buckets=AGE_BUCKETS,
-            registry=self.registry,
+            AGE_BUCKETS,
+            self.registry,
         )
-        self.claim_age_at_rejection = Histogram(
+        self.claim_age_at_rejection = LoopHistogram(
             "claimgate_claim_age_at_rejection_seconds",
             "Age at which the API refused a claim as outdated (error 201).",
-            buckets=AGE_BUCKETS,
-            registry=self.registry,
+            AGE_BUCKETS,
+            self.registry,
         )
         self.claims_expiring = Gauge(
             "claimgate_claims_expiring",
