@@ -404,6 +404,8 @@ def _header(message: http.Message, name: bytes) -> str | None:
     values = [value for key, value in message.headers.fields if key.lower() == name]
     if not values:
         return None
+    if len(values) == 1:
+        return values[0].decode("utf-8", "surrogateescape")
     return ", ".join(value.decode("utf-8", "surrogateescape") for value in values)
 
 
@@ -412,25 +414,31 @@ def _set_content(message: http.Message, content: bytes) -> None:
     raw fields (mitmproxy's setter does four multidict operations); an encoded one the
     setter's way, which encodes ``content`` again. Content-Length as the setter sets it: the
     first field replaced, any others dropped, one appended if there was none; and none
-    where Transfer-Encoding says how the body is framed."""
+    where Transfer-Encoding says how the body is framed. One pass over the fields."""
     fields = message.headers.fields
-    names = [key.lower() for key, _ in fields]
-    if b"content-encoding" in names:
-        message.content = content
-        return
+    lengths: list[int] = []
+    framed = False
+    for index, (key, _) in enumerate(fields):
+        name = key.lower()
+        if name == b"content-length":
+            lengths.append(index)
+        elif name == b"content-encoding":
+            message.content = content
+            return
+        elif name == b"transfer-encoding":
+            framed = True
     message.raw_content = content
-    if b"transfer-encoding" in names:
+    if framed:
         return
-    length = str(len(content)).encode()
-    if b"content-length" not in names:
+    length = b"%d" % len(content)
+    if not lengths:
         message.headers.fields = (*fields, (b"content-length", length))
         return
-    first = names.index(b"content-length")
-    message.headers.fields = tuple(
-        (key, length if i == first else value)
-        for i, (key, value) in enumerate(fields)
-        if i == first or names[i] != b"content-length"
-    )
+    edited = list(fields)
+    edited[lengths[0]] = (fields[lengths[0]][0], length)
+    for index in reversed(lengths[1:]):
+        del edited[index]
+    message.headers.fields = tuple(edited)
 
 
 def _decoded(message: http.Message, limit: int) -> bytes:

@@ -183,11 +183,12 @@ class Monitor:
             return
         context.logged = True
         verdict = context.verdict
+        decision = verdict.decision.value
         fields: dict[str, Any] = {
             "customer": context.customer,
             "token_fp": context.token_fp,
             "actions": context.actions,
-            "decision": verdict.decision.value,
+            "decision": decision,
             "violations": [v.kind.value for v in verdict.violations],
             "upstream_status": None if context.answered_locally else upstream_status,
             "duration_ms": round(context.own_seconds * 1000, 3),
@@ -211,7 +212,7 @@ class Monitor:
         info_line("api_request", fields)
         self.metrics.api_requests_by_decision[verdict.decision].inc()
         self.metrics.request_duration.observe(context.own_seconds)
-        self.activity.decision(verdict.decision.value)
+        self.activity.decision(decision)
 
     def _learn_lifetime(
         self, context: RequestContext, status: int | None, age: float, now: float
@@ -220,6 +221,10 @@ class Monitor:
         assert context.claim is not None
         self.metrics.claim_age.observe(age)
         rejections = [v for v in context.verdict.violations if v.kind is Kind.API_REJECTED_CLAIM]
+        if not rejections:
+            if status is not None and 200 <= status < 300:
+                self.lifetime.accepted(age)
+            return
         outdated = any(
             v.context.get("errorcode") == onoffice.CLAIM_OUTDATED
             and v.context.get("action") in context.carried_freshest
@@ -237,5 +242,3 @@ class Monitor:
                     customer=context.customer,
                     claim_fp=fingerprint(context.claim.claim),
                 )
-        elif not rejections and status is not None and 200 <= status < 300:
-            self.lifetime.accepted(age)

@@ -74,7 +74,7 @@ class Pipeline:
 
         token = request.token
         customer = self.static_customers.get(token) or await self.store.customer_of_token(token)
-        carried = dict.fromkeys(c for a in request.actions for c in a.claims)  # in order
+        carried = dict.fromkeys([c for a in request.actions for c in a.claims])  # in order
         owners = {c: await self.store.owner_of_claim(c) for c in carried}
         claim = await self._claim_for(owners, customer) if customer else None
         facts = policy.Facts(
@@ -148,6 +148,8 @@ class Pipeline:
         if not _claim_may_have_gone_out(record):
             return ()
         refusals = _rejected_claims(raw, content_encoding, self.max_body_size)
+        if not refusals:
+            return ()  # the usual answer
         violations = tuple(
             Violation(
                 Kind.API_REJECTED_CLAIM,
@@ -161,8 +163,7 @@ class Pipeline:
             )
             for index, code in refusals
         )
-        if violations:
-            record.verdict = _with_violations(record.verdict, violations)
+        record.verdict = _with_violations(record.verdict, violations)
         retire = any(i in record.carried_freshest and c in RETIRING for i, c in refusals)
         if retire and record.claim is not None:
             await self.store.refuse(record.claim)
@@ -223,9 +224,9 @@ def _sent_fingerprint(record: RequestContext, action: int) -> str | None:
 
 def _carrying(request: rewrite.ApiRequest, freshest: str, verdict: Verdict) -> frozenset[int]:
     """The actions that go out with ``freshest``: injected into, or carrying it alone."""
-    injected = set(verdict.inject_into)
+    injected = verdict.inject_into
     return frozenset(
-        a.index for a in request.actions if a.index in injected or a.claims == (freshest,)
+        [a.index for a in request.actions if a.index in injected or a.claims == (freshest,)]
     )
 
 

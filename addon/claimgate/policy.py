@@ -231,16 +231,14 @@ def _unusable_claim(facts: Facts, token_fp: str) -> Violation | None:
     """Why no claim can be injected at all, if that is so."""
     if facts.customer_web_id is None:
         return Violation(Kind.UNKNOWN_TOKEN, {"token_fp": token_fp})
-    context: dict[str, Any] = {"customer": facts.customer_web_id, "token_fp": token_fp}
     claim = facts.claim
+    if claim is not None and not claim.refused and not is_expired(claim, facts.now, facts.ttl):
+        return None  # the usual case: no context to build
+    context: dict[str, Any] = {"customer": facts.customer_web_id, "token_fp": token_fp}
     if claim is None:
         return Violation(Kind.MISSING_CLAIM, context)
-    if claim.refused:  # the API's word outranks claimgate's guess of the lifetime
-        kind = Kind.REJECTED_CLAIM
-    elif is_expired(claim, facts.now, facts.ttl):
-        kind = Kind.EXPIRED_CLAIM
-    else:
-        return None  # the usual case: no context to build
+    # the API's word (refused) outranks claimgate's guess of the lifetime
+    kind = Kind.REJECTED_CLAIM if claim.refused else Kind.EXPIRED_CLAIM
     context |= {
         "claim_fp": fingerprint(claim.claim),
         "claim_age": round(claim_age(claim, facts.now)),

@@ -22,6 +22,8 @@ class ApiHosts:
 
     def __contains__(self, address: tuple[str, int]) -> bool:
         host, port = address
+        if host in self._any_port or address in self._with_port:
+            return True  # named as configured: the usual case, without normalising
         name = _normal(host)
         return name in self._any_port or (name, port) in self._with_port
 
