@@ -281,6 +281,8 @@ def rewrite(
         if index in resign:
             edits.extend(_resign_edits(request, action, resign[index], now))
         edits.extend(_claim_edits(action, claim, encoded_claim))
+    if len(request.body) == len(request.text):  # ASCII: offsets in the text are in the body
+        return _splice_bytes(request.body, edits)
     return _splice(request.text, edits).encode("utf-8")
 
 
@@ -347,6 +349,20 @@ def _splice(text: str, edits: list[tuple[int, int, str]]) -> str:
     return "".join(pieces)
 
 
+def _splice_bytes(body: bytes, edits: list[tuple[int, int, str]]) -> bytes:
+    """``_splice`` on an ASCII body, by its bytes: one copy of them, not three (a slice of
+    the text each, their join, its encoding)."""
+    view = memoryview(body)
+    pieces: list[bytes | memoryview] = []
+    cursor = 0
+    for start, end, replacement in sorted(edits, key=lambda e: (e[0], e[1])):
+        pieces.append(view[cursor:start])
+        pieces.append(replacement.encode("utf-8"))
+        cursor = end
+    pieces.append(view[cursor:])
+    return b"".join(pieces)
+
+
 def _encode_string(value: str, escape_slashes: bool) -> str:
     encoded = json.dumps(value, ensure_ascii=True)
     return encoded.replace("/", "\\/") if escape_slashes else encoded
@@ -355,11 +371,11 @@ def _encode_string(value: str, escape_slashes: bool) -> str:
 # --- the shortcut: bodies spelled as an encoder spells them -----------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class _Encoded:
     """A body that is exactly orjson's encoding of ``document``, or with ``escaped_slashes``
     that with every ``/`` written ``\\/``: PHP's ``json_encode`` of an all-ASCII body (else
-    it writes ``\\uXXXX``)."""
+    it writes ``\\uXXXX``). Read-only by convention, as ``Action``."""
 
     document: dict[str, Any]
     escaped_slashes: bool
