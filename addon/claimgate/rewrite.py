@@ -205,30 +205,37 @@ rather than decoded: below, the shortcut or the walker is cheaper."""
 
 def parse(body: bytes) -> ApiRequest:
     """Read ``body`` as an onOffice request or raise ``MalformedRequest``."""
-    if len(body) >= LARGE and body.isascii():  # lengths in bytes are then offsets in the text
+    if len(body) < LARGE:
+        return _parse_encoded(body) or _walk(body)
+    text = _text(body)
+    if len(text) == len(body):  # ASCII: lengths in bytes are offsets in the text
         from claimgate.parameters_members import parameters_members  # msgspec, once needed
 
         members = parameters_members(body)
         if members is not None:
             try:
-                return _walk(body, _Skipping(body, members))
+                return _walk(body, _Skipping(body, members), text)
             except (_Misaligned, MalformedRequest):
                 pass  # a name given twice, say: the walker reads it, and says what is wrong
-        return _walk(body)
-    return _parse_encoded(body) or _walk(body)
+    return _walk(body, text=text)
 
 
-def _walk(body: bytes, skipping: "_Skipping | None" = None) -> ApiRequest:
+def _text(body: bytes) -> str:
+    try:
+        return body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise MalformedRequest("body is not UTF-8") from None
+
+
+def _walk(body: bytes, skipping: "_Skipping | None" = None, text: str | None = None) -> ApiRequest:
     """``parse`` by the walker: any spelling, positions kept, and a reason for every refusal.
 
     With ``skipping``, the body was validated already, and each action's ``parameters``
-    members are stepped over.
+    members are stepped over. ``text`` is the body decoded, when the caller has it.
     """
     request_value = _request_value if skipping is None else skipping.request
-    try:
-        text = body.decode("utf-8")
-    except UnicodeDecodeError:
-        raise MalformedRequest("body is not UTF-8") from None
+    if text is None:
+        text = _text(body)
     if not text.strip():
         raise MalformedRequest("body is empty")
     try:
