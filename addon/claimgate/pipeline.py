@@ -224,7 +224,7 @@ def _sent_fingerprint(record: RequestContext, action: int) -> str | None:
 
 def _carrying(request: rewrite.ApiRequest, freshest: str, verdict: Verdict) -> frozenset[int]:
     """The actions that go out with ``freshest``: injected into, or carrying it alone."""
-    injected = verdict.inject_into
+    injected = set(verdict.inject_into)  # a set: a request may hold thousands of actions
     return frozenset(
         [a.index for a in request.actions if a.index in injected or a.claims == (freshest,)]
     )

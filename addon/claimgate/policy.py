@@ -177,6 +177,7 @@ def _decide(request: ApiRequest, facts: Facts, mode: Mode) -> Verdict:
     resign: list[int] = []
     replaced = False
     for action in targets:
+        resigned = False
         if not action.hmac_v2:
             if action.index not in resignable:
                 violations.append(
@@ -192,12 +193,13 @@ def _decide(request: ApiRequest, facts: Facts, mode: Mode) -> Verdict:
                 )
                 continue
             resign.append(action.index)
+            resigned = True
         carried = [c for c in action.claims if c != freshest]
         for claim in carried:
             violations.extend(_carried_claim_violation(claim, action.index, facts))
         if carried:
             replaced = True
-        if carried or not action.claims or action.index in resign:
+        if carried or not action.claims or resigned:
             inject_into.append(action.index)
 
     if mode is Mode.ENFORCE and any(v.kind in BLOCKING for v in violations):
