@@ -199,6 +199,13 @@ class _PassBatchedStream:
             self._loop_thread = threading.get_ident() if loop is not None else None
 
     def write(self, text: str) -> None:
+        self._put(text, flush=False)
+
+    def write_line(self, line: str) -> None:
+        """``write`` and ``flush`` of one whole line, in one go."""
+        self._put(line, flush=True)
+
+    def _put(self, text: str, *, flush: bool) -> None:
         with self._lock:
             if self._batching():
                 if not self._pending:
@@ -207,18 +214,8 @@ class _PassBatchedStream:
                 return
             self._write_pending()
             self.stream.write(text)
-
-    def write_line(self, line: str) -> None:
-        """``write`` and ``flush`` of one whole line, in one go."""
-        with self._lock:
-            if self._batching():
-                if not self._pending:
-                    self._loop.call_soon(self._flush_pending)
-                self._pending.append(line)
-                return
-            self._write_pending()
-            self.stream.write(line)
-            self.stream.flush()
+            if flush:
+                self.stream.flush()
 
     def flush(self) -> None:
         """What loggers call after each line: deferred to the pass's end while batching."""
