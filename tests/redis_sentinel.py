@@ -157,8 +157,10 @@ class SentinelTopology(Topology):
         raise LookupError(f"no node of this topology is at {address}")
 
     def primary(self) -> tuple[str, int]:
-        """The primary's address as the sentinels name it; where they differ (one has not yet
-        heard of a failover), the one with the highest config epoch, the newest election."""
+        """The primary's address as the sentinels name it; where they differ, the one with the
+        highest config epoch, the newest election, among the nodes that answer ``ROLE`` as
+        master. During a failover the sentinel that leads it names the promoted replica
+        before its epoch moves, while the others still name the dead primary at that epoch."""
         named: list[tuple[int, tuple[str, int]]] = []
         for sentinel in self.sentinels:
             with contextlib.suppress(redis.RedisError):
@@ -167,9 +169,16 @@ class SentinelTopology(Topology):
                     epoch = client.sentinel_master(self.service)["config-epoch"]
                 if address is not None:
                     named.append((epoch, address))
-        if not named:
-            raise RuntimeError(f"no sentinel names a primary for {self.service}")
-        return max(named)[1]
+        acting = [(epoch, address) for epoch, address in named if self._acts_as_primary(address)]
+        if not acting:
+            raise RuntimeError(f"no sentinel names a running primary for {self.service}: {named}")
+        return max(acting)[1]
+
+    def _acts_as_primary(self, address: tuple[str, int]) -> bool:
+        try:
+            return self._role(self.node_at(address)) == "master"
+        except redis.RedisError:  # down, or still loading
+            return False
 
     def kill_primary(self) -> RedisServer:
         """SIGKILL the primary the sentinels name, as in a crash; returns that node."""
