@@ -288,9 +288,7 @@ def rewrite(
         if index in resign:
             edits.extend(_resign_edits(request, action, resign[index], now))
         edits.extend(_claim_edits(action, claim, encoded_claim))
-    if len(request.body) == len(request.text):  # ASCII: offsets in the text are in the body
-        return _splice_bytes(request.body, edits)
-    return _splice(request.text, edits).encode("utf-8")
+    return _splice(request, edits)
 
 
 def _claim_edits(action: Action, claim: str, encoded_claim: str) -> list[tuple[int, int, str]]:
@@ -344,30 +342,23 @@ def _resign_edits(
     return edits
 
 
-def _splice(text: str, edits: list[tuple[int, int, str]]) -> str:
-    """Apply non-overlapping (start, end, replacement) edits; insertions at one spot keep order."""
-    pieces = []
+def _splice(request: ApiRequest, edits: list[tuple[int, int, str]]) -> bytes:
+    """The body with non-overlapping (start, end, replacement) edits at offsets of its text;
+    insertions at one spot keep their order. An ASCII body, whose offsets are its bytes', is
+    cut by its bytes: one copy of them, not three (a slice of the text each, their join, its
+    encoding)."""
+    ascii_body = len(request.body) == len(request.text)
+    source: str | memoryview = memoryview(request.body) if ascii_body else request.text
+    pieces: list[str | bytes | memoryview] = []
     cursor = 0
     for start, end, replacement in sorted(edits, key=lambda e: (e[0], e[1])):
-        pieces.append(text[cursor:start])
-        pieces.append(replacement)
+        pieces.append(source[cursor:start])
+        pieces.append(replacement.encode("utf-8") if ascii_body else replacement)
         cursor = end
-    pieces.append(text[cursor:])
-    return "".join(pieces)
-
-
-def _splice_bytes(body: bytes, edits: list[tuple[int, int, str]]) -> bytes:
-    """``_splice`` on an ASCII body, by its bytes: one copy of them, not three (a slice of
-    the text each, their join, its encoding)."""
-    view = memoryview(body)
-    pieces: list[bytes | memoryview] = []
-    cursor = 0
-    for start, end, replacement in sorted(edits, key=lambda e: (e[0], e[1])):
-        pieces.append(view[cursor:start])
-        pieces.append(replacement.encode("utf-8"))
-        cursor = end
-    pieces.append(view[cursor:])
-    return b"".join(pieces)
+    pieces.append(source[cursor:])
+    if ascii_body:
+        return b"".join(pieces)  # type: ignore[arg-type]  # bytes and views only
+    return "".join(pieces).encode("utf-8")  # type: ignore[arg-type]  # text only
 
 
 def _encode_string(value: str, escape_slashes: bool) -> str:

@@ -128,9 +128,6 @@ def _json(value: Any, **kwargs: Any) -> str:
     ).decode()
 
 
-_JSON_LINE = orjson.OPT_NON_STR_KEYS | orjson.OPT_APPEND_NEWLINE
-
-
 def _renderer(log_format: str) -> Processor:
     if log_format == "console":
         return structlog.dev.ConsoleRenderer(colors=False)
@@ -356,9 +353,9 @@ def get_logger() -> structlog.typing.FilteringBoundLogger:
 
 def info_line(event: str, fields: dict[str, Any]) -> None:
     """``get_logger().info(event, **fields)`` for the line of every API request: the same
-    line, without structlog's bound logger and, in JSON, without the chain of processors
-    (the level and the timestamp put in directly, then one ``orjson.dumps``). ``fields``
-    hold JSON values and no ``exc_info``; it is taken over."""
+    line, without structlog's bound logger or its chain of processors: the level and the
+    timestamp are put in directly, and a JSON line is one ``orjson.dumps``. ``fields`` hold
+    JSON values and no ``exc_info``; it is taken over."""
     processors = structlog.get_config()["processors"]
     if _batched is None or processors is not _PROCESSORS or processors[-1] is not _render:
         # structlog configured otherwise: its testing kit, say, which swaps the chain's items
@@ -367,12 +364,10 @@ def info_line(event: str, fields: dict[str, Any]) -> None:
     if _level > logging.INFO:
         return
     fields["event"] = event
-    if _render.log_format == "json":
-        fields["level"] = "info"
-        fields["timestamp"] = _timestamp.now()
-        _batched.write_line(orjson.dumps(fields, default=repr, option=_JSON_LINE).decode())
-        return
-    line: Any = fields
-    for processor in _PROCESSORS:
-        line = processor(None, "info", line)
+    fields["level"] = "info"
+    fields["timestamp"] = _timestamp.now()
+    if _render.log_format == "json":  # the renderer's serializer, without its call layers
+        line = _json(fields, default=repr)
+    else:
+        line = _render(None, "info", fields)
     _batched.write_line(line + "\n")
