@@ -102,6 +102,9 @@ PAIRS = (("mitmdump-b", "mitmdump"), ("claimgate", "mitmdump"), ("claimgate", "c
 """Paired comparisons (numerator, denominator); the first is the A/A control."""
 BUDGETS = {1024: 0.95, 65536: 0.9}
 """docs/design.md 5: claimgate / mitmdump throughput at these body sizes."""
+OWN_WORK_TARGETS = {1024: 0.05, 65536: 0.15}
+"""docs/performance.md, "Own work per request": claimgate's own share of the sidecar's CPU
+at most this, read off the paired claimgate / core ratio (own work = 1 - ratio)."""
 
 
 def ensure_tools() -> None:
@@ -476,6 +479,14 @@ def report(
         if budget is not None:
             verdict += "met" if ratio >= budget else "NOT met"
         print(f"{size:>6} bytes: {ratio:.3f} x mitmdump ({verdict})")
+    print("\nown work (docs/performance.md), from the paired claimgate / core ratio:")
+    for size, _, ratios in rows:
+        own = 1 - statistics.median(ratios[("claimgate", "core")])
+        target = OWN_WORK_TARGETS.get(size)
+        verdict = "no target" if target is None else f"<= {target:.0%}: "
+        if target is not None:
+            verdict += "met" if own <= target else "NOT met"
+        print(f"{size:>6} bytes: {own:.1%} of the sidecar's CPU ({verdict})")
     print(f"\nclaimgate decisions logged: {decisions}, injected: {injected}")
 
 

@@ -38,6 +38,13 @@ def test_bench_measures_every_proxy_and_reports_every_comparison():
     for pair in ("mitmdump-b / mitmdump (A/A control)", "claimgate / mitmdump", "claimgate / core"):
         assert re.search(rf"1024 {re.escape(pair)}\s+\d\.\d{{3}} \[", report), pair
     assert re.search(r"1024 bytes: \d\.\d{3} x mitmdump \(>= 0.95: (met|NOT met)\)", report)
+    ratio = float(re.search(r"1024 claimgate / core\s+(\d\.\d{3}) \[", report).group(1))
+    own = re.search(
+        r"1024 bytes: (-?\d+\.\d)% of the sidecar's CPU \(<= 5%: (met|NOT met)\)", report
+    )
+    assert abs(float(own.group(1)) - 100 * (1 - ratio)) < 0.06  # the median's complement
+    if abs(float(own.group(1)) - 5.0) > 0.05:  # else the rounding decides
+        assert (own.group(2) == "met") == (float(own.group(1)) < 5.0)
     logged, injected = re.search(r"decisions logged: (\d+), injected: (\d+)", report).groups()
     assert int(logged) > 0 and logged == injected
 
