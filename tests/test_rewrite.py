@@ -481,6 +481,99 @@ def test_a_damaged_large_body_is_refused_or_read_exactly_as_the_walker_does(dama
     assert stepped == outcome(rewrite_module._walk, bytes(raw), CLAIM)
 
 
+def read_in_place(raw):
+    return rewrite_module._read_in_place(raw, raw.decode())
+
+
+@settings(max_examples=200, suppress_health_check=[HealthCheck.too_slow])
+@given(spelled_requests(), claims, st.data())
+def test_a_large_body_in_msgspec_s_layout_is_read_in_place_as_the_walker_reads_it(
+    spelled, claim, data
+):
+    """Compact, token first, each name once (json.dumps' compact ASCII, maybe with PHP's
+    '\\/'): read where the layout puts each value, unless a parameters object names a claim."""
+    document, _ = spelled
+    holding = False
+    if data.draw(st.booleans()):
+        action = data.draw(st.sampled_from(document["request"]["actions"]))
+        if holding := isinstance(action.get("parameters"), dict):
+            action["parameters"]["extendedclaim"] = data.draw(st.just(claim) | claims)
+    compact = json.dumps(document, separators=(",", ":")).encode()
+    for raw in (compact, compact.replace(b"/", b"\\/")):
+        in_place = read_in_place(raw)
+        if holding:
+            assert in_place is None
+        elif not any(word in raw for word in (b"extendedclaim", b"\\u006", b"\\u007")):
+            assert in_place is not None  # else perhaps a claim's name, escaped: the walker
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(rewrite_module, "LARGE", 0)
+            assert outcome(parse, raw, claim) == outcome(rewrite_module._walk, raw, claim)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        body(action("{}")).replace(b'"hmac":"h"', b'"hmac":"h","hmac":"i"'),  # a name twice
+        body(action("{}")).replace(b'"hmac":"h"', b'"h\\u006dac":"h"'),  # an escaped name
+        body(action("{}")).replace(b'{"token":"tok",', b'{"token":"x","token":"tok",'),
+        body(action("{}")).replace(b'{"actions"', b'{"extra":1,"actions"'),
+        body(action("{}")).replace(b"]}}", b'],"extra":1}}'),
+        body(action("{}")).replace(b"]}}", b']},"extra":1}'),
+        body(action("{}")).replace(b'{"token":"tok",', b"{").replace(b"]}}", b']},"token":"tok"}'),
+        body(action("{}")) + b" ",
+        body(action('{"a":1}')).replace(b'"parameters":{', b'"parameters": {'),
+        body(action('{"extendedcl\\u0061im":"c"}')),  # a claim, escaped
+        body(action('{"extendedclaim":"c"}')),
+        body(action(None)).replace(b'"actionid":"' + READ.encode(), b'"actionid":7'),
+    ],
+)
+def test_what_is_not_in_msgspec_s_layout_or_holds_a_claim_is_read_by_the_walker(raw):
+    assert read_in_place(raw) is None
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(rewrite_module, "LARGE", 0)
+        assert outcome(parse, raw, CLAIM) == outcome(rewrite_module._walk, raw, CLAIM)
+
+
+def test_a_parameters_object_is_taken_as_sent_and_the_claim_goes_after_its_last_value():
+    raw = body(action('{ "data":["Id"] ,"n":10 }'), action("{ }"), action("[ ]"), action(None))
+    request = read_in_place(raw)
+    assert request is not None
+    assert [a.parameters_shape for a in request.actions] == [ParametersShape.OBJECT] * 2 + [
+        ParametersShape.EMPTY_ARRAY,
+        ParametersShape.MISSING,
+    ]
+    result = rewrite(request, CLAIM, range(4))
+    assert result == rewrite(rewrite_module._walk(raw), CLAIM, range(4))
+    assert b'"n":10,"extendedclaim":"Yk+Q/3xZ==" }' in result
+
+
+def test_numbers_past_pythons_digit_limit_read_in_place_as_the_walker_reads_them():
+    raw = body(action('{"n":1}')).replace(b'"timestamp":1', b'"timestamp":' + b"9" * 5000)
+    assert read_in_place(raw) is not None
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(rewrite_module, "LARGE", 0)
+        assert outcome(parse, raw, CLAIM) == outcome(rewrite_module._walk, raw, CLAIM)
+
+
+marks_data = st.lists(st.sampled_from(list(b"xe\\u067 ")), max_size=80).map(bytes)
+
+
+@settings(max_examples=300)
+@given(marks_data, st.integers(0, 80), st.integers(0, 80))
+def test_marked_finds_a_word_by_its_mark_exactly_where_a_search_would(data, start, end):
+    words = (b"\\u006", b"\\u007")
+    expected = any(word in data[start:end] for word in words)
+    assert rewrite_module._marked(data, start, end, b"\\", 0, words) is expected
+    expected = b"xe" in data[start:end]
+    assert rewrite_module._marked(data, start, end, b"e", 1, (b"xe",)) is expected
+
+
+def test_a_claim_name_behind_many_marks_is_still_found():
+    many = b'{"' + b'x":1,"' * 40 + b'\\\\":1,"' * 40 + b'extendedclaim":"c"}'
+    assert rewrite_module._may_hold_claim(many, 0, len(many))
+    assert not rewrite_module._may_hold_claim(many, 0, many.index(b"extendedclaim"))
+
+
 @settings(max_examples=150, suppress_health_check=[HealthCheck.too_slow])
 @given(spelled_requests(), st.integers(min_value=1))
 def test_truncated_requests_are_refused_never_crash(spelled, cut):

@@ -28,11 +28,14 @@ from dataclasses import dataclass
 from enum import StrEnum
 from json.decoder import scanstring
 from json.scanner import make_scanner
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from claimgate import onoffice
+
+if TYPE_CHECKING:
+    from msgspec import Raw
 
 CLAIM_KEY = "extendedclaim"
 
@@ -199,8 +202,8 @@ def _escapes_slashes(text: str) -> bool:
 
 
 LARGE = 8 * 1024
-"""Bytes from which a body's ``parameters`` members are stepped over (``parameters_members``)
-rather than decoded: below, the shortcut or the walker is cheaper."""
+"""Bytes from which a body is read by msgspec (``raw_values``, else ``parameters_members``)
+and its ``parameters`` not decoded: below, the shortcut or the walker is cheaper."""
 
 
 def parse(body: bytes) -> ApiRequest:
@@ -209,6 +212,9 @@ def parse(body: bytes) -> ApiRequest:
         return _parse_encoded(body) or _walk(body)
     text = _text(body)
     if len(text) == len(body):  # ASCII: lengths in bytes are offsets in the text
+        request = _read_in_place(body, text)
+        if request is not None:
+            return request
         from claimgate.parameters_members import parameters_members  # msgspec, once needed
 
         members = parameters_members(body)
@@ -689,6 +695,132 @@ def _walked_parameters(
 ) -> _Parameters:
     spans = tuple((start, end, v) for key, start, end, v in walked.members if key == CLAIM_KEY)
     return _Parameters(spans, walked.append_at, not walked.members, text, at, value)
+
+
+# --- large bodies laid out as msgspec writes them: values found in place -----------------
+
+_BODY_OPENING = b'{"token":'
+_ACTIONS_OPENING = b',"request":{"actions":['
+_BODY_CLOSING = b"]}}"
+
+
+def _read_in_place(body: bytes, text: str) -> ApiRequest | None:
+    """``parse`` of a large ASCII body laid out as msgspec writes what it reads
+    (``raw_values``: compact, ``token`` first, each name once); else None, for the walker.
+
+    Each value is looked for where that layout puts it and compared with msgspec's bytes
+    for it, so the positions are the ones the walker would find; values are decoded by the
+    walker's scanner, a ``parameters`` object not at all. One that may hold a claim (whose
+    position a rewrite needs) leaves the body to the walker too.
+    """
+    if not body.startswith(_BODY_OPENING):
+        return None
+    from claimgate.raw_values import raw_values  # msgspec, once needed
+
+    read = raw_values(body)
+    if read is None:
+        return None
+    token_json, actions_members = read
+    try:
+        return _request_in_place(body, text, token_json, actions_members)
+    except (ValueError, RecursionError, _NotJson):
+        return None  # not a request, or nested deeper than the scanner goes: the walker says
+
+
+def _request_in_place(
+    body: bytes, text: str, token_json: "Raw", actions_members: list[dict[str, "Raw"]]
+) -> ApiRequest | None:
+    at = len(_BODY_OPENING)
+    if not body.startswith(token_json, at):
+        return None
+    token, at = _any_value(text, at)
+    if not body.startswith(_ACTIONS_OPENING, at):
+        return None
+    at += len(_ACTIONS_OPENING)
+    actions = []
+    for index, members in enumerate(actions_members):
+        if index:
+            if not body.startswith(b",", at):
+                return None
+            at += 1
+        placed = _action_in_place(body, text, at, members)
+        if placed is None:
+            return None
+        obj, at = placed
+        actions.append(_action(index, obj))
+    if at + len(_BODY_CLOSING) != len(body) or not body.startswith(_BODY_CLOSING, at):
+        return None
+    if not isinstance(token, str) or not token or not actions:
+        return None
+    return ApiRequest(text=text, token=token, actions=tuple(actions), body=body)
+
+
+def _action_in_place(
+    body: bytes, text: str, at: int, members: Mapping[str, "Raw"]
+) -> tuple[_Object, int] | None:
+    """The action object at ``at`` and where it ends, if it holds ``members`` exactly."""
+    if not body.startswith(b"{", at):
+        return None
+    obj = _Object(at, [], {})
+    at += 1
+    for name, value in members.items():
+        spelled = b'%s"%s":' % (b"," if obj.members else b"", name.encode())
+        if not body.startswith(spelled, at):
+            return None  # a name given twice or with escapes: not msgspec's layout
+        at += len(spelled)
+        if not body.startswith(value, at):
+            return None
+        end = at + len(value)
+        if name == "parameters" and body.startswith(b"{", at):
+            if _may_hold_claim(body, at, end):
+                return None
+            append_at = _after_last_value(text, end - 1, at)
+            member_value: Any = _Parameters((), append_at, append_at == at + 1, text, at)
+        else:
+            member_value = _any_value(text, at)[0]
+        member = (name, at, end, member_value)
+        obj.members.append(member)
+        obj.by_name[name] = member
+        at = end
+    if not body.startswith(b"}", at):
+        return None
+    return obj, at + 1
+
+
+def _may_hold_claim(body: bytes, start: int, end: int) -> bool:
+    """Whether the object at ``start:end`` may have a member named ``extendedclaim``:
+    spelled so, or with an escape, which for a lower-case letter is ``\\u006X`` or
+    ``\\u007X``."""
+    return _marked(body, start, end, b"x", 1, (CLAIM_KEY.encode(),)) or _marked(
+        body, start, end, b"\\", 0, (b"\\u006", b"\\u007")
+    )
+
+
+_MARKS_ONE_BY_ONE = 16
+"""Marks looked at one by one before ``_marked`` searches for the words instead."""
+
+
+def _marked(
+    data: bytes, start: int, end: int, mark: bytes, offset: int, words: tuple[bytes, ...]
+) -> bool:
+    """Whether one of ``words``, each with the byte ``mark`` at ``offset``, is in
+    ``data[start:end]``.
+
+    A search for one byte is a ``memchr``; a search for a word loops over every position,
+    twenty times slower and more in a body without it (docs/performance.md, "Own work").
+    So marks are found one by one at first, words searched for only behind as many marks
+    as ``_MARKS_ONE_BY_ONE``.
+    """
+    at = data.find(mark, start, end)
+    for _ in range(_MARKS_ONE_BY_ONE):
+        if at < 0:
+            return False
+        if at - offset >= start and data.startswith(words, at - offset, end):
+            return True
+        at = data.find(mark, at + 1, end)
+    if at < 0:
+        return False
+    return any(data.find(word, max(at - offset, start), end) >= 0 for word in words)
 
 
 class _Misaligned(Exception):
