@@ -555,6 +555,19 @@ def test_numbers_past_pythons_digit_limit_read_in_place_as_the_walker_reads_them
         assert outcome(parse, raw, CLAIM) == outcome(rewrite_module._walk, raw, CLAIM)
 
 
+@pytest.mark.parametrize("version", ["1", ""])
+def test_a_version_one_action_read_in_place_is_resigned_as_the_walker_resigns_it(version):
+    raw = body(action('{"data":["Id"]}', version=version), action("[]", version=version))
+    request = read_in_place(raw)
+    assert request is not None
+    assert [a.decoded() for a in request.actions] == [
+        a.decoded() for a in rewrite_module._walk(raw).actions
+    ]
+    secrets = {0: "s", 1: "s"}
+    expected = rewrite(rewrite_module._walk(raw), CLAIM, [0, 1], secrets, now=7)
+    assert rewrite(request, CLAIM, [0, 1], secrets, now=7) == expected
+
+
 marks_data = st.lists(st.sampled_from(list(b"xe\\u067 ")), max_size=80).map(bytes)
 
 
