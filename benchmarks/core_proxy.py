@@ -2,6 +2,8 @@
 
 The benchmark's second baseline: the difference between this and ``claimgate run`` with the
 same configuration is claimgate's own work per request, with mitmproxy's share held equal.
+That includes the process's garbage collector (``claimgate.collector``): frozen at ready in
+both, or mitmproxy's full passes over an unfrozen heap would count against ``core``.
 
     python benchmarks/core_proxy.py CONFIG.toml
 """
@@ -14,16 +16,25 @@ from pathlib import Path
 from mitmproxy import options
 from mitmproxy.master import Master
 
+from claimgate import collector
 from claimgate.runner import mitmproxy_options, proxy_addons
 from claimgate.settings import load_settings
 
 
+class Ready:
+    """What ``Claimgate.running`` does for the process once every listener is bound."""
+
+    def running(self) -> None:
+        collector.start()
+
+
 async def serve(config: Path) -> None:
     master = Master(options.Options())
-    master.addons.add(*proxy_addons())
+    master.addons.add(*proxy_addons(), Ready())
     master.options.update(**mitmproxy_options(load_settings(config, os.environ)))
     await master.run()
 
 
 if __name__ == "__main__":
+    collector.hold()
     asyncio.run(serve(Path(sys.argv[1])))

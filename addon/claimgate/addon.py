@@ -17,7 +17,6 @@ request are one assignment of a fully built body, or one answer set in its place
 
 import asyncio
 import functools
-import gc
 import inspect
 import json
 import time
@@ -32,7 +31,7 @@ from mitmproxy.net.http import url
 from mitmproxy.proxy import mode_specs
 from mitmproxy.proxy.context import Context
 
-from claimgate import capture, decoding, edge
+from claimgate import capture, collector, decoding, edge
 from claimgate.admin import AdminServer
 from claimgate.backend import Backend
 from claimgate.flow_state import METADATA_KEY, FlowState, Generation
@@ -181,13 +180,7 @@ class Claimgate:
                 self.listeners[role.value] = f"{host}:{port}"
         self.listeners["admin"] = self.admin.start()
         self.oversize.start()
-        # What exists now lives as long as the process; freezing it keeps the cyclic
-        # collector's full passes frequent and cheap, so garbage from finished flows (they
-        # form reference cycles) is freed soon instead of piling up between rare passes.
-        # ``claimgate run`` starts with the collector off (docs/performance.md, "Footprint"):
-        # the little garbage of the start-up is frozen with the rest, and collecting begins.
-        gc.freeze()
-        gc.enable()
+        collector.start()  # what exists now lives as long as the process
         log.info("claimgate_ready", listeners=self.listeners, mode=self.settings.policy.mode.value)
 
     async def done(self) -> None:

@@ -7,7 +7,6 @@ configuration or usage error (one line on stderr naming the key and what is wron
 import argparse
 import asyncio
 import dataclasses
-import gc
 import json
 import os
 import signal
@@ -17,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from claimgate import __version__, signature
+from claimgate import __version__, collector, signature
 from claimgate.fingerprint import fingerprint
 from claimgate.settings import CONFIG_VARIABLE, ConfigError, Settings, describe, load_settings
 
@@ -106,9 +105,7 @@ def _settings(path: Path | None) -> Settings:
 
 
 def _run(args: argparse.Namespace) -> int:
-    # No cyclic collection while starting: the imports alone would trigger about 150 passes
-    # (70-130 ms) over objects that all live on; Claimgate.running turns it on (and freezes).
-    gc.disable()
+    collector.hold()  # until Claimgate.running: claimgate.collector
     # A SIGHUP from now on reloads, never ends claimgate: until the proxy's loop takes the
     # signal over, one is only remembered (the reload follows once serving).
     hangups: list[int] = []
