@@ -3,6 +3,7 @@
 import gzip
 import json
 import ssl
+import sys
 import time
 import zlib
 from dataclasses import replace
@@ -11,6 +12,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from mitmproxy import connection, http, tls
+from mitmproxy import flow as flow_module
 from mitmproxy.proxy import context
 from mitmproxy.proxy.layers.tls import parse_client_hello
 from mitmproxy.proxy.mode_specs import ProxyMode
@@ -21,6 +23,7 @@ from claimgate import addon as addon_module
 from claimgate import onoffice
 from claimgate.activity import Activity
 from claimgate.addon import VIOLATION_HEADER, Claimgate, Role, listener_modes
+from claimgate.flow_state import METADATA_KEY
 from claimgate.metrics import Metrics
 from claimgate.monitor import Monitor
 from claimgate.policy import Mode
@@ -345,6 +348,28 @@ async def test_api_rejection_is_reported_from_the_response():
     decision = next(e for e in logs if e["event"] == "api_request")
     assert decision["violations"] == ["api_rejected_claim"]
     assert decision["upstream_status"] == 200
+
+
+@pytest.mark.parametrize("answered", [True, False])
+async def test_the_flow_holds_nothing_of_claimgate_once_its_line_is_written(answered):
+    """Flows form reference cycles, freed only by the cyclic collector after it has walked
+    all they hold: claimgate's state leaves the flow with the decision line instead."""
+    addon = make_addon()
+    with taddons.context(addon), capture_logs() as logs:
+        await stored(addon)
+        flow = api_flow(addon, api_body())
+        await send(addon, flow)
+        state = flow.metadata[METADATA_KEY]
+        if answered:
+            flow.response = tutils.tresp()
+            await addon.response(flow)
+        else:
+            flow.error = flow_module.Error("connection closed")
+            addon.error(flow)
+    assert [e["decision"] for e in logs if e["event"] == "api_request"] == ["injected"]
+    assert METADATA_KEY not in flow.metadata
+    assert sys.getrefcount(state) == 2  # this name and the call's argument: nothing else
+    assert addon.in_flight == 0
 
 
 def client_hello(sni: str) -> tls.ClientHelloData:

@@ -352,8 +352,10 @@ class Claimgate:
         self.monitor.decision(record, status, upstream_error=upstream_error)
 
     def _settle(self, flow: http.HTTPFlow) -> FlowState | None:
-        """The flow's state, no longer in flight."""
-        state = flow.metadata.get(METADATA_KEY)
+        """The flow's state, no longer in flight, and off the flow: freed once its decision
+        line is written, not with the flow (flows form reference cycles, which only the
+        cyclic collector frees, after walking everything they hold)."""
+        state = flow.metadata.pop(METADATA_KEY, None)
         if state is not None and state.in_flight:
             state.in_flight = False
             self.in_flight -= 1
