@@ -2,8 +2,9 @@
 
 The benchmark's second baseline: the difference between this and ``claimgate run`` with the
 same configuration is claimgate's own work per request, with mitmproxy's share held equal.
-That includes the process's garbage collector (``claimgate.collector``): frozen at ready in
-both, or mitmproxy's full passes over an unfrozen heap would count against ``core``.
+That includes what claimgate changes of mitmproxy's own per-request costs: its garbage
+collector (``claimgate.collector``) and its messages' type check (``claimgate.message_checks``),
+or mitmproxy's share would not be the same in both.
 
     python benchmarks/core_proxy.py CONFIG.toml
 """
@@ -16,7 +17,7 @@ from pathlib import Path
 from mitmproxy import options
 from mitmproxy.master import Master
 
-from claimgate import collector
+from claimgate import collector, message_checks
 from claimgate.runner import mitmproxy_options, proxy_addons
 from claimgate.settings import load_settings
 
@@ -29,6 +30,7 @@ class Ready:
 
 
 async def serve(config: Path) -> None:
+    message_checks.install()
     master = Master(options.Options())
     master.addons.add(*proxy_addons(), Ready())
     master.options.update(**mitmproxy_options(load_settings(config, os.environ)))
