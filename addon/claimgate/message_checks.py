@@ -6,7 +6,7 @@ a union one by one and raises and catches a ``TypeError`` for each miss: six per
 and answer, since ``content``, ``trailers`` and ``timestamp_end`` are None while a message
 streams in. Each exception's traceback holds the frames of the call in a reference cycle,
 which only the cyclic collector frees: most of the sidecar's cyclic garbage, and with the
-checks themselves a sixth of its CPU per request (docs/performance.md, "Own work").
+checks themselves an eighth of its CPU per request (docs/performance.md, "Own work").
 
 ``install`` puts a check in its place that decides by ``isinstance`` with the classes each
 field's type allows, and leaves every value it does not accept to mitmproxy's own check:
