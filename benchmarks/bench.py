@@ -89,6 +89,18 @@ class Result:
     p99_ms: float
     cpu_ms: float = 0.0
     """CPU milliseconds the proxy spent per request (0 for ``direct``)."""
+    requests: int = 0
+    """Answers counted by hey."""
+
+
+@dataclass(frozen=True)
+class Pairing:
+    """One paired round: ``a``'s throughput over ``b``'s, and what each spent per request."""
+
+    ratio: float
+    cpu_us: tuple[float, float]
+    """CPU microseconds per request of ``a`` and of ``b`` in the round: with the ratio, the
+    same comparison in absolute terms (``claimgate`` minus ``core`` is claimgate's own work)."""
 
 
 @dataclass(frozen=True)
@@ -234,6 +246,7 @@ def hey(url: str, body: Path, duration: float, concurrency: int, proxy: str | No
         rps=float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1)),  # type: ignore[union-attr]
         p50_ms=_percentile_ms(output, 50),
         p99_ms=_percentile_ms(output, 99),
+        requests=sum(int(count) for _, count in statuses),
     )
 
 
@@ -271,7 +284,7 @@ def measure(url: str, body: Path, args: argparse.Namespace, proxy: Proxy | None)
 
 def paired(
     url: str, body: Path, args: argparse.Namespace, a: Proxy, b: Proxy, a_first: bool
-) -> float:
+) -> Pairing:
     """Throughput of ``a`` over ``b``, both loaded at the same moment on the same CPU.
 
     The load that starts first gets a head start of a few percent (seen in the A/A pair), so
@@ -284,11 +297,17 @@ def paired(
 
     order = (a, b) if a_first else (b, a)
     threads = [threading.Thread(target=load, args=(proxy,)) for proxy in order]
+    before = {proxy.name: cpu_seconds(proxy.pid) for proxy in order}
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    return results[a.name].rps / results[b.name].rps
+
+    def cpu_us(proxy: Proxy) -> float:
+        spent = cpu_seconds(proxy.pid) - before[proxy.name]
+        return 1e6 * spent / max(results[proxy.name].requests, 1)
+
+    return Pairing(results[a.name].rps / results[b.name].rps, (cpu_us(a), cpu_us(b)))
 
 
 def cpu_split() -> tuple[set[int], set[int]]:
@@ -410,7 +429,7 @@ def run(args: argparse.Namespace) -> None:
     report(rows, args, proxy_cpus, load_cpus, injected, len(decisions))
 
 
-Row = tuple[int, dict[str, Result], dict[tuple[str, str], list[float]]]
+Row = tuple[int, dict[str, Result], dict[tuple[str, str], list[Pairing]]]
 
 
 def measure_size(
@@ -433,12 +452,12 @@ def measure_size(
         measured["direct"].append(measure(url, body, args, None))
         for name in alone:
             measured[name].append(measure(url, body, args, running[name]))
-    ratios: dict[tuple[str, str], list[float]] = {pair: [] for pair in PAIRS}
+    pairings: dict[tuple[str, str], list[Pairing]] = {pair: [] for pair in PAIRS}
     for round_ in range(args.pair_rounds):
         for a, b in PAIRS:
-            ratio = paired(url, body, args, running[a], running[b], a_first=round_ % 2 == 0)
-            ratios[(a, b)].append(ratio)
-    return size, {name: median(results) for name, results in measured.items()}, ratios
+            pairing = paired(url, body, args, running[a], running[b], a_first=round_ % 2 == 0)
+            pairings[(a, b)].append(pairing)
+    return size, {name: median(results) for name, results in measured.items()}, pairings
 
 
 def report(
@@ -462,31 +481,39 @@ def report(
             print(f"{size:>6} {name:<10} {r.rps:>7.0f} {r.p50_ms:>7.1f} {r.p99_ms:>7.1f} {cpu}")
     print(
         f"\n2. paired: two proxies loaded at once on CPU {sorted(proxy_cpus)}, throughput ratio, "
-        f"median [min-max] of {args.pair_rounds} x {args.pair_duration:g} s\n"
+        f"median [min-max] of {args.pair_rounds} x {args.pair_duration:g} s; beside it each "
+        "one's CPU us per request in those rounds, median\n"
     )
-    for size, _, ratios in rows:
-        for (a, b), values in ratios.items():
+    for size, _, pairings in rows:
+        for (a, b), rounds in pairings.items():
             label = f"{a} / {b}" + (" (A/A control)" if a.startswith(b) else "")
+            values = [p.ratio for p in rounds]
+            cpu_a, cpu_b = (statistics.median(p.cpu_us[i] for p in rounds) for i in (0, 1))
             print(
                 f"{size:>6} {label:<36} {statistics.median(values):.3f} "
-                f"[{min(values):.3f}-{max(values):.3f}]"
+                f"[{min(values):.3f}-{max(values):.3f}]   {cpu_a:.0f} / {cpu_b:.0f} us"
             )
     print("\nbudgets (docs/design.md 5), from the paired claimgate / mitmdump ratio:")
-    for size, _, ratios in rows:
-        ratio = statistics.median(ratios[("claimgate", "mitmdump")])
+    for size, _, pairings in rows:
+        ratio = statistics.median(p.ratio for p in pairings[("claimgate", "mitmdump")])
         budget = BUDGETS.get(size)
         verdict = "no budget" if budget is None else f">= {budget}: "
         if budget is not None:
             verdict += "met" if ratio >= budget else "NOT met"
         print(f"{size:>6} bytes: {ratio:.3f} x mitmdump ({verdict})")
-    print("\nown work (docs/performance.md), from the paired claimgate / core ratio:")
-    for size, _, ratios in rows:
-        own = 1 - statistics.median(ratios[("claimgate", "core")])
+    print(
+        "\nown work (docs/performance.md), from the paired claimgate / core ratio, and in CPU"
+        " time: claimgate's us per request less core's, the median of their rounds' difference:"
+    )
+    for size, _, pairings in rows:
+        rounds = pairings[("claimgate", "core")]
+        own = 1 - statistics.median(p.ratio for p in rounds)
+        own_us = statistics.median(p.cpu_us[0] - p.cpu_us[1] for p in rounds)
         target = OWN_WORK_TARGETS.get(size)
         verdict = "no target" if target is None else f"<= {target:.0%}: "
         if target is not None:
             verdict += "met" if own <= target else "NOT met"
-        print(f"{size:>6} bytes: {own:.1%} of the sidecar's CPU ({verdict})")
+        print(f"{size:>6} bytes: {own:.1%} of the sidecar's CPU ({verdict}), {own_us:.0f} us")
     print(f"\nclaimgate decisions logged: {decisions}, injected: {injected}")
 
 

@@ -36,11 +36,17 @@ def test_bench_measures_every_proxy_and_reports_every_comparison():
     for target in ("direct", "mitmdump", "core", "claimgate"):
         assert re.search(rf"^\s+1024 {target}\s+\d+", report, re.M), target
     for pair in ("mitmdump-b / mitmdump (A/A control)", "claimgate / mitmdump", "claimgate / core"):
-        assert re.search(rf"1024 {re.escape(pair)}\s+\d\.\d{{3}} \[", report), pair
+        line = re.search(
+            rf"1024 {re.escape(pair)}\s+\d\.\d{{3}} \[.*\]\s+(\d+) / (\d+) us$", report, re.M
+        )
+        assert line, pair
+        assert int(line.group(1)) > 0 and int(line.group(2)) > 0, line.group(0)  # CPU was read
     assert re.search(r"1024 bytes: \d\.\d{3} x mitmdump \(>= 0.95: (met|NOT met)\)", report)
     ratio = float(re.search(r"1024 claimgate / core\s+(\d\.\d{3}) \[", report).group(1))
     own = re.search(
-        r"1024 bytes: (-?\d+\.\d)% of the sidecar's CPU \(<= 5%: (met|NOT met)\)", report
+        r"1024 bytes: (-?\d+\.\d)% of the sidecar's CPU \(<= 5%: (met|NOT met)\), -?\d+ us$",
+        report,
+        re.M,
     )
     assert abs(float(own.group(1)) - 100 * (1 - ratio)) < 0.06  # the median's complement
     if abs(float(own.group(1)) - 5.0) > 0.05:  # else the rounding decides
