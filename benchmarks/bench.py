@@ -6,6 +6,8 @@ Proxies, each on its own port, all started once and kept running:
   baseline (``mitmdump-b``, a second one, is the A/A control);
 - ``core``: mitmproxy exactly as claimgate assembles it (its addons and options), without
   claimgate's addon (``core_proxy.py``): what claimgate's own work costs;
+- ``least``: ``core`` with the least an injector can do per request (``least_injector.py``:
+  decode, put the claim in, encode, one log line): the floor under that own work;
 - ``claimgate``: ``claimgate run``, ``inject`` mode, the customer's claim present, so every
   request is parsed, decided, rewritten and logged.
 
@@ -110,7 +112,12 @@ class Proxy:
     pid: int
 
 
-PAIRS = (("mitmdump-b", "mitmdump"), ("claimgate", "mitmdump"), ("claimgate", "core"))
+PAIRS = (
+    ("mitmdump-b", "mitmdump"),
+    ("claimgate", "mitmdump"),
+    ("claimgate", "core"),
+    ("least", "core"),
+)
 """Paired comparisons (numerator, denominator); the first is the A/A control."""
 BUDGETS = {1024: 0.95, 65536: 0.9}
 """docs/design.md 5: claimgate / mitmdump throughput at these body sizes."""
@@ -412,9 +419,10 @@ def run(args: argparse.Namespace) -> None:
             for name in ("mitmdump", "mitmdump-b"):
                 port = free_port()
                 running[name] = start(name, mitmdump_args(port, work / f"{name}-ca", ca), port)
-            port = free_port()
-            core = [sys.executable, str(Path(__file__).with_name("core_proxy.py"))]
-            running["core"] = start("core", [*core, config("core", port, free_port())], port)
+            for name, script in (("core", "core_proxy.py"), ("least", "least_injector.py")):
+                port = free_port()
+                command = [sys.executable, str(Path(__file__).with_name(script))]
+                running[name] = start(name, [*command, config(name, port, free_port())], port)
             port = free_port()
             claimgate_toml = claimgate_config(work, "claimgate", port, admin, upstream, ca)
             gate = ClaimgateProcess(claimgate_toml, secrets, cpus=proxy_cpus)
@@ -503,18 +511,27 @@ def report(
         print(f"{size:>6} bytes: {ratio:.3f} x mitmdump ({verdict})")
     print(
         "\nown work (docs/performance.md), from the paired claimgate / core ratio, and in CPU"
-        " time: claimgate's us per request less core's, the median of their rounds' difference:"
+        " time: claimgate's us per request less core's, the median of their rounds' difference;"
+        " the same for the least an injector can do (least / core):"
     )
     for size, _, pairings in rows:
-        rounds = pairings[("claimgate", "core")]
-        own = 1 - statistics.median(p.ratio for p in rounds)
-        own_us = statistics.median(p.cpu_us[0] - p.cpu_us[1] for p in rounds)
+        own, own_us = _own_work(pairings[("claimgate", "core")])
+        least, least_us = _own_work(pairings[("least", "core")])
         target = OWN_WORK_TARGETS.get(size)
         verdict = "no target" if target is None else f"<= {target:.0%}: "
         if target is not None:
             verdict += "met" if own <= target else "NOT met"
-        print(f"{size:>6} bytes: {own:.1%} of the sidecar's CPU ({verdict}), {own_us:.0f} us")
+        print(
+            f"{size:>6} bytes: {own:.1%} of the sidecar's CPU ({verdict}), {own_us:.0f} us; "
+            f"least injector {least:.1%}, {least_us:.0f} us"
+        )
     print(f"\nclaimgate decisions logged: {decisions}, injected: {injected}")
+
+
+def _own_work(rounds: list[Pairing]) -> tuple[float, float]:
+    """A numerator's work beyond ``core``: its share of the numerator's CPU, and in us."""
+    share = 1 - statistics.median(p.ratio for p in rounds)
+    return share, statistics.median(p.cpu_us[0] - p.cpu_us[1] for p in rounds)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -29,10 +29,11 @@ class Ready:
         collector.start()
 
 
-async def serve(config: Path) -> None:
+async def serve(config: Path, *addons: object) -> None:
+    """Run until stopped; ``addons`` come after mitmproxy's (``least_injector.py``'s)."""
     message_checks.install()
     master = Master(options.Options())
-    master.addons.add(*proxy_addons(), Ready())
+    master.addons.add(*proxy_addons(), Ready(), *addons)
     master.options.update(**mitmproxy_options(load_settings(config, os.environ)))
     await master.run()
 

@@ -7,12 +7,17 @@ business, not CI's). nginx and hey come from ``./dev setup``; without them the b
 exits naming that step, and this test fails with its message.
 """
 
+import json
 import os
 import re
 import signal
 import subprocess
 import sys
 from pathlib import Path
+
+from mitmproxy.test import tflow, tutils
+
+from claimgate.testing import make_secret, make_token
 
 BENCH = Path(__file__).parents[1] / "benchmarks" / "bench.py"
 
@@ -35,7 +40,8 @@ def test_bench_measures_every_proxy_and_reports_every_comparison():
     assert bench.returncode == 0, errors[-2000:]
     for target in ("direct", "mitmdump", "core", "claimgate"):
         assert re.search(rf"^\s+1024 {target}\s+\d+", report, re.M), target
-    for pair in ("mitmdump-b / mitmdump (A/A control)", "claimgate / mitmdump", "claimgate / core"):
+    pairs = ("mitmdump-b / mitmdump (A/A control)", "claimgate / mitmdump", "claimgate / core")
+    for pair in (*pairs, "least / core"):
         line = re.search(
             rf"1024 {re.escape(pair)}\s+\d\.\d{{3}} \[.*\]\s+(\d+) / (\d+) us$", report, re.M
         )
@@ -44,11 +50,14 @@ def test_bench_measures_every_proxy_and_reports_every_comparison():
     assert re.search(r"1024 bytes: \d\.\d{3} x mitmdump \(>= 0.95: (met|NOT met)\)", report)
     ratio = float(re.search(r"1024 claimgate / core\s+(\d\.\d{3}) \[", report).group(1))
     own = re.search(
-        r"1024 bytes: (-?\d+\.\d)% of the sidecar's CPU \(<= 5%: (met|NOT met)\), -?\d+ us$",
+        r"1024 bytes: (-?\d+\.\d)% of the sidecar's CPU \(<= 5%: (met|NOT met)\), -?\d+ us; "
+        r"least injector (-?\d+\.\d)%, -?\d+ us$",
         report,
         re.M,
     )
     assert abs(float(own.group(1)) - 100 * (1 - ratio)) < 0.06  # the median's complement
+    least = float(re.search(r"1024 least / core\s+(\d\.\d{3}) \[", report).group(1))
+    assert abs(float(own.group(3)) - 100 * (1 - least)) < 0.06
     if abs(float(own.group(1)) - 5.0) > 0.05:  # else the rounding decides
         assert (own.group(2) == "met") == (float(own.group(1)) < 5.0)
     logged, injected = re.search(r"decisions logged: (\d+), injected: (\d+)", report).groups()
@@ -88,3 +97,25 @@ def test_footprint_measures_both_and_breaks_the_start_up_down():
     assert re.search(r"^\s+CertStore.from_store\s+\d+", report, re.M)  # the probe's calls
     assert "candidates among the imports" in report
     assert re.search(r"^all four\s+\d+\s+[-+]\d+", report, re.M)  # the cuts tried
+
+
+def test_the_least_injector_puts_the_claim_into_every_action_and_logs_every_answer(capfd):
+    """The floor is only a floor if it does the injecting: every action, parameters or none."""
+    from benchmarks.bench import body_of_size
+    from benchmarks.least_injector import CLAIM_KEY, LeastInjector
+
+    body = json.loads(body_of_size(2048, make_token(), make_secret()))
+    body["request"]["actions"].append(
+        {"actionid": "urn:onoffice-de-ns:smart:2.5:smartml:action:read"}
+    )
+    flow = tflow.tflow(req=tutils.treq(content=json.dumps(body).encode()), resp=True)
+    injector = LeastInjector("the-claim")
+    injector.request(flow)
+    injector.response(flow)
+    sent = json.loads(flow.request.content)
+    assert len(sent["request"]["actions"]) == 2
+    assert all(a["parameters"][CLAIM_KEY] == "the-claim" for a in sent["request"]["actions"])
+    assert flow.request.headers["content-length"] == str(len(flow.request.raw_content))
+    sys.stdout.flush()
+    lines = capfd.readouterr().out.splitlines()
+    assert [json.loads(line)["upstream_status"] for line in lines] == [200]
