@@ -6,8 +6,9 @@ The issue's protocol, both proxies side by side in one run:
   created, the files in the page cache): ``mitmdump -q`` on one port, as ``./dev bench`` runs
   it, and ``claimgate run`` on the sidecar configuration: what deploy/kubernetes's configmap
   sets, runnable locally (forward listener, capture listener in front of a small local app,
-  admin listener, memory store instead of Redis, inject, JSON logs, ``config.watch``), every
-  listener on a free loopback port;
+  admin listener, inject, JSON logs, ``config.watch``), every listener on a free loopback
+  port; the memory store, or with ``--store redis`` the configmap's own choice, the Redis
+  store, on a ``redis-server`` of its own for the run;
 - ready: from exec until ``/readyz`` answers 200 (claimgate), until a request through it is
   answered (mitmdump), polled every 5 ms;
 - idle: VmRSS ``--idle`` (3) seconds after ready, before any traffic;
@@ -31,6 +32,7 @@ About 8 minutes on a 2-vCPU VM, most of it the six soaks.
 
     ./dev footprint [--starts 3] [--idle 3] [--latency-requests 400] [--soak-requests 50000]
                     [--soak-seconds 150] [--soak-starts 3] [--startup-runs 3] [--trial-runs 8]
+                    [--store memory|redis]
 """
 
 import argparse
@@ -98,6 +100,8 @@ class World:
     proxy_cpus: set[int]
     python: dict[str, str] = field(default_factory=dict)
     """Python's settings for every child (``bytecode_env``)."""
+    store: str = "memory"
+    """claimgate's ``claims.store``."""
 
     @property
     def secrets(self) -> dict[str, str]:
@@ -126,7 +130,7 @@ class Running:
 
 
 def sidecar_config(world: World, forward: int, capture: int, admin: int) -> Path:
-    """deploy/kubernetes/configmap.yaml's settings, on loopback, memory store, local app."""
+    """deploy/kubernetes/configmap.yaml's settings, on loopback, ``world.store``, local app."""
     config = world.work / f"claimgate-{forward}.toml"
     config.write_text(f"""
 [proxy]
@@ -140,7 +144,7 @@ listen = "127.0.0.1:{capture}"
 public_base_url = "https://app.example.com"
 provider_secret = "env:FOOTPRINT_PROVIDER_SECRET"
 [claims]
-store = "memory"
+store = "{world.store}"
 [policy]
 mode = "inject"
 [admin]
@@ -486,6 +490,7 @@ def run(args: argparse.Namespace) -> None:
         tempfile.TemporaryDirectory(prefix="claimgate-footprint-") as tmp,
         ApiDouble({token: secret}) as api,
         local_app() as app_port,
+        store(args.store) as store_url,
     ):
         world = World(
             Path(tmp),
@@ -498,6 +503,7 @@ def run(args: argparse.Namespace) -> None:
             make_secret(),
             proxy_cpus,
             bytecode_env(args.bytecode, Path(tmp)),
+            store_url,
         )
         for name in NAMES:  # unmeasured: the CAs are created, the bytecode, the page cache
             with launch(world, name):
@@ -520,6 +526,19 @@ def run(args: argparse.Namespace) -> None:
     if trials:
         print(startup_time.report_trials(trials, diffs))
     print(f"\nwhole run: {time.monotonic() - began:.0f} s")
+
+
+@contextmanager
+def store(kind: str) -> Iterator[str]:
+    """claimgate's ``claims.store`` for ``kind``: a ``redis-server`` of the run's own (from
+    ``./dev setup``), on loopback, for ``redis``."""
+    if kind == "memory":
+        yield "memory"
+        return
+    from tests.redis_server import RedisServer
+
+    with RedisServer() as server:
+        yield server.url
 
 
 def describe_start(round_: int, start: Start) -> str:
@@ -597,7 +616,7 @@ def report(
         f"\nproxies on CPU {sorted(proxy_cpus)}, clients, API double and app on CPU "
         f"{sorted(load_cpus)}; median of {args.starts} alternate starts of each (soaked: "
         f"{soaks} of them); latency: {args.latency_requests} sequential requests, each "
-        f"paired with a direct one; bytecode: {args.bytecode}\n",
+        f"paired with a direct one; bytecode: {args.bytecode}; claimgate's store: {args.store}\n",
         format_table(("", "mitmdump", "claimgate", "ratio"), rows),
         "\nper start:",
         format_table(
@@ -650,6 +669,12 @@ def main(argv: list[str] | None = None) -> None:
         default="cached",
         help="cached: every module's bytecode cached, as in the image (default); source: as "
         "this environment has it (PYTHONDONTWRITEBYTECODE: claimgate compiled at each start)",
+    )
+    parser.add_argument(
+        "--store",
+        choices=("memory", "redis"),
+        default="memory",
+        help="claimgate's claim store: memory (default), or redis on a redis-server of its own",
     )
     run(parser.parse_args(argv))
 

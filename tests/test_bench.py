@@ -64,13 +64,13 @@ def test_bench_measures_every_proxy_and_reports_every_comparison():
     assert int(logged) > 0 and logged == injected
 
 
-def test_footprint_measures_both_and_breaks_the_start_up_down():
-    """``./dev footprint`` in a short form: every measurement reported for both proxies, a
-    verdict for every target, the start-up breakdown's sections; never a number's size."""
-    short = ["--starts", "1", "--idle", "0.5", "--latency-requests", "20", "--soak-requests"]
-    short += ["200", "--startup-runs", "1", "--trial-runs", "1"]
+SHORT_FOOTPRINT = ["--starts", "1", "--idle", "0.5", "--latency-requests", "20"]
+
+
+def footprint_report(*arguments: str) -> str:
+    """What ``./dev footprint`` with ``arguments`` printed; it must have succeeded."""
     footprint = subprocess.Popen(
-        [sys.executable, "-m", "benchmarks.footprint", *short],
+        [sys.executable, "-m", "benchmarks.footprint", *arguments],
         cwd=BENCH.parents[1],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -84,6 +84,16 @@ def test_footprint_measures_both_and_breaks_the_start_up_down():
             os.killpg(footprint.pid, signal.SIGKILL)
             footprint.wait()
     assert footprint.returncode == 0, errors[-2000:]
+    return report
+
+
+def test_footprint_measures_both_and_breaks_the_start_up_down():
+    """``./dev footprint`` in a short form: every measurement reported for both proxies, a
+    verdict for every target, the start-up breakdown's sections; never a number's size."""
+    report = footprint_report(
+        *SHORT_FOOTPRINT, "--soak-requests", "200", "--startup-runs", "1", "--trial-runs", "1"
+    )
+    assert "claimgate's store: memory" in report
     number = r"-?\d+\.\d+"
     for label in ("time to ready, s", "RSS idle, MiB", "RSS after the soak, MiB"):
         assert re.search(rf"^{re.escape(label)}\s+{number}\s+{number}\s+{number}$", report, re.M)
@@ -97,6 +107,17 @@ def test_footprint_measures_both_and_breaks_the_start_up_down():
     assert re.search(r"^\s+CertStore.from_store\s+\d+", report, re.M)  # the probe's calls
     assert "candidates among the imports" in report
     assert re.search(r"^all four\s+\d+\s+[-+]\d+", report, re.M)  # the cuts tried
+
+
+def test_footprint_runs_claimgate_on_the_redis_store_of_the_kubernetes_example_too():
+    """With ``--store redis`` claimgate starts on a redis-server of the run's own: ready only
+    once the store answers, and every soaked request injected from the claim stored there."""
+    no_breakdown = ["--startup-runs", "0", "--trial-runs", "0"]
+    report = footprint_report(
+        *SHORT_FOOTPRINT, "--soak-requests", "100", *no_breakdown, "--store", "redis"
+    )
+    assert "claimgate's store: redis" in report
+    assert re.search(r"^1 claimgate\s+\d+\.\d{3}\s+\d+\.\d\s+.*\s100\s+\d+\.\d$", report, re.M)
 
 
 def test_the_least_injector_puts_the_claim_into_every_action_and_logs_every_answer(capfd):
