@@ -21,12 +21,13 @@ import orjson
 from mitmproxy import http
 
 from claimgate import collector
+from claimgate.rewrite import CLAIM_KEY
 from claimgate.testing import make_claim
-
-CLAIM_KEY = "extendedclaim"
 
 
 class LeastInjector:
+    """Puts ``claim`` into every action of every request, writes a line for every answer."""
+
     def __init__(self, claim: str) -> None:
         self.claim = claim
 

@@ -123,7 +123,7 @@ def test_footprint_runs_claimgate_on_the_redis_store_of_the_kubernetes_example_t
 def test_the_least_injector_puts_the_claim_into_every_action_and_logs_every_answer(capfd):
     """The floor is only a floor if it does the injecting: every action, parameters or none."""
     from benchmarks.bench import body_of_size
-    from benchmarks.least_injector import CLAIM_KEY, LeastInjector
+    from benchmarks.least_injector import LeastInjector
 
     body = json.loads(body_of_size(2048, make_token(), make_secret()))
     body["request"]["actions"].append(
@@ -135,7 +135,7 @@ def test_the_least_injector_puts_the_claim_into_every_action_and_logs_every_answ
     injector.response(flow)
     sent = json.loads(flow.request.content)
     assert len(sent["request"]["actions"]) == 2
-    assert all(a["parameters"][CLAIM_KEY] == "the-claim" for a in sent["request"]["actions"])
+    assert all(a["parameters"]["extendedclaim"] == "the-claim" for a in sent["request"]["actions"])
     assert flow.request.headers["content-length"] == str(len(flow.request.raw_content))
     sys.stdout.flush()
     lines = capfd.readouterr().out.splitlines()
