@@ -332,9 +332,15 @@ def test_ready_is_also_compared_round_by_round():
 
 def test_report_says_which_targets_are_met():
     args = types.SimpleNamespace(
-        starts=3, soak_starts=1, soak_requests=50_000, latency_requests=400, bytecode="cached"
+        starts=3,
+        soak_starts=1,
+        soak_requests=50_000,
+        latency_requests=400,
+        bytecode="cached",
+        store="redis",
     )
     text = footprint.report(STARTS, args, {1}, {0})
+    assert "claimgate's store: redis" in text
     assert "idle RSS <= 0.95x mitmdump's: 0.931 (met)" in text
     assert "ready <= 0.8x mitmdump's time: 0.783 (met)" in text
     assert "within 20 MiB of idle: +13.5 MiB (met)" in text
