@@ -1,10 +1,17 @@
-"""The sidecar's assembly of mitmproxy: its addons and the options its settings imply."""
+"""The sidecar's assembly of mitmproxy: its addons, the options its settings imply, and what
+``claimgate run`` sets up in its own process."""
+
+import json
+from pathlib import Path
 
 from mitmproxy import options
 from mitmproxy.master import Master
 
 from claimgate.runner import mitmproxy_options, proxy_addons
 from claimgate.settings import CaptureSettings, ListenAddress, ProxySettings, Settings
+from claimgate.testing import ClaimgateProcess, free_port
+
+PROBE_DIR = Path(__file__).with_name("process_probe")
 
 
 def assembled(settings: Settings) -> Master:
@@ -41,3 +48,21 @@ async def test_the_ca_is_loaded_once(tmp_path):
     assert loaded is not None and (tmp_path / "ca" / "mitmproxy-ca.pem").exists()
     tls.running()
     assert tls.certstore is loaded
+
+
+def test_a_real_sidecar_checks_messages_with_claimgates_check_and_skips_tornados_trust_store(
+    tmp_path,
+):
+    """What ``claimgate run`` does to the process itself, seen in the process at its exit:
+    otherwise only ``./dev bench`` and ``./dev footprint`` would notice either missing."""
+    config = tmp_path / "claimgate.toml"
+    config.write_text(
+        f'[proxy]\nlisten = "127.0.0.1:{free_port()}"\nca_dir = "{tmp_path / "ca"}"\n'
+        f'[admin]\nlisten = "127.0.0.1:{free_port()}"\n'
+    )
+    probe = tmp_path / "probe.json"
+    env = {"PYTHONPATH": str(PROBE_DIR), "CLAIMGATE_TEST_PROBE": str(probe)}
+    with ClaimgateProcess(config, env):
+        pass  # ready: every listener bound; leaving stops it with SIGTERM, cleanly
+    facts = json.loads(probe.read_text())
+    assert facts == {"message_check": "claimgate.message_checks", "tornado_client_cas": 0}
