@@ -27,7 +27,6 @@ CANDIDATES = (
     ("wsproto", "WebSocket, for a WebSocket through the capture listener only"),
     ("pyparsing", "mitmproxy's command and flow-filter grammars: no commands, no filters"),
     ("ruamel", "mitmproxy's YAML options file (config.yaml): claimgate never reads one"),
-    ("tornado", "the admin listener"),
     ("structlog", "claimgate's logging (structlog.dev, the console renderer, included)"),
     ("prometheus_client", "/metrics"),
     ("h2", "HTTP/2 (mitmproxy negotiates it with clients that offer it)"),
@@ -72,8 +71,7 @@ def parse_importtime(lines: Iterable[str]) -> list[Imported]:
 
     Start and end are not known there: each import runs from 0 to its cumulative time.
     importtime does not list the imports made through ``importlib.import_module`` (tornado's
-    package imports ``tornado.web`` so, when claimgate.admin asks for it): their time is in
-    the importer's own time.
+    package, for one, imports ``tornado.web`` so): their time is in the importer's own time.
     """
     pending: dict[int, list[Imported]] = {}
     for line in lines:

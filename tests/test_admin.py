@@ -56,7 +56,7 @@ async def served(request):
     backend = Backend()
     settings = AdminSettings(ListenAddress(host, 0), Secret(token) if token else None)
     server = AdminServer(settings, backend, HeadLimits())
-    address = server.start()
+    address = await server.start()
     async with httpx.AsyncClient(base_url=f"http://{address}", trust_env=False) as client:
         yield client, backend
     await server.stop()
@@ -187,7 +187,7 @@ async def test_a_customer_id_onoffice_never_uses_is_refused_unread(served, custo
         (b"GET /healthz HTTP/1.1\r\nHost: h\r\n" + b"X: 1\r\n" * 101 + b"\r\n", 431),
     ],
 )
-async def test_the_bounds_tornado_does_not_keep_are_kept_here(served, head, status):
+async def test_a_head_past_a_bound_is_refused_with_its_status(served, head, status):
     client, _ = served
     host, port = str(client.base_url.host), client.base_url.port
     reader, writer = await asyncio.open_connection(host, port)

@@ -59,28 +59,3 @@ def test_without_the_catalogue_each_addon_still_imports_alone():
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.stdout == "False False\n", result.stderr
-
-
-def test_tornados_client_context_trusts_no_ca_yet_still_checks_and_no_other_changes():
-    code = (
-        "import ssl; default = ssl.create_default_context; import claimgate.lean as lean; "
-        "lean.skip_tornado_client_trust_store(); import tornado.netutil as n; "
-        "c = n._client_ssl_defaults; "
-        "print(c.cert_store_stats()['x509_ca'], c.verify_mode == ssl.CERT_REQUIRED, "
-        "c.check_hostname, ssl.create_default_context is default, "
-        "ssl.create_default_context().cert_store_stats() == default().cert_store_stats(), "
-        "default().cert_store_stats()['x509_ca'] > 0)"  # the system has a store to skip
-    )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert result.stdout == "0 True True True True True\n", result.stderr
-
-
-def test_a_process_that_already_has_tornado_netutil_keeps_its_trust_store():
-    code = (
-        "import ssl, tornado.netutil as n, claimgate.lean as lean; "
-        "lean.skip_tornado_client_trust_store(); "
-        "print(n._client_ssl_defaults.cert_store_stats() == "
-        "ssl.create_default_context().cert_store_stats())"
-    )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert result.stdout == "True\n", result.stderr

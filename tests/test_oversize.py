@@ -20,7 +20,7 @@ API = ("api.onoffice.de", 443, "https")
 
 
 def oversize() -> Oversize:
-    made = Oversize(Settings().proxy.max_body_size)
+    made = Oversize(Settings().proxy.max_body_size, Settings().limits)
     made.sink_address = SINK
     return made
 

@@ -50,7 +50,7 @@ async def test_the_ca_is_loaded_once(tmp_path):
     assert tls.certstore is loaded
 
 
-def test_a_real_sidecar_checks_messages_with_claimgates_check_and_skips_tornados_trust_store(
+def test_a_real_sidecar_checks_messages_with_claimgates_check_and_imports_no_unused_package(
     tmp_path,
 ):
     """What ``claimgate run`` does to the process itself, seen in the process at its exit:
@@ -65,4 +65,4 @@ def test_a_real_sidecar_checks_messages_with_claimgates_check_and_skips_tornados
     with ClaimgateProcess(config, env):
         pass  # ready: every listener bound; leaving stops it with SIGTERM, cleanly
     facts = json.loads(probe.read_text())
-    assert facts == {"message_check": "claimgate.message_checks", "tornado_client_cas": 0}
+    assert facts == {"message_check": "claimgate.message_checks", "imported": []}

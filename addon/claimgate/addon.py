@@ -132,7 +132,7 @@ class Claimgate:
         """What requests starting now run under; a reload replaces it (``reconfigure``)."""
         self.roles = listener_modes(settings)
         self.api_hosts = ApiHosts(settings.proxy.api_hosts)
-        self.oversize = Oversize(settings.proxy.max_body_size)
+        self.oversize = Oversize(settings.proxy.max_body_size, settings.limits)
         upstream = urlsplit(settings.api.upstream)
         self.api_upstream = (upstream.hostname or "", upstream.port or 443)
         self.api_upstream_host = url.hostport("https", *self.api_upstream)
@@ -141,7 +141,9 @@ class Claimgate:
         self.backend = Backend(
             settings, store, monitor, self.generation.intake, self.listeners, self._proxy_problem
         )
-        self.admin = AdminServer(settings.admin, self.backend, settings.limits)
+        self.admin = AdminServer(
+            settings.admin, self.backend, settings.limits, self._admin_head_refused
+        )
         self.in_flight = 0
         """Requests between their headers and their answer: what a graceful stop waits for."""
         self.first_requests = edge.FirstRequestDeadlines(
@@ -178,8 +180,8 @@ class Claimgate:
             if role is not None and server.listen_addrs:
                 host, port = server.listen_addrs[0][:2]
                 self.listeners[role.value] = f"{host}:{port}"
-        self.listeners["admin"] = self.admin.start()
-        self.oversize.start()
+        self.listeners["admin"] = await self.admin.start()
+        await self.oversize.start()
         collector.start()  # what exists now lives as long as the process
         log.info("claimgate_ready", listeners=self.listeners, mode=self.settings.policy.mode.value)
 
@@ -230,6 +232,10 @@ class Claimgate:
         return edge.BoundedHttp1Server(
             context, self.settings.limits, self._head_refused, connect_allowed=role is Role.FORWARD
         )
+
+    @_guarded
+    def _admin_head_refused(self, refusal: Refusal, peer: str) -> None:
+        self.monitor.request_refused(refusal, "admin", peer)
 
     @_guarded
     def _head_refused(self, refusal: Refusal, client: connection.Client) -> None:

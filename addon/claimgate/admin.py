@@ -1,32 +1,32 @@
 """The admin listener (docs/design.md 3.3): probes, metrics, the claims API and the status page.
 
-It runs on its own port, on the proxy's event loop (tornado on asyncio), so orchestrator
-probes reach it without going through the proxy. Handlers only translate HTTP; what they
-answer comes from an ``AdminBackend`` (``backend.Backend``). Every error is a short JSON body with a
-4xx/5xx status, never a stack trace.
+It runs on its own port, on the proxy's event loop (``http_listener``, bounded like every
+listener), so orchestrator probes reach it without going through the proxy. The routes only
+translate HTTP; what they answer comes from an ``AdminBackend`` (``backend.Backend``). Every
+error is a short JSON body with a 4xx/5xx status, never a stack trace.
 """
 
 import base64
 import binascii
 import hmac
 import json
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from ipaddress import ip_address
 from typing import Any, Protocol
-
-from tornado import httputil, netutil, web
-from tornado.httpserver import HTTPServer
+from urllib.parse import unquote
 
 from claimgate import capture, signature, status_page
+from claimgate.http_listener import HttpListener, OnRefusal, Request, Response, json_error
 from claimgate.intake import Ingested
-from claimgate.limits import HeadLimits, Refusal
+from claimgate.limits import HeadLimits
 from claimgate.settings import AdminSettings, Secret
 
 MAX_BODY = 64 * 1024
-"""Bytes a ``POST /claims`` body may have; a signed link is far smaller."""
-TRANSPORT_LIMIT = 1024 * 1024
-"""Above this tornado drops the connection unread; between the two we answer 413."""
+"""Bytes a request body may have (``POST /claims``); a signed link is far smaller."""
 REALM = 'Basic realm="claimgate", charset="UTF-8"'
+METRICS_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+CUSTOMER_PREFIX = "/claims/"
+_NEVER_CACHED = (("Cache-Control", "no-store"), ("X-Content-Type-Options", "nosniff"))
 
 
 class AdminBackend(Protocol):
@@ -74,243 +74,185 @@ def is_loopback(host: str) -> bool:
         return host == "localhost"
 
 
-class AdminToken:
-    """The admin token in force; a reload replaces it, and the next request sees the new one."""
+class AdminError(Exception):
+    """An answer that ends a request early: its status and the message of its JSON error."""
 
-    def __init__(self, token: Secret | None) -> None:
-        self.value = token.reveal() if token else None
-
-
-class _Handler(web.RequestHandler):
-    """JSON errors, no server banner, nothing cached."""
-
-    backend: AdminBackend
-    admin_token: AdminToken
-    loopback: bool
-    limits: HeadLimits
-
-    def initialize(
-        self, backend: AdminBackend, token: AdminToken, loopback: bool, limits: HeadLimits
-    ) -> None:
-        self.backend = backend
-        self.admin_token = token
-        self.loopback = loopback
-        self.limits = limits
-
-    @property
-    def token(self) -> str | None:
-        return self.admin_token.value
-
-    def prepare(self) -> Awaitable[None] | None:
-        """The bounds tornado does not keep itself (it bounds the head's bytes and time)."""
-        if len(self.request.uri or "") > self.limits.request_line:
-            refusal = Refusal.REQUEST_LINE
-        elif sum(1 for _ in self.request.headers.get_all()) > self.limits.header_count:
-            refusal = Refusal.HEADER_COUNT
-        else:
-            return None
-        self.set_header("Connection", "close")
-        raise web.HTTPError(refusal.status, refusal.message)
-
-    def set_default_headers(self) -> None:
-        self.clear_header("Server")
-        self.set_header("Cache-Control", "no-store")
-        self.set_header("X-Content-Type-Options", "nosniff")
-
-    def write_json(self, status: int, body: Any) -> None:
-        self.set_status(status)
-        self.set_header("Content-Type", "application/json")
-        self.finish(json.dumps(body))
-
-    def write_error(self, status_code: int, **kwargs: Any) -> None:
-        reason = httputil.responses.get(status_code, "error").lower()
-        error = kwargs.get("exc_info", (None, None))[1]
-        if isinstance(error, web.HTTPError) and error.log_message:
-            reason = error.log_message
-        if status_code == 401:
-            self.set_header("WWW-Authenticate", REALM)
-        self.set_header("Content-Type", "application/json")
-        self.finish(json.dumps({"error": reason}))
-
-    def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
-        """Expected HTTP errors are answers, not incidents; the rest go to the log by type."""
-        if not isinstance(value, web.HTTPError):
-            from claimgate.telemetry import get_logger
-
-            get_logger().error("internal_error", hook="admin", exc_info=(typ, value, tb))
-
-    def require_token(self, *, page: bool) -> None:
-        """``/claims`` needs the token; ``/`` too, or a loopback listener when none is set."""
-        if self.token is None:
-            if page and self.loopback:
-                return
-            detail = "set admin.token" + ("" if page else " to use the claims API")
-            raise web.HTTPError(403 if page else 404, f"not available without a token: {detail}")
-        if not token_matches(self.request.headers.get("Authorization", ""), self.token):
-            raise web.HTTPError(401, "the admin token is required")
+    def __init__(self, status: int, message: str, *headers: tuple[str, str]) -> None:
+        super().__init__(message)
+        self.response = json_error(status, message, *headers)
 
 
-class Health(_Handler):
-    def get(self) -> None:
-        self.write_json(200, {"status": "ok"})
+type Route = Callable[[Request], Awaitable[Response]]
 
 
-class Ready(_Handler):
-    async def get(self) -> None:
-        reason = await self.backend.readiness()
-        if reason is None:
-            self.write_json(200, {"status": "ready"})
-        else:
-            self.write_json(503, {"status": "not ready", "reason": reason})
-
-
-class Metrics(_Handler):
-    def get(self) -> None:
-        self.set_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
-        self.finish(self.backend.metrics_text())
-
-
-class StatusPage(_Handler):
-    """The page with the current data in it: it shows it with JavaScript off, too."""
-
-    async def get(self) -> None:
-        self.require_token(page=True)
-        page = status_page.render(await self.backend.status())
-        self.set_header("Content-Type", "text/html; charset=utf-8")
-        # Only the page's own script and style run, so even markup that slipped past the
-        # escaping could not execute.
-        self.set_header("Content-Security-Policy", status_page.CONTENT_SECURITY_POLICY)
-        self.finish(page)
-
-
-class StatusJson(_Handler):
-    async def get(self) -> None:
-        self.require_token(page=True)
-        self.write_json(200, await self.backend.status())
-
-
-class Claims(_Handler):
-    async def post(self) -> None:
-        self.require_token(page=False)
-        if len(self.request.body) > MAX_BODY:
-            raise web.HTTPError(413, f"body larger than {MAX_BODY} bytes")
-        url = _url_from(self.request.body)
-        try:
-            base, path, query = signature.split_url(url)
-        except ValueError:  # urllib's message may quote the URL, and with it a claim
-            raise web.HTTPError(
-                400, "not a valid URL (check the host's [ ] and the port)"
-            ) from None
-        ingested = await self.backend.ingest(capture.LinkRequest(base, path, query), "admin")
-        self._answer_ingest(ingested)
-
-    def _answer_ingest(self, ingested: Ingested) -> None:
-        result = ingested.result
-        if result is None:
-            raise web.HTTPError(400, "not a Marketplace link: apiClaim and customerWebId needed")
-        if isinstance(result, capture.Refused):
-            self.write_json(422, {"error": result.reason, "violation": result.violation})
-            return
-        body = {
-            "link": result.kind.value,
-            "customer": result.claim.customer_web_id,
-            "user": result.claim.user_id,
-        }
-        if result.kind is capture.LinkKind.ACTIVATION:
-            self.write_json(201, body | {"token_learned": True})
-        elif ingested.stored:
-            self.write_json(201, body | {"stored": True})
-        else:
-            self.write_json(409, body | {"error": "a newer claim is held for this customer"})
-
-
-class Customer(_Handler):
-    def prepare(self) -> Awaitable[None] | None:
-        super().prepare()
-        if not capture.ONOFFICE_ID.fullmatch(self.path_args[0]):
-            raise web.HTTPError(400, "a customerWebId is 1-64 letters, digits, '-' or '_'")
-        return None
-
-    async def get(self, customer_web_id: str) -> None:
-        self.require_token(page=False)
-        found = await self.backend.claim_status(customer_web_id)
-        if found is None:
-            raise web.HTTPError(404, "no claim for this customer")
-        self.write_json(200, found)
-
-    async def delete(self, customer_web_id: str) -> None:
-        self.require_token(page=False)
-        await self.backend.forget(customer_web_id)
-        self.set_status(204)
-        self.finish()
-
-
-class NotFound(_Handler):
-    def prepare(self) -> Awaitable[None] | None:
-        super().prepare()
-        raise web.HTTPError(404, "unknown path")
+def _json(status: int, body: Any) -> Response:
+    return Response(status, json.dumps(body).encode(), (("Content-Type", "application/json"),))
 
 
 def _url_from(body: bytes) -> str:
     try:
         payload = json.loads(body)
     except (ValueError, UnicodeDecodeError):
-        raise web.HTTPError(400, "body is not JSON") from None
+        raise AdminError(400, "body is not JSON") from None
     url = payload.get("url") if isinstance(payload, dict) else None
     if not isinstance(url, str) or "://" not in url:
-        raise web.HTTPError(400, 'expected {"url": "<full signed service-call URL>"}')
+        raise AdminError(400, 'expected {"url": "<full signed service-call URL>"}')
     return url
+
+
+def _answer_ingest(ingested: Ingested) -> Response:
+    result = ingested.result
+    if result is None:
+        raise AdminError(400, "not a Marketplace link: apiClaim and customerWebId needed")
+    if isinstance(result, capture.Refused):
+        return _json(422, {"error": result.reason, "violation": result.violation})
+    body = {
+        "link": result.kind.value,
+        "customer": result.claim.customer_web_id,
+        "user": result.claim.user_id,
+    }
+    if result.kind is capture.LinkKind.ACTIVATION:
+        return _json(201, body | {"token_learned": True})
+    if ingested.stored:
+        return _json(201, body | {"stored": True})
+    return _json(409, body | {"error": "a newer claim is held for this customer"})
 
 
 class AdminServer:
     """The listener; ``start`` binds it (port 0 picks a free port), ``stop`` closes it."""
 
-    def __init__(self, settings: AdminSettings, backend: AdminBackend, limits: HeadLimits) -> None:
-        loopback = is_loopback(settings.listen.host)
-        self.token = AdminToken(settings.token)
-        args = {"backend": backend, "token": self.token, "loopback": loopback, "limits": limits}
-        self.app = web.Application(
-            [
-                (r"/healthz", Health, args),
-                (r"/readyz", Ready, args),
-                (r"/metrics", Metrics, args),
-                (r"/", StatusPage, args),
-                (r"/status\.json", StatusJson, args),
-                (r"/claims", Claims, args),
-                (r"/claims/([^/]+)", Customer, args),
-            ],
-            default_handler_class=NotFound,
-            default_handler_args=args,
-        )
+    def __init__(
+        self,
+        settings: AdminSettings,
+        backend: AdminBackend,
+        limits: HeadLimits,
+        on_refusal: OnRefusal | None = None,
+    ) -> None:
         self.settings = settings
-        self.limits = limits
-        self.server: HTTPServer | None = None
+        self.backend = backend
+        self.loopback = is_loopback(settings.listen.host)
+        self.token = settings.token.reveal() if settings.token else None
+        """The admin token in force; a reload replaces it, and the next request sees it."""
+        self.listener = HttpListener(
+            self.handle,
+            limits,
+            name="admin",
+            body_limit=MAX_BODY,
+            body_timeout=limits.header_timeout,
+            on_refusal=on_refusal,
+        )
+        self.routes: dict[str, dict[str, Route]] = {
+            "/healthz": {"GET": self.health},
+            "/readyz": {"GET": self.ready},
+            "/metrics": {"GET": self.metrics},
+            "/": {"GET": self.status_page},
+            "/status.json": {"GET": self.status_json},
+            "/claims": {"POST": self.post_claims},
+        }
+        self.customer_routes: dict[str, Callable[[Request, str], Awaitable[Response]]] = {
+            "GET": self.get_customer,
+            "DELETE": self.delete_customer,
+        }
         self.address = ""
 
-    def start(self) -> str:
+    async def start(self) -> str:
         """Bind and serve on the running loop; returns the bound ``host:port``."""
-        sockets = netutil.bind_sockets(self.settings.listen.port, self.settings.listen.host)
-        self.server = HTTPServer(
-            self.app,
-            xheaders=False,
-            max_body_size=TRANSPORT_LIMIT,
-            # tornado closes a connection whose head is larger, or slower than the timeout
-            # (which also ends idle keep-alive connections: a probe or scrape reconnects).
-            max_header_size=self.limits.header_size,
-            idle_connection_timeout=self.limits.header_timeout,
-            body_timeout=self.limits.header_timeout,
-        )
-        self.server.add_sockets(sockets)
-        host, port = sockets[0].getsockname()[:2]
+        host, port = await self.listener.start(self.settings.listen.host, self.settings.listen.port)
         self.address = f"{host}:{port}"
         return self.address
 
     def rotate_token(self, token: Secret | None) -> None:
         """A reloaded ``admin.token``: honoured from the next request on, the old one not."""
-        self.token.value = token.reveal() if token else None
+        self.token = token.reveal() if token else None
 
     async def stop(self) -> None:
-        if self.server is not None:
-            self.server.stop()
-            await self.server.close_all_connections()
-            self.server = None
+        await self.listener.stop()
+
+    async def handle(self, request: Request) -> Response:
+        """Route the request; every answer, errors too, is kept out of caches."""
+        try:
+            response = await self._route(request)
+        except AdminError as error:
+            response = error.response
+        return Response(response.status, response.body, (*response.headers, *_NEVER_CACHED))
+
+    async def _route(self, request: Request) -> Response:
+        path = request.path
+        if path.startswith(CUSTOMER_PREFIX) and "/" not in path[len(CUSTOMER_PREFIX) :]:
+            customer_web_id = unquote(path[len(CUSTOMER_PREFIX) :])
+            if not customer_web_id:
+                raise AdminError(404, "unknown path")
+            if not capture.ONOFFICE_ID.fullmatch(customer_web_id):
+                raise AdminError(400, "a customerWebId is 1-64 letters, digits, '-' or '_'")
+            customer_route = self.customer_routes.get(request.method)
+            if customer_route is None:
+                raise AdminError(405, "method not allowed")
+            return await customer_route(request, customer_web_id)
+        methods = self.routes.get(path)
+        if methods is None:
+            raise AdminError(404, "unknown path")
+        route = methods.get(request.method)
+        if route is None:
+            raise AdminError(405, "method not allowed")
+        return await route(request)
+
+    def require_token(self, request: Request, *, page: bool) -> None:
+        """``/claims`` needs the token; ``/`` too, or a loopback listener when none is set."""
+        token = self.token
+        if token is None:
+            if page and self.loopback:
+                return
+            detail = "set admin.token" + ("" if page else " to use the claims API")
+            raise AdminError(403 if page else 404, f"not available without a token: {detail}")
+        if not token_matches(request.header("authorization"), token):
+            raise AdminError(401, "the admin token is required", ("WWW-Authenticate", REALM))
+
+    async def health(self, _request: Request) -> Response:
+        return _json(200, {"status": "ok"})
+
+    async def ready(self, _request: Request) -> Response:
+        reason = await self.backend.readiness()
+        if reason is None:
+            return _json(200, {"status": "ready"})
+        return _json(503, {"status": "not ready", "reason": reason})
+
+    async def metrics(self, _request: Request) -> Response:
+        return Response(200, self.backend.metrics_text(), (("Content-Type", METRICS_TYPE),))
+
+    async def status_page(self, request: Request) -> Response:
+        """The page with the current data in it: it shows it with JavaScript off, too."""
+        self.require_token(request, page=True)
+        page = status_page.render(await self.backend.status())
+        # Only the page's own script and style run, so even markup that slipped past the
+        # escaping could not execute.
+        headers = (
+            ("Content-Type", "text/html; charset=utf-8"),
+            ("Content-Security-Policy", status_page.CONTENT_SECURITY_POLICY),
+        )
+        return Response(200, page, headers)
+
+    async def status_json(self, request: Request) -> Response:
+        self.require_token(request, page=True)
+        return _json(200, await self.backend.status())
+
+    async def post_claims(self, request: Request) -> Response:
+        self.require_token(request, page=False)
+        url = _url_from(request.body)
+        try:
+            base, path, query = signature.split_url(url)
+        except ValueError:  # urllib's message may quote the URL, and with it a claim
+            raise AdminError(400, "not a valid URL (check the host's [ ] and the port)") from None
+        ingested = await self.backend.ingest(capture.LinkRequest(base, path, query), "admin")
+        return _answer_ingest(ingested)
+
+    async def get_customer(self, request: Request, customer_web_id: str) -> Response:
+        self.require_token(request, page=False)
+        found = await self.backend.claim_status(customer_web_id)
+        if found is None:
+            raise AdminError(404, "no claim for this customer")
+        return _json(200, found)
+
+    async def delete_customer(self, request: Request, customer_web_id: str) -> Response:
+        self.require_token(request, page=False)
+        await self.backend.forget(customer_web_id)
+        return Response(204)

@@ -121,7 +121,6 @@ def _run(args: argparse.Namespace) -> int:
     from claimgate import lean
 
     lean.skip_addon_catalogue()
-    lean.skip_tornado_client_trust_store()
     from mitmproxy.exceptions import OptionsError
 
     from claimgate import runner, telemetry

@@ -15,6 +15,7 @@ import time
 from mitmproxy import http
 
 from claimgate.flow_state import Destination, FlowState
+from claimgate.limits import HeadLimits
 from claimgate.pipeline import Outcome, Pipeline
 from claimgate.policy import Mode
 from claimgate.sink import DiscardSink
@@ -26,12 +27,12 @@ class Oversize:
     """Decides about API bodies too large to hold (by the pipeline of each flow's own
     generation), and owns the sink they may go to."""
 
-    def __init__(self, max_body_size: int) -> None:
-        self.sink = DiscardSink(max_body_size)
+    def __init__(self, max_body_size: int, limits: HeadLimits) -> None:
+        self.sink = DiscardSink(max_body_size, limits)
         self.sink_address = UNSTARTED_SINK
 
-    def start(self) -> None:
-        self.sink_address = self.sink.start()
+    async def start(self) -> None:
+        self.sink_address = await self.sink.start()
 
     async def stop(self) -> None:
         await self.sink.stop()

@@ -9,12 +9,10 @@ the ``X-Claimgate-Violation`` header. The API never sees it, and nothing is buff
 
 import json
 
-from tornado import netutil, web
-from tornado.httpserver import HTTPServer
+from claimgate.http_listener import HttpListener, Request, Response
+from claimgate.limits import HeadLimits
 
 VIOLATION = "malformed_request"
-UNLIMITED = 2**62
-"""The sink reads whatever arrives; it keeps nothing, so there is nothing to bound."""
 
 
 def answer_body(limit: int) -> bytes:
@@ -26,45 +24,28 @@ def answer_body(limit: int) -> bytes:
     return json.dumps({"status": status, "response": {"results": []}}).encode()
 
 
-@web.stream_request_body
-class _Discard(web.RequestHandler):
-    limit: int
-
-    def initialize(self, limit: int) -> None:
-        self.limit = limit
-
-    def prepare(self) -> None:
-        self.request.connection.set_max_body_size(UNLIMITED)  # type: ignore[union-attr]
-
-    def data_received(self, chunk: bytes) -> None:
-        """Thrown away as it arrives."""
-
-    def _answer(self, *_args: str) -> None:
-        self.clear_header("Server")
-        self.set_status(413)
-        self.set_header("Content-Type", "application/json")
-        self.set_header("X-Claimgate-Violation", VIOLATION)
-        self.finish(answer_body(self.limit))
-
-    get = post = put = patch = delete = options = _answer
-
-
 class DiscardSink:
-    """The loopback listener; ``start`` returns its ``(host, port)``."""
+    """The loopback listener; ``start`` returns its ``(host, port)``.
 
-    def __init__(self, limit: int) -> None:
-        self.app = web.Application([(r"/.*", _Discard, {"limit": limit})])
-        self.server: HTTPServer | None = None
+    Only mitmproxy connects to it, with heads that passed the same ``limits`` at the edge; a
+    body takes as long as its client takes to send it.
+    """
 
-    def start(self) -> tuple[str, int]:
-        sockets = netutil.bind_sockets(0, "127.0.0.1")
-        self.server = HTTPServer(self.app, max_body_size=UNLIMITED)
-        self.server.add_sockets(sockets)
-        host, port = sockets[0].getsockname()[:2]
-        return host, port
+    def __init__(self, limit: int, limits: HeadLimits) -> None:
+        self.answer = Response(
+            413,
+            answer_body(limit),
+            (("Content-Type", "application/json"), ("X-Claimgate-Violation", VIOLATION)),
+        )
+        self.listener = HttpListener(
+            self._discard, limits, name="sink", body_limit=None, body_timeout=None
+        )
+
+    async def _discard(self, _request: Request) -> Response:
+        return self.answer
+
+    async def start(self) -> tuple[str, int]:
+        return await self.listener.start("127.0.0.1", 0)
 
     async def stop(self) -> None:
-        if self.server is not None:
-            self.server.stop()
-            await self.server.close_all_connections()
-            self.server = None
+        await self.listener.stop()

@@ -287,12 +287,11 @@ def _apply(log_format: str | None, level: str, stream: TextIO) -> None:
     _render.use(resolve_format(log_format, stream))
     _filter_at(numeric_level)
     logging.getLogger().setLevel(numeric_level)
-    # mitmproxy says "client connect" at INFO for every connection, tornado logs every probe
-    # and scrape: noise for operators unless they asked for debug output.
-    for chatty in ("mitmproxy", "tornado.access"):
-        logging.getLogger(chatty).setLevel(
-            logging.DEBUG if numeric_level <= logging.DEBUG else logging.WARNING
-        )
+    # mitmproxy says "client connect" at INFO for every connection: noise for operators
+    # unless they asked for debug output.
+    logging.getLogger("mitmproxy").setLevel(
+        logging.DEBUG if numeric_level <= logging.DEBUG else logging.WARNING
+    )
 
 
 def configure_logging(
@@ -339,7 +338,7 @@ def reconfigure_logging(log_format: str | None, level: str) -> None:
     """Change level and format of the running process, for a configuration reload.
 
     Every logger follows: claimgate's, cached ones included, and the stdlib ones (mitmproxy,
-    tornado). The stream and the root logger's handlers stay as they are, mitmproxy's own
+    asyncio). The stream and the root logger's handlers stay as they are, mitmproxy's own
     among them. An unset format is decided against the stream given to ``configure_logging``.
     """
     if _stream is None:

@@ -3,9 +3,8 @@
 A test puts this directory on ``PYTHONPATH`` and names a file in ``CLAIMGATE_TEST_PROBE``;
 ``site`` imports this module at start, and at exit (SIGTERM ends the sidecar cleanly) it
 writes JSON there: whose check mitmproxy's messages run (``claimgate.message_checks``,
-installed by ``runner.serve``) and how many CAs tornado's client context holds
-(``lean.skip_tornado_client_trust_store``, called by ``cli``). Without the variable it does
-nothing. It imports nothing at start.
+installed by ``runner.serve``) and which of the packages the sidecar does without were
+imported after all. Without the variable it does nothing. It imports nothing at start.
 """
 
 import atexit
@@ -13,18 +12,18 @@ import os
 import sys
 
 OUT = os.environ.get("CLAIMGATE_TEST_PROBE")
+UNUSED = ("tornado", "flask", "redis")
+"""tornado served the admin port once; flask is mitmproxy's onboarding app (``lean``); redis
+is for a Redis store only."""
 
 
 def _report() -> None:
     import json
 
     message_data = sys.modules["mitmproxy.http"].MessageData
-    netutil = sys.modules.get("tornado.netutil")
     facts = {
         "message_check": getattr(message_data.__post_init__, "__module__", None),
-        "tornado_client_cas": (
-            netutil._client_ssl_defaults.cert_store_stats()["x509_ca"] if netutil else None
-        ),
+        "imported": sorted(name for name in UNUSED if name in sys.modules),
     }
     with open(OUT, "w") as out:  # type: ignore[arg-type]  # set when registered
         json.dump(facts, out)
