@@ -16,9 +16,10 @@ RUN = {
 """The mitmproxy addon modules runner.proxy_addons runs (its own TlsConfig is one's subclass)."""
 MASTER_OWN = {"mitmproxy.addons.termlog"}
 """Imported by mitmproxy.master itself."""
-NEVER = ("flask", "werkzeug", "jinja2", "ldap3", "redis", "msgspec")
-"""Packages of addons it does not run (onboarding, proxy auth), of a store it does not use, and
-the one that reads large API bodies (rewrite.LARGE) before any arrived."""
+NEVER = ("flask", "werkzeug", "jinja2", "ldap3", "redis", "msgspec", "tornado")
+"""Packages of addons it does not run (onboarding, proxy auth), of a store it does not use, the
+one that reads large API bodies (rewrite.LARGE) before any arrived, and the web framework its
+own listeners do without (claimgate.http_listener)."""
 
 
 def imported_by_the_sidecar(tmp_path: Path) -> set[str]:

@@ -3,8 +3,8 @@
 A test puts this directory on ``PYTHONPATH`` and names a file in ``CLAIMGATE_TEST_PROBE``;
 ``site`` imports this module at start, and at exit (SIGTERM ends the sidecar cleanly) it
 writes JSON there: whose check mitmproxy's messages run (``claimgate.message_checks``,
-installed by ``runner.serve``) and which of the packages the sidecar does without were
-imported after all. Without the variable it does nothing. It imports nothing at start.
+installed by ``runner.serve``). Without the variable it does nothing. It imports nothing at
+start.
 """
 
 import atexit
@@ -12,9 +12,6 @@ import os
 import sys
 
 OUT = os.environ.get("CLAIMGATE_TEST_PROBE")
-UNUSED = ("tornado", "flask", "redis")
-"""tornado served the admin port once; flask is mitmproxy's onboarding app (``lean``); redis
-is for a Redis store only."""
 
 
 def _report() -> None:
@@ -23,7 +20,6 @@ def _report() -> None:
     message_data = sys.modules["mitmproxy.http"].MessageData
     facts = {
         "message_check": getattr(message_data.__post_init__, "__module__", None),
-        "imported": sorted(name for name in UNUSED if name in sys.modules),
     }
     with open(OUT, "w") as out:  # type: ignore[arg-type]  # set when registered
         json.dump(facts, out)
