@@ -16,10 +16,12 @@ RUN = {
 """The mitmproxy addon modules runner.proxy_addons runs (its own TlsConfig is one's subclass)."""
 MASTER_OWN = {"mitmproxy.addons.termlog"}
 """Imported by mitmproxy.master itself."""
-NEVER = ("flask", "werkzeug", "jinja2", "ldap3", "redis", "msgspec", "tornado")
+NEVER = ("flask", "werkzeug", "jinja2", "ldap3", "redis", "msgspec", "tornado", "wsgiref")
 """Packages of addons it does not run (onboarding, proxy auth), of a store it does not use, the
-one that reads large API bodies (rewrite.LARGE) before any arrived, and the web framework its
-own listeners do without (claimgate.http_listener)."""
+one that reads large API bodies (rewrite.LARGE) before any arrived, the web framework its own
+listeners do without (claimgate.http_listener), and prometheus-client's WSGI server."""
+NEVER_MODULES = ("prometheus_client.exposition", "http.server", "urllib.request")
+"""prometheus-client's servers and push clients: the sidecar writes its exposition itself."""
 
 
 def imported_by_the_sidecar(tmp_path: Path) -> set[str]:
@@ -41,11 +43,12 @@ def test_the_sidecar_imports_the_addons_it_runs_and_no_other(tmp_path):
     assert imported >= RUN  # the test saw the imports at all
     assert addons == RUN | MASTER_OWN
     assert not [name for name in imported if name.split(".")[0] in NEVER]
+    assert not [name for name in imported if name in NEVER_MODULES]
 
 
 def test_a_process_that_already_has_the_catalogue_keeps_it():
     code = (
-        "import mitmproxy.addons, claimgate.lean as lean; lean.skip_addon_catalogue(); "
+        "import mitmproxy.addons, claimgate.lean as lean; lean.skip_package_inits(); "
         "import mitmproxy.addons as a; print(hasattr(a, 'default_addons'))"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
@@ -54,9 +57,20 @@ def test_a_process_that_already_has_the_catalogue_keeps_it():
 
 def test_without_the_catalogue_each_addon_still_imports_alone():
     code = (
-        "import sys, claimgate.lean as lean; lean.skip_addon_catalogue(); "
+        "import sys, claimgate.lean as lean; lean.skip_package_inits(); "
         "import mitmproxy.addons.core, mitmproxy.addons; "
         "print(hasattr(mitmproxy.addons, 'default_addons'), 'flask' in sys.modules)"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.stdout == "False False\n", result.stderr
+
+
+def test_without_prometheus_clients_init_the_metrics_still_import_and_render():
+    code = (
+        "import sys, claimgate.lean as lean; lean.skip_package_inits(); "
+        "import claimgate.metrics as m; "
+        "print(m.Metrics().render().count(b'# TYPE claimgate_') > 0, "
+        "'prometheus_client.exposition' in sys.modules, 'http.server' in sys.modules)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.stdout == "True False False\n", result.stderr

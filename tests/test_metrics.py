@@ -1,9 +1,10 @@
 from hypothesis import given
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
+from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 
-from claimgate.metrics import DURATION_BUCKETS, LoopHistogram, Metrics
+from claimgate.metrics import DURATION_BUCKETS, LoopHistogram, Metrics, exposition
 from claimgate.policy import Decision, Kind
 from claimgate.store import Claim
 
@@ -116,3 +117,59 @@ def test_the_loop_histogram_is_exposed_as_prometheus_client_exposes_a_histogram(
         loop_histogram.observe(value)
         histogram.observe(value)
     assert generate_latest(ours) == generate_latest(theirs)
+
+
+TYPES = ("counter", "gauge", "histogram", "gaugehistogram", "summary", "info", "stateset")
+TYPES += ("unknown",)
+SUFFIXES = ("", "_total", "_bucket", "_sum", "_count", "_created", "_gsum", "_gcount", "_info")
+NAMES = st.from_regex(r"[a-z_][a-z0-9_]{0,8}", fullmatch=True)
+
+
+@st.composite
+def families(draw) -> list[Metric]:
+    made = []
+    for name in draw(st.lists(NAMES, max_size=4, unique=True)):
+        metric = Metric(name, draw(st.text(max_size=20)), draw(st.sampled_from(TYPES)))
+        for _ in range(draw(st.integers(0, 4))):
+            labels = draw(
+                st.dictionaries(
+                    NAMES.filter(lambda n: not n.startswith("__")), st.text(max_size=10), max_size=3
+                )
+            )
+            value = draw(st.floats() | st.integers(-(10**12), 10**12))
+            timestamp = draw(st.none() | st.floats(0, 2e9))
+            metric.add_sample(
+                metric.name + draw(st.sampled_from(SUFFIXES)), labels, value, timestamp
+            )
+        made.append(metric)
+    return made
+
+
+class Fixed:
+    def __init__(self, metrics: list[Metric]) -> None:
+        self.metrics = metrics
+
+    def collect(self) -> list[Metric]:
+        return self.metrics
+
+
+@given(families())
+def test_the_exposition_is_byte_for_byte_prometheus_clients(metrics):
+    """Any family, any label value (quotes, backslashes, new lines, any text), any value."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(Fixed(metrics))
+    assert exposition(registry) == generate_latest(registry)
+
+
+def test_the_sidecars_scrape_has_prometheus_clients_families_and_series():
+    """The same registry, the process collectors included (their values move between two
+    scrapes, so the series are compared by name and labels)."""
+    metrics = Metrics()
+
+    def series(text: bytes) -> list[tuple[str, str, str, list]]:
+        return [
+            (f.name, f.type, f.documentation, [(s.name, s.labels) for s in f.samples])
+            for f in text_string_to_metric_families(text.decode())
+        ]
+
+    assert series(metrics.render()) == series(generate_latest(metrics.registry))

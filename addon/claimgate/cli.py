@@ -120,7 +120,7 @@ def _run(args: argparse.Namespace) -> int:
     settings = adjust(_settings(args.config))
     from claimgate import lean
 
-    lean.skip_addon_catalogue()
+    lean.skip_package_inits()
     from mitmproxy.exceptions import OptionsError
 
     from claimgate import runner, telemetry

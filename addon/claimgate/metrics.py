@@ -3,24 +3,23 @@ customer id, a token or a claim, so the series stay few and the scrape stays fre
 The standard ``process_*`` and ``python_*`` series of prometheus-client come along.
 
 Every label value is created at start, so a rate over a counter that has not moved yet is 0
-rather than absent.
+rather than absent. Only prometheus-client's metric modules are imported, each by its own
+name: its package's ``__init__`` loads its HTTP servers and push clients (``http.server``,
+``wsgiref``, ``urllib.request``), which the sidecar, writing the exposition itself, does
+without (``claimgate.lean``).
 """
 
 import time
 from bisect import bisect_left
 from collections.abc import Callable, Iterator, Sequence
 
-from prometheus_client import (
-    GC_COLLECTOR,
-    PLATFORM_COLLECTOR,
-    PROCESS_COLLECTOR,
-    CollectorRegistry,
-    Counter,
-    Gauge,
-    disable_created_metrics,
-    generate_latest,
-)
+from prometheus_client.gc_collector import GC_COLLECTOR
+from prometheus_client.metrics import Counter, Gauge, disable_created_metrics
 from prometheus_client.metrics_core import HistogramMetricFamily
+from prometheus_client.platform_collector import PLATFORM_COLLECTOR
+from prometheus_client.process_collector import PROCESS_COLLECTOR
+from prometheus_client.registry import CollectorRegistry
+from prometheus_client.samples import Sample
 from prometheus_client.utils import floatToGoString
 
 from claimgate.lifetime import Standing, standing
@@ -195,4 +194,60 @@ class Metrics:
 
     def render(self) -> bytes:
         """The Prometheus text exposition of every metric."""
-        return generate_latest(self.registry)
+        return exposition(self.registry)
+
+
+_PROMETHEUS_TYPES = {
+    "info": "gauge",
+    "stateset": "gauge",
+    "gaugehistogram": "histogram",
+    "unknown": "untyped",
+}
+"""The text format's type for each OpenMetrics type it lacks."""
+_NAME_SUFFIXES = {"counter": "_total", "info": "_info"}
+_OPENMETRICS_ONLY = ("_created", "_gsum", "_gcount")
+"""Samples the text format has no place for in their family: put in gauges of their own."""
+
+
+def exposition(registry: CollectorRegistry) -> bytes:
+    """The text format (version 0.0.4) exactly as prometheus-client's ``generate_latest``
+    writes it, for metric and label names in Prometheus's classic character set (every name
+    here: prometheus-client refuses others when a metric is made)."""
+    out: list[str] = []
+    for metric in registry.collect():
+        kind = metric.type
+        _family_head(
+            out,
+            metric.name + _NAME_SUFFIXES.get(kind, ""),
+            metric.documentation,
+            _PROMETHEUS_TYPES.get(kind, kind),
+        )
+        apart: dict[str, list[str]] = {}
+        for sample in metric.samples:
+            suffix = next((s for s in _OPENMETRICS_ONLY if sample.name == metric.name + s), None)
+            if suffix is None:
+                out.append(_sample_line(sample))
+            else:
+                apart.setdefault(suffix, []).append(_sample_line(sample))
+        for suffix, lines in sorted(apart.items()):
+            _family_head(out, metric.name + suffix, metric.documentation, "gauge")
+            out.extend(lines)
+    return "".join(out).encode()
+
+
+def _family_head(out: list[str], name: str, documentation: str, kind: str) -> None:
+    help_text = documentation.replace("\\", r"\\").replace("\n", r"\n")
+    out.append(f"# HELP {name} {help_text}\n# TYPE {name} {kind}\n")
+
+
+def _sample_line(sample: Sample) -> str:
+    labels = ""
+    if sample.labels:
+        pairs = ",".join(f'{k}="{_label_value(v)}"' for k, v in sorted(sample.labels.items()))
+        labels = "{" + pairs + "}"
+    timestamp = "" if sample.timestamp is None else f" {int(float(sample.timestamp) * 1000):d}"
+    return f"{sample.name}{labels} {floatToGoString(sample.value)}{timestamp}\n"
+
+
+def _label_value(value: str) -> str:
+    return value.replace("\\", r"\\").replace("\n", r"\n").replace('"', r"\"")

@@ -33,7 +33,7 @@ CALLS: dict[str, tuple[tuple[str, str, str], ...]] = {
     # module: ((object, attribute, label), ...); object "" is the module itself
     "claimgate.settings": (("", "load_settings", "load_settings"),),
     "claimgate.telemetry": (("", "configure_logging", "configure_logging"),),
-    "claimgate.lean": (("", "skip_addon_catalogue", "lean.skip_addon_catalogue"),),
+    "claimgate.lean": (("", "skip_package_inits", "lean.skip_package_inits"),),
     "claimgate.runner": (
         ("", "serve", "runner.serve"),
         ("", "make_store", "make_store"),
