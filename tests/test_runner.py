@@ -4,7 +4,8 @@
 import json
 from pathlib import Path
 
-from mitmproxy import options
+from cryptography.hazmat.primitives import serialization
+from mitmproxy import certs, options
 from mitmproxy.master import Master
 
 from claimgate.runner import mitmproxy_options, proxy_addons
@@ -48,6 +49,27 @@ async def test_the_ca_is_loaded_once(tmp_path):
     assert loaded is not None and (tmp_path / "ca" / "mitmproxy-ca.pem").exists()
     tls.running()
     assert tls.certstore is loaded
+
+
+async def test_the_ca_key_is_loaded_without_the_rsa_proof_and_is_the_key_on_disk(
+    tmp_path, monkeypatch
+):
+    """The proof is cryptography's guard against keys from elsewhere (runner.TlsConfig)."""
+    loads = []
+    real, mitmproxys_loader = serialization.load_pem_private_key, certs.load_pem_private_key
+
+    def recording(data, password, **options):
+        loads.append(options)
+        return real(data, password, **options)
+
+    monkeypatch.setattr(serialization, "load_pem_private_key", recording)
+    master = assembled(Settings(proxy=ProxySettings(ca_dir=tmp_path / "ca")))
+    assert loads == [{"unsafe_skip_rsa_key_validation": True}]
+    monkeypatch.undo()
+    held = master.addons.get("tlsconfig").certstore.default_privatekey
+    on_disk = real((tmp_path / "ca" / "mitmproxy-ca.pem").read_bytes(), None)
+    assert held.private_numbers() == on_disk.private_numbers()
+    assert certs.load_pem_private_key is mitmproxys_loader  # restored after configure
 
 
 def test_a_real_sidecar_checks_messages_with_claimgates_check(tmp_path):

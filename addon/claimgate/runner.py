@@ -10,10 +10,12 @@ import asyncio
 import contextlib
 import os
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
-from mitmproxy import options
+from cryptography.hazmat.primitives import serialization
+from mitmproxy import certs, options
 from mitmproxy.addons import (
     block,
     core,
@@ -63,17 +65,43 @@ def mitmproxy_options(settings: Settings) -> dict[str, object]:
 
 
 class TlsConfig(tlsconfig.TlsConfig):
-    """mitmproxy's TLS addon, loading the CA once.
+    """mitmproxy's TLS addon, loading the CA once, and its key without a consistency proof.
 
     Its ``running`` loads the CA again, as a workaround for a ``configure`` that in
     mitmdump may never see ``confdir`` (mitmproxy's FIXME). claimgate always sets
-    ``confdir``, so the CA is loaded by then: the second load (about 40 ms of every start,
-    most of it cryptography's check of the RSA key) is skipped.
+    ``confdir``, so the CA is loaded by then: the second load is skipped.
+
+    cryptography proves an RSA private key consistent whenever it loads one (about 33 ms for
+    the CA's 2048-bit key, nearly all of a load, on every start): a guard for keys from
+    sources one does not trust. The CA key is the operator's own (``proxy.ca_dir``, made by
+    mitmproxy there or put there from the operator's Secret), so ``configure`` loads it
+    without that proof (docs/performance.md, "Footprint").
     """
+
+    def configure(self, updated: set[str]) -> None:
+        with _own_keys_loaded_unproven():
+            super().configure(updated)
 
     def running(self) -> None:
         if self.certstore is None:
             super().running()
+
+
+@contextlib.contextmanager
+def _own_keys_loaded_unproven() -> Iterator[None]:
+    """mitmproxy's key loader, for the duration, skipping cryptography's RSA key proof."""
+    proving = certs.load_pem_private_key
+
+    def unproven(data: bytes, password: bytes | None) -> Any:
+        return serialization.load_pem_private_key(
+            data, password, unsafe_skip_rsa_key_validation=True
+        )
+
+    certs.load_pem_private_key = unproven
+    try:
+        yield
+    finally:
+        certs.load_pem_private_key = proving
 
 
 def proxy_addons() -> list[object]:
