@@ -637,8 +637,8 @@ def _sidecar(options: Options, column: int) -> CommentedMap:
         "down, which would take EVERY pod out of the Service at once, although claimgate "
         "keeps serving from its local copy. Watch claimgate_store_errors_total instead.",
         "terminationMessagePolicy": "A start-up error (one line) shows in kubectl describe.",
-        "resources": "About 1 ms of CPU per API request; the memory store holds 100,000 "
-        "customers in about 100 MB, on top of mitmproxy's ~80 MB.",
+        "resources": "About 1 ms of CPU per API request; 62 MiB resident idle (68 with the "
+        "Redis store), and 100,000 customers in the memory store add about 100 MB.",
         "volumeMounts": "Whole directories, never a subPath: the kubelet updates a ConfigMap "
         "or Secret volume in place (about a minute after an edit), never a subPath mount, "
         "and claimgate watches its file (config.watch) and reloads it.",
