@@ -11,14 +11,19 @@ and answered 500. Every answer the listener makes itself is the listeners' short
 """
 
 import asyncio
-import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from http import HTTPStatus
 
 import h11
 
-from claimgate.limits import HeadLimits, Refusal, head_refusal, refusal_response
+from claimgate.limits import (
+    HeadLimits,
+    Refusal,
+    error_body,
+    head_refusal,
+    reason_phrase,
+    refusal_response,
+)
 from claimgate.telemetry import get_logger
 
 READ_SIZE = 64 * 1024
@@ -62,20 +67,12 @@ type Handler = Callable[[Request], Awaitable[Response]]
 
 def reason(status: int) -> str:
     """The standard reason phrase, lower-cased: the ``error`` of an answer that has no other."""
-    return _phrase(status).lower()
-
-
-def _phrase(status: int) -> str:
-    try:
-        return HTTPStatus(status).phrase
-    except ValueError:
-        return "Error"
+    return reason_phrase(status).lower()
 
 
 def json_error(status: int, message: str, *headers: tuple[str, str]) -> Response:
     """The listeners' error answer: ``{"error": message}``."""
-    body = json.dumps({"error": message}).encode()
-    return Response(status, body, (("Content-Type", "application/json"), *headers))
+    return Response(status, error_body(message), (("Content-Type", "application/json"), *headers))
 
 
 type OnRefusal = Callable[[Refusal, str], None]
@@ -297,7 +294,7 @@ class HttpListener:
         if close:
             headers.append(("Connection", "close"))
         status = response.status
-        head = h11.Response(status_code=status, headers=headers, reason=_phrase(status))
+        head = h11.Response(status_code=status, headers=headers, reason=reason_phrase(status))
         parts = [conn.send(head)]
         if response.body and method != b"HEAD" and status not in _NO_BODY_STATUSES:
             parts.append(conn.send(h11.Data(data=response.body)))

@@ -12,6 +12,7 @@ import json
 import re
 from dataclasses import dataclass
 from enum import StrEnum
+from http import HTTPStatus
 
 
 class Refusal(StrEnum):
@@ -81,21 +82,26 @@ def head_refusal(received: bytes, limits: HeadLimits) -> Refusal | None:
     return Refusal.HEADER_SIZE if head_end.start() > limits.header_size else None
 
 
+def error_body(message: str) -> bytes:
+    """The body of every error claimgate's listeners answer themselves."""
+    return json.dumps({"error": message}).encode()
+
+
+def reason_phrase(status: int) -> str:
+    """The standard reason phrase of ``status`` ("Error" for one without)."""
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Error"
+
+
 def refusal_response(status: int, reason: str) -> bytes:
     """A complete HTTP/1.1 answer that closes the connection: the listeners' JSON error."""
-    body = json.dumps({"error": reason}).encode()
+    body = error_body(reason)
     head = (
-        f"HTTP/1.1 {status} {_REASON_PHRASES.get(status, 'Error')}\r\n"
+        f"HTTP/1.1 {status} {reason_phrase(status)}\r\n"
         "Content-Type: application/json\r\n"
         f"Content-Length: {len(body)}\r\n"
         "Connection: close\r\n\r\n"
     )
     return head.encode() + body
-
-
-_REASON_PHRASES = {
-    405: "Method Not Allowed",
-    408: "Request Timeout",
-    414: "URI Too Long",
-    431: "Request Header Fields Too Large",
-}
