@@ -8,7 +8,7 @@ percentile and maximum, and for slow headers the time until every connection was
 ``tests/test_e2e_hostile.py`` asserts generous bounds on the same attacks; this reports the
 figures against the targets. A benchmark, not a test: it never fails, it says what was met.
 
-    ./dev hostile [--forged 200] [--trickle 200] [--trickle-bound 60]
+    ./dev hostile [--forged 200] [--trickle 200] [--trickle-bound 60] [--flood 3000]
 """
 
 import argparse
@@ -27,12 +27,14 @@ import httpx
 from tests.hostile import (
     ADMIN_TOKEN_ENV,
     GIB,
+    LINK_HOST,
     PROVIDER_SECRET_ENV,
     Address,
     Observed,
     Slow,
     address_of,
     bomb,
+    flood,
     forged_huge_links,
     forged_id,
     forged_links,
@@ -41,15 +43,19 @@ from tests.hostile import (
     huge_url,
     observe,
     post_raw,
+    request_bytes,
     status_document,
     strings_in,
     trickle,
 )
 from tests.support import PROVIDER_SECRET, App, Customer, World, api_request, start_sidecar
 
+from claimgate.limits import Limits
 from claimgate.testing import ApiDouble, make_claim, make_secret
 
 RSS_MB, LOG_BYTES, HWM_MB = 30, 1_000_000, 100
+CONNECTIONS = Limits().connections
+"""What one listener holds open on the defaults (``limits.connections``)."""
 P95_S, MAX_S = 0.2, 1.0
 TRICKLE_S = 20.0
 STATUS_BYTES = 100_000
@@ -184,6 +190,24 @@ def slow_headers(edge: Edge, args: argparse.Namespace) -> Row:
     return Row(name, tally(outcomes), seen, {"answers": refused}, "rss", refused_in=refused_in)
 
 
+def connection_flood(edge: Edge, args: argparse.Namespace) -> Row:
+    """Connections to the capture listener, each answered once and then held open, as many
+    as ``--flood``: past ``limits.connections`` (500) each is closed as it arrives."""
+    request = request_bytes("/held", host=LINK_HOST)
+    seen = edge.observe(lambda: flood(edge.at("capture"), args.flood, request))
+    try:
+        outcomes = seen.result.outcomes
+        held = len(seen.result.sockets)
+        contract = {
+            f"{held} held": held == min(args.flood, CONNECTIONS),
+            "answers": set(outcomes) <= {"200", "closed"},
+        }
+        name = f"connection flood x{args.flood}, held"
+        return Row(name, tally(outcomes), seen, contract, "rss")
+    finally:
+        seen.result.close()
+
+
 def request_bomb(edge: Edge, listener: str, mode: str) -> Row:
     """1 GiB of zeros gzipped into a request: 413 in enforce, forwarded untouched in inject."""
     api, body = edge.world.api, bomb("gzip", GIB, tag=secrets.randbits(32) | 1)
@@ -240,7 +264,8 @@ def report(rows: list[Row]) -> None:
         f"RSS growth < {RSS_MB} MB and log growth < {LOG_BYTES // 1_000_000} MB (heads, links, "
         f"slow headers); VmHWM growth < {HWM_MB} MB (bombs); /healthz p95 < "
         f"{P95_S * 1000:.0f} ms, max < {MAX_S:.0f} s, none failed; slow headers all refused "
-        f"within {TRICKLE_S:.0f} s; after the forged links, /status.json under "
+        f"within {TRICKLE_S:.0f} s; a flood holds {CONNECTIONS} connections, no more; after "
+        "the forged links, /status.json under "
         f"{STATUS_BYTES // 1000} KB without a forged customer id"
     )
 
@@ -249,6 +274,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--forged", type=int, default=200, help="forged service calls")
     parser.add_argument("--trickle", type=int, default=200, help="slow-header connections")
+    parser.add_argument("--flood", type=int, default=3000, help="connections held open")
     parser.add_argument(
         "--trickle-bound", type=float, default=60.0, help="seconds to wait for their refusal"
     )
@@ -258,6 +284,7 @@ def main(argv: list[str] | None = None) -> None:
         with running(Path(tmp) / "enforce", "enforce") as edge:
             rows = heads_and_links(edge, args)
             rows.append(slow_headers(edge, args))
+            rows.append(connection_flood(edge, args))
             rows += [request_bomb(edge, listener, "enforce") for listener in ("forward", "api")]
         with running(Path(tmp) / "inject", "inject") as edge:
             rows += [request_bomb(edge, listener, "inject") for listener in ("forward", "api")]

@@ -521,6 +521,42 @@ def _outcome_of(sock: socket.socket) -> str:
         return "closed"
 
 
+@dataclass
+class Flood:
+    """Connections opened one after another and kept open: what each got, and the sockets
+    (``close`` them once what they hold was measured)."""
+
+    outcomes: list[str]
+    sockets: list[socket.socket]
+
+    def close(self) -> None:
+        for sock in self.sockets:
+            sock.close()
+
+
+def flood(address: Address, count: int, request: bytes, timeout: float = 10.0) -> Flood:
+    """Open ``count`` connections, send ``request`` on each and read its answer's head,
+    keeping every connection the listener keeps: the outcome is the status, or ``closed``."""
+    held = Flood([], [])
+    try:
+        for _ in range(count):
+            sock = socket.create_connection(address, timeout=timeout)
+            try:
+                sock.sendall(request)
+                answer = _read_answer(sock, timeout)
+            except OSError:  # reset: closed as it arrived
+                answer = Answer(None)
+            held.outcomes.append(answer.outcome)
+            if answer.status is None:
+                sock.close()
+            else:
+                held.sockets.append(sock)
+    except BaseException:
+        held.close()
+        raise
+    return held
+
+
 # --- compressed bodies -------------------------------------------------------------------
 
 

@@ -15,7 +15,7 @@ import pytest
 from claimgate import capture
 from claimgate.admin import AdminServer, bearer_or_basic_token, is_loopback, token_matches
 from claimgate.intake import Ingested
-from claimgate.limits import HeadLimits
+from claimgate.limits import Limits
 from claimgate.settings import AdminSettings, ListenAddress, Secret
 from claimgate.store import Claim
 
@@ -55,7 +55,7 @@ async def served(request):
     host, token = getattr(request, "param", ("127.0.0.1", TOKEN))
     backend = Backend()
     settings = AdminSettings(ListenAddress(host, 0), Secret(token) if token else None)
-    server = AdminServer(settings, backend, HeadLimits())
+    server = AdminServer(settings, backend, Limits())
     address = await server.start()
     async with httpx.AsyncClient(base_url=f"http://{address}", trust_env=False) as client:
         yield client, backend

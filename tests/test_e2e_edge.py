@@ -207,3 +207,95 @@ def test_a_plain_http_api_request_reaches_the_api_over_tls_with_its_claim(world,
     assert received.claims() == [claim]  # the double speaks only TLS: it came over TLS
     decision = world.sidecar.wait_for("api_request", lambda e: e.get("upgraded_to_https"))
     assert decision["decision"] == "injected"
+
+
+PLACES = 3
+"""``limits.connections`` of the crowded world: few, so a test can fill a listener."""
+
+
+@pytest.fixture(scope="module")
+def crowded(tmp_path_factory) -> Iterator[World]:
+    """A sidecar whose every listener holds at most ``PLACES`` connections."""
+    tmp = tmp_path_factory.mktemp("crowded")
+    with App() as app, ApiDouble({}) as api:
+        config = {
+            "proxy": forward_proxy(tmp, api),
+            "capture": {"listen": "127.0.0.2:0", "upstream": app.url, "provider_secret": "ps"},
+            "admin": {"listen": "127.0.0.5:0"},
+            "limits": {"connections": PLACES, "header_timeout": "60s"},  # held, not timed out
+        }
+        yield from run_world(tmp, config, {}, app, api, [])
+
+
+def scrape(world: World) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    text = httpx.get(f"http://{world.sidecar.listeners['admin']}/metrics", trust_env=False).text
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def scrape_once_admitted(world: World) -> tuple[dict, int]:
+    """A scrape, tried again while the admin listener is full; and how many tries it refused
+    (each counted as a refused connection too)."""
+    deadline = time.monotonic() + 30  # a bound on waiting, not a measured time
+    for refused in range(1000):
+        try:
+            return scrape(world), refused
+        except httpx.TransportError:
+            assert time.monotonic() < deadline, "the admin listener never freed a place"
+            time.sleep(0.05)
+    raise AssertionError("the admin listener never freed a place")
+
+
+def held_connection(world: World, listener: str, path: str) -> socket.socket:
+    """A connection that was answered once and is kept open (keep-alive)."""
+    connection = socket.create_connection(address(world, listener), timeout=30)
+    connection.sendall(f"GET {path} HTTP/1.1\r\nHost: provider.example\r\n\r\n".encode())
+    answer = b""
+    while b"\r\n\r\n" not in answer and (chunk := connection.recv(65536)):
+        answer += chunk
+    assert status_of(answer) == 200
+    return connection
+
+
+REFUSED = ("claimgate_requests_refused_total", (("reason", "too_many_connections"),))
+
+
+@pytest.mark.parametrize(("listener", "path"), [("capture", "/held"), ("admin", "/healthz")])
+def test_a_connection_past_the_limit_is_closed_counted_logged_and_takes_no_other_place(
+    crowded, listener, path
+):
+    open_now = ("claimgate_connections_open", (("listener", listener),))
+    scraping = listener == "admin"  # a scrape takes a place of the admin listener itself
+    before = scrape(crowded)[REFUSED]
+    held = [held_connection(crowded, listener, path) for _ in range(PLACES - 1)]
+    try:
+        assert scrape(crowded)[open_now] == PLACES - 1 + scraping
+        held.append(held_connection(crowded, listener, path))  # now full
+        assert exchange(crowded, listener, b"GET / HTTP/1.1\r\nHost: h\r\n\r\n") == b""
+        line = crowded.sidecar.wait_for(
+            "request_refused",
+            lambda e: e["reason"] == "too_many_connections" and e["listener"] == listener,
+        )
+        assert (line["status"], line["client"]) == (503, "127.0.0.1")
+        if listener == "capture":  # the forward listener counts apart, and so do the probes
+            admin = crowded.sidecar.listeners["admin"]
+            assert httpx.get(f"http://{admin}/readyz", trust_env=False).status_code == 200
+            forward = exchange(crowded, "forward", b"GET /x HTTP/1.1\r\nHost: h\r\n\r\n")
+            assert status_of(forward) is not None
+            assert scrape(crowded)[open_now] == PLACES
+        held.pop().close()
+        metrics, refused_tries = scrape_once_admitted(crowded)
+        assert metrics[REFUSED] == before + 1 + refused_tries
+        deadline = time.monotonic() + 30  # a bound on waiting, not a measured time
+        while metrics[open_now] > PLACES - 1 + scraping:
+            assert time.monotonic() < deadline, "a closed connection kept its place"
+            time.sleep(0.05)
+            metrics = scrape(crowded)
+        request = f"GET {path} HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n"
+        assert status_of(exchange(crowded, listener, request.encode())) == 200
+    finally:
+        for connection in held:
+            connection.close()

@@ -10,11 +10,11 @@ from contextlib import asynccontextmanager
 import pytest
 
 from claimgate.http_listener import HttpListener, Request, Response
-from claimgate.limits import HeadLimits, Refusal
+from claimgate.limits import Limits, Refusal
 
 TIMEOUT = 0.5
 """The header timeout here: short, so the time cases take about a second."""
-LIMITS = HeadLimits(request_line=1024, header_size=4096, header_count=10, header_timeout=TIMEOUT)
+LIMITS = Limits(request_line=1024, header_size=4096, header_count=10, header_timeout=TIMEOUT)
 BODY_LIMIT = 1000
 WAIT = 30.0
 """Longest any read here waits: a listener that never answers fails the test, not CI."""
@@ -294,3 +294,42 @@ async def test_stop_closes_open_connections_and_the_port():
     writer.close()
     with pytest.raises(OSError):
         await asyncio.open_connection(*address)
+
+
+async def test_a_connection_past_the_limit_is_closed_unread_and_counted_until_a_place_frees():
+    recorder = Recorder()
+    limits = Limits(header_timeout=WAIT, connections=2)  # held connections are not timed out
+    listener = HttpListener(
+        recorder,
+        limits,
+        name="test",
+        body_limit=0,
+        body_timeout=None,
+        on_refusal=lambda refusal, peer: recorder.refusals.append((refusal, peer)),
+    )
+    address = await listener.start("127.0.0.1", 0)
+    held = [await asyncio.open_connection(*address) for _ in range(2)]
+    try:
+        for reader, writer in held:  # each answered: both are being served
+            writer.write(get("/held"))
+            async with asyncio.timeout(WAIT):
+                assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 200")
+        assert listener.open_connections() == 2
+        try:
+            refused = await exchange(address, get("/refused"))
+        except ConnectionResetError:
+            refused = b""  # closed on the bytes it sent, unread: closed all the same
+        assert refused == b""
+        assert recorder.refusals == [(Refusal.CONNECTIONS, "127.0.0.1")]
+        assert [r.path for r in recorder.requests] == ["/held", "/held"]
+        held.pop()[1].close()
+        async with asyncio.timeout(WAIT):
+            while listener.open_connections() == 2:
+                await asyncio.sleep(0.01)
+        raw = await exchange(address, get("/after", "Connection: close"))
+        assert [status for status, _, _ in answers(raw)] == [200]
+        assert len(recorder.refusals) == 1
+    finally:
+        for _, writer in held:
+            writer.close()
+        await listener.stop()

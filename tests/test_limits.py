@@ -6,9 +6,9 @@ import re
 from hypothesis import given
 from hypothesis import strategies as st
 
-from claimgate.limits import HeadLimits, Refusal, head_refusal, refusal_response
+from claimgate.limits import Limits, OpenConnections, Refusal, head_refusal, refusal_response
 
-LIMITS = HeadLimits(request_line=100, header_size=300, header_count=5, header_timeout=1.0)
+LIMITS = Limits(request_line=100, header_size=300, header_count=5, header_timeout=1.0)
 
 
 def head(target_length: int, header_lines: int = 1, line_end: bytes = b"\r\n") -> bytes:
@@ -65,6 +65,7 @@ def test_every_refusal_has_the_status_that_fits():
         Refusal.HEADER_SIZE: 431,
         Refusal.HEADER_COUNT: 431,
         Refusal.HEADER_TIMEOUT: 408,
+        Refusal.CONNECTIONS: 503,
     }
 
 
@@ -77,3 +78,38 @@ def test_the_answer_is_a_complete_json_response_that_closes_the_connection():
     assert fields["Connection"] == "close"
     assert int(fields["Content-Length"]) == len(body)
     assert json.loads(body) == {"error": "header block larger than limits.header_size"}
+
+
+LISTENERS = st.sampled_from(["capture", "forward"])
+CONNECTION_IDS = st.sampled_from([f"c{i}" for i in range(6)])
+
+
+@given(st.lists(st.tuples(st.booleans(), LISTENERS, CONNECTION_IDS), max_size=60))
+def test_each_listener_holds_at_most_its_limit_of_the_connections_it_admitted(steps):
+    """Against a model: a connection is counted from its admission to its first release;
+    releasing one never admitted (refused, or released already) frees no other's place."""
+    limit = 3
+    connections = OpenConnections(limit)
+    held: dict[str, set[str]] = {"capture": set(), "forward": set()}
+    for opening, listener, connection in steps:
+        if opening and connection not in held[listener]:
+            admitted = connections.admit(listener, connection)
+            assert admitted is (len(held[listener]) < limit)
+            if admitted:
+                held[listener].add(connection)
+        elif not opening:
+            connections.release(listener, connection)
+            held[listener].discard(connection)
+        for name, model in held.items():
+            assert connections.count(name) == len(model) <= limit
+
+
+def test_a_full_listener_takes_no_place_on_another():
+    connections = OpenConnections(1)
+    assert connections.admit("capture", "a")
+    assert not connections.admit("capture", "b")
+    assert connections.admit("forward", "b")
+    connections.release("capture", "b")  # refused: its end frees nothing
+    assert not connections.admit("capture", "c")
+    connections.release("capture", "a")
+    assert connections.admit("capture", "c")

@@ -33,11 +33,24 @@ def test_names_are_the_contract_and_every_label_value_exists_at_zero():
         "headers_too_large",
         "too_many_headers",
         "header_timeout",
+        "too_many_connections",
     ):
         assert scrape[("claimgate_requests_refused_total", (("reason", reason),))] == 0
     assert scrape[("claimgate_claims_cached", ())] == 7
     assert scrape[("claimgate_store_errors_total", ())] == 0
     assert scrape[("claimgate_request_duration_seconds_count", ())] == 0
+
+
+def test_open_connections_are_read_per_listener_at_each_scrape():
+    metrics = Metrics()
+    open_now = {"capture": 3, "admin": 1}
+    for listener in open_now:
+        metrics.count_connections_with(listener, lambda name=listener: open_now[name])
+    assert samples(metrics)[("claimgate_connections_open", (("listener", "capture"),))] == 3
+    open_now["capture"] = 0
+    scrape = samples(metrics)
+    assert scrape[("claimgate_connections_open", (("listener", "capture"),))] == 0
+    assert scrape[("claimgate_connections_open", (("listener", "admin"),))] == 1
 
 
 def test_counts_move_and_registries_are_separate():
@@ -51,12 +64,14 @@ def test_counts_move_and_registries_are_separate():
     assert samples(other)[("claimgate_violations_total", (("kind", "missing_claim"),))] == 0
 
 
-def test_no_label_but_decision_kind_source_reason_and_result():
+def test_no_label_but_decision_kind_source_reason_result_and_listener():
+    metrics = Metrics()
+    metrics.count_connections_with("capture", lambda: 1)
     labels: dict[bool, set[str]] = {True: set(), False: set()}
-    for family in text_string_to_metric_families(Metrics().render().decode()):
+    for family in text_string_to_metric_families(metrics.render().decode()):
         for sample in family.samples:
             labels[sample.name.startswith("claimgate_")].update(sample.labels)
-    assert labels[True] <= {"decision", "kind", "source", "reason", "result", "le"}
+    assert labels[True] <= {"decision", "kind", "source", "reason", "result", "listener", "le"}
     # prometheus-client's process and interpreter series: nothing from requests either.
     assert labels[False] <= {
         "generation",

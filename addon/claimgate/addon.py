@@ -36,7 +36,7 @@ from claimgate.admin import AdminServer
 from claimgate.backend import Backend
 from claimgate.flow_state import METADATA_KEY, FlowState, Generation
 from claimgate.intake import Intake
-from claimgate.limits import Refusal
+from claimgate.limits import OpenConnections, Refusal
 from claimgate.monitor import Monitor
 from claimgate.oversize import Oversize
 from claimgate.pipeline import LocalAnswer, Outcome, Pipeline
@@ -144,6 +144,8 @@ class Claimgate:
         self.admin = AdminServer(
             settings.admin, self.backend, settings.limits, self._admin_head_refused
         )
+        self.connections = OpenConnections(settings.limits.connections)
+        """The client connections open on each proxy listener (the admin port counts its own)."""
         self.in_flight = 0
         """Requests between their headers and their answer: what a graceful stop waits for."""
         self.first_requests = edge.FirstRequestDeadlines(
@@ -181,6 +183,12 @@ class Claimgate:
                 host, port = server.listen_addrs[0][:2]
                 self.listeners[role.value] = f"{host}:{port}"
         self.listeners["admin"] = await self.admin.start()
+        metrics = self.monitor.metrics
+        for role in self.roles.values():
+            metrics.count_connections_with(
+                role.value, functools.partial(self.connections.count, role.value)
+            )
+        metrics.count_connections_with("admin", self.admin.listener.open_connections)
         await self.oversize.start()
         collector.start()  # what exists now lives as long as the process
         log.info("claimgate_ready", listeners=self.listeners, mode=self.settings.policy.mode.value)
@@ -239,17 +247,27 @@ class Claimgate:
 
     @_guarded
     def _head_refused(self, refusal: Refusal, client: connection.Client) -> None:
-        role = self.role_of(client.proxy_mode)
         peer = client.peername[0] if client.peername else ""
-        self.monitor.request_refused(refusal, role.value if role else "", peer)
+        self.monitor.request_refused(refusal, self._listener_of(client), peer)
 
     @_guarded
     def client_connected(self, client: connection.Client) -> None:
+        """Close a connection past its listener's ``limits.connections`` at once (mitmproxy
+        closes a client whose ``error`` is set); start every other's first-request clock."""
+        if not self.connections.admit(self._listener_of(client), client.id):
+            client.error = Refusal.CONNECTIONS.message
+            self._head_refused(Refusal.CONNECTIONS, client)
+            return
         self.first_requests.connected(client)
 
     @_guarded
     def client_disconnected(self, client: connection.Client) -> None:
+        self.connections.release(self._listener_of(client), client.id)
         self.first_requests.met(client)
+
+    def _listener_of(self, client: connection.Client) -> str:
+        role = self.role_of(client.proxy_mode)
+        return role.value if role else ""
 
     @_guarded
     def http_connect(self, flow: http.HTTPFlow) -> None:

@@ -18,7 +18,7 @@ from urllib.parse import unquote
 from claimgate import capture, signature, status_page
 from claimgate.http_listener import HttpListener, OnRefusal, Request, Response, json_error
 from claimgate.intake import Ingested
-from claimgate.limits import HeadLimits
+from claimgate.limits import Limits
 from claimgate.settings import AdminSettings, Secret
 
 MAX_BODY = 64 * 1024
@@ -125,7 +125,7 @@ class AdminServer:
         self,
         settings: AdminSettings,
         backend: AdminBackend,
-        limits: HeadLimits,
+        limits: Limits,
         on_refusal: OnRefusal | None = None,
     ) -> None:
         self.settings = settings

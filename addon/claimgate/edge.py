@@ -2,7 +2,7 @@
 
 mitmproxy's HTTP/1 server buffers a request head until its blank line arrives, however large
 it grows and however slowly it comes, and answers nothing before then. ``BoundedHttp1Server``
-is that server with the bounds of ``limits.HeadLimits``: the bytes received are judged as
+is that server with the bounds of ``limits.Limits``: the bytes received are judged as
 they arrive, the head's line count as mitmproxy takes it, and a timer (mitmproxy's own
 ``RequestWakeup``) measures the time to the blank line. A head that breaks a bound gets its
 JSON error and the connection is closed: it never becomes a flow, so no hook, log line or
@@ -32,7 +32,7 @@ from mitmproxy.proxy.layers.http._events import HttpEvent, ResponseProtocolError
 from mitmproxy.proxy.layers.http._http1 import Http1Server
 from mitmproxy.utils import asyncio_utils
 
-from claimgate.limits import HeadLimits, Refusal, head_refusal, refusal_response
+from claimgate.limits import Limits, Refusal, head_refusal, refusal_response
 
 type OnRefusal = Callable[[Refusal, connection.Client], None]
 
@@ -65,7 +65,7 @@ class BoundedHttp1Server(Http1Server):
     def __init__(
         self,
         context: Context,
-        limits: HeadLimits,
+        limits: Limits,
         on_refusal: OnRefusal,
         *,
         connect_allowed: bool,

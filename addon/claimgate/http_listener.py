@@ -3,11 +3,12 @@
 mitmproxy loads both anyway, so these listeners import nothing of their own; tornado, which
 served them before, cost the sidecar 3 MiB and 20-30 ms of every start (docs/performance.md,
 "Footprint"). Whoever reaches the port controls what arrives, so each request head is held
-to ``limits.HeadLimits`` as on every listener (414, 431, 408 and the connection closed; a
+to ``limits.Limits`` as on every listener (414, 431, 408 and the connection closed; a
 connection that sends nothing, or stays idle after an answer, is closed once the header
-timeout has passed), a body is kept up to ``body_limit`` bytes (413 beyond, the rest unread)
-or, for a sink, read and dropped as it arrives. A handler's exception is logged by its type
-and answered 500. Every answer the listener makes itself is the listeners' short JSON error.
+timeout has passed; one past ``limits.connections`` open is closed as it arrives), a body is
+kept up to ``body_limit`` bytes (413 beyond, the rest unread) or, for a sink, read and
+dropped as it arrives. A handler's exception is logged by its type and answered 500. Every
+answer the listener makes itself is the listeners' short JSON error.
 """
 
 import asyncio
@@ -17,7 +18,7 @@ from dataclasses import dataclass
 import h11
 
 from claimgate.limits import (
-    HeadLimits,
+    Limits,
     Refusal,
     error_body,
     head_refusal,
@@ -107,7 +108,7 @@ class HttpListener:
     def __init__(
         self,
         handler: Handler,
-        limits: HeadLimits,
+        limits: Limits,
         *,
         name: str,
         body_limit: int | None,
@@ -139,7 +140,14 @@ class HttpListener:
         await self._server.wait_closed()
         self._server = None
 
+    def open_connections(self) -> int:
+        return len(self._connections)
+
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if len(self._connections) >= self.limits.connections:  # closed unread, as on the proxy
+            self._count(Refusal.CONNECTIONS, _peer(writer))
+            writer.close()
+            return
         task = asyncio.current_task()
         assert task is not None  # asyncio runs every connection in a task of its own
         self._connections.add(task)
@@ -159,7 +167,7 @@ class HttpListener:
         conn = h11.Connection(
             h11.SERVER, max_incomplete_event_size=self.limits.header_size + READ_SIZE
         )
-        peer = (writer.get_extra_info("peername") or ("",))[0]
+        peer = _peer(writer)
         first = True
         while True:
             try:
@@ -301,6 +309,10 @@ class HttpListener:
         parts.append(conn.send(h11.EndOfMessage()))
         writer.write(b"".join(part for part in parts if part))
         await writer.drain()
+
+
+def _peer(writer: asyncio.StreamWriter) -> str:
+    return (writer.get_extra_info("peername") or ("",))[0]
 
 
 async def _linger(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

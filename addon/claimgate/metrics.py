@@ -132,7 +132,8 @@ class Metrics:
         )
         self.requests_refused = Counter(
             "claimgate_requests_refused",
-            "Request heads refused at a listener before they became requests, by reason.",
+            "Request heads and connections refused at a listener before they became "
+            "requests, by reason.",
             ["reason"],
             registry=self.registry,
         )
@@ -147,6 +148,12 @@ class Metrics:
             "Age at which the API refused a claim as outdated (error 201).",
             AGE_BUCKETS,
             self.registry,
+        )
+        self.connections_open = Gauge(
+            "claimgate_connections_open",
+            "Client connections open on each listener (each held to limits.connections).",
+            ["listener"],
+            registry=self.registry,
         )
         self.claims_expiring = Gauge(
             "claimgate_claims_expiring",
@@ -172,6 +179,10 @@ class Metrics:
     def count_claims_with(self, count: Callable[[], int]) -> None:
         """Read ``claimgate_claims_cached`` from ``count`` at every scrape."""
         self.claims_cached.set_function(count)
+
+    def count_connections_with(self, listener: str, count: Callable[[], int]) -> None:
+        """Read ``listener``'s ``claimgate_connections_open`` from ``count`` at every scrape."""
+        self.connections_open.labels(listener).set_function(count)
 
     def count_expiry_with(
         self,

@@ -15,7 +15,7 @@ import time
 from mitmproxy import http
 
 from claimgate.flow_state import Destination, FlowState
-from claimgate.limits import HeadLimits
+from claimgate.limits import Limits
 from claimgate.pipeline import Outcome, Pipeline
 from claimgate.policy import Mode
 from claimgate.sink import DiscardSink
@@ -27,7 +27,7 @@ class Oversize:
     """Decides about API bodies too large to hold (by the pipeline of each flow's own
     generation), and owns the sink they may go to."""
 
-    def __init__(self, max_body_size: int, limits: HeadLimits) -> None:
+    def __init__(self, max_body_size: int, limits: Limits) -> None:
         self.sink = DiscardSink(max_body_size, limits)
         self.sink_address = UNSTARTED_SINK
 

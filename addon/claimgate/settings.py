@@ -29,7 +29,7 @@ from typing import Any, Self
 from urllib.parse import urlsplit
 
 from claimgate.fingerprint import fingerprint
-from claimgate.limits import HeadLimits
+from claimgate.limits import Limits
 from claimgate.policy import Affinity, Mode
 from claimgate.store import DEFAULT_MAX_USERS
 from claimgate.store.address import BadStoreUrl, is_ipv6, parse_store_url
@@ -860,7 +860,7 @@ class ConfigSettings:
 
 
 _ATTACHED_KEYS: Mapping[type, Mapping[str, Key]] = {
-    HeadLimits: {
+    Limits: {
         "request_line": Key(
             _size,
             "bytes of a request line (method, URL and query) on every listener; 414 past it",
@@ -873,6 +873,12 @@ _ATTACHED_KEYS: Mapping[type, Mapping[str, Key]] = {
             _duration,
             "time to receive a request's head, from the connection's start or its first byte; "
             "408 (or the connection closed) past it",
+        ),
+        "connections": Key(
+            _positive_int,
+            "connections open at once on each listener, counted apart; one more is closed "
+            "as it arrives",
+            variable=_as_integer,
         ),
     }
 }
@@ -892,8 +898,9 @@ class Settings:
     customers: tuple[Customer, ...] = ()
     admin: AdminSettings = field(default_factory=AdminSettings)
     log: LogSettings = field(default_factory=LogSettings)
-    limits: HeadLimits = field(default_factory=HeadLimits)
-    """What a request head may take on every listener; strangers reach some of them."""
+    limits: Limits = field(default_factory=Limits)
+    """What a request head may take, and how many connections each listener holds open;
+    strangers reach some of the listeners."""
     config: ConfigSettings = field(default_factory=ConfigSettings)
 
     @property
@@ -1061,7 +1068,7 @@ def _build[T](
 # Rules across keys
 
 
-def _check_limits(limits: HeadLimits) -> None:
+def _check_limits(limits: Limits) -> None:
     """The request line is part of the head, so the head's bound cannot be the smaller."""
     if limits.header_size < limits.request_line:
         raise ConfigError(

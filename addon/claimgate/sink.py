@@ -10,7 +10,7 @@ the ``X-Claimgate-Violation`` header. The API never sees it, and nothing is buff
 import json
 
 from claimgate.http_listener import HttpListener, Request, Response
-from claimgate.limits import HeadLimits
+from claimgate.limits import Limits
 
 VIOLATION = "malformed_request"
 
@@ -31,7 +31,7 @@ class DiscardSink:
     body takes as long as its client takes to send it.
     """
 
-    def __init__(self, limit: int, limits: HeadLimits) -> None:
+    def __init__(self, limit: int, limits: Limits) -> None:
         self.answer = Response(
             413,
             answer_body(limit),
