@@ -190,19 +190,28 @@ def slow_headers(edge: Edge, args: argparse.Namespace) -> Row:
     return Row(name, tally(outcomes), seen, {"answers": refused}, "rss", refused_in=refused_in)
 
 
-def connection_flood(edge: Edge, args: argparse.Namespace) -> Row:
-    """Connections to the capture listener, each answered once and then held open, as many
-    as ``--flood``: past ``limits.connections`` (500) each is closed as it arrives."""
-    request = request_bytes("/held", host=LINK_HOST)
+IDLE = request_bytes("/held", host=LINK_HOST)
+"""Answered by the app, then kept open: an idle connection."""
+BUSY = request_bytes(
+    "/held", [("Content-Length", "100"), ("Expect", "100-continue")], host=LINK_HOST
+)
+"""A head whose body never comes (claimgate says 100 Continue): a busy connection."""
+
+
+def connection_flood(edge: Edge, args: argparse.Namespace, request: bytes, kind: str) -> Row:
+    """``--flood`` connections to the capture listener, each opened with ``request`` and kept:
+    idle ones make room for the next (each answered, at most ``limits.connections`` left
+    open); busy ones fill the listener, and past it each new one is closed as it arrives."""
     seen = edge.observe(lambda: flood(edge.at("capture"), args.flood, request))
     try:
         outcomes = seen.result.outcomes
-        held = len(seen.result.sockets)
+        still_open = seen.result.still_open()
+        answered = "200" if request is IDLE else "100"
         contract = {
-            f"{held} held": held == min(args.flood, CONNECTIONS),
-            "answers": set(outcomes) <= {"200", "closed"},
+            f"{still_open} open": still_open == min(args.flood, CONNECTIONS),
+            "answers": set(outcomes) <= {answered, "closed"},
         }
-        name = f"connection flood x{args.flood}, held"
+        name = f"{kind} connections x{args.flood}"
         return Row(name, tally(outcomes), seen, contract, "rss")
     finally:
         seen.result.close()
@@ -264,7 +273,7 @@ def report(rows: list[Row]) -> None:
         f"RSS growth < {RSS_MB} MB and log growth < {LOG_BYTES // 1_000_000} MB (heads, links, "
         f"slow headers); VmHWM growth < {HWM_MB} MB (bombs); /healthz p95 < "
         f"{P95_S * 1000:.0f} ms, max < {MAX_S:.0f} s, none failed; slow headers all refused "
-        f"within {TRICKLE_S:.0f} s; a flood holds {CONNECTIONS} connections, no more; after "
+        f"within {TRICKLE_S:.0f} s; a flood leaves {CONNECTIONS} connections open, no more; after "
         "the forged links, /status.json under "
         f"{STATUS_BYTES // 1000} KB without a forged customer id"
     )
@@ -284,7 +293,8 @@ def main(argv: list[str] | None = None) -> None:
         with running(Path(tmp) / "enforce", "enforce") as edge:
             rows = heads_and_links(edge, args)
             rows.append(slow_headers(edge, args))
-            rows.append(connection_flood(edge, args))
+            rows.append(connection_flood(edge, args, BUSY, "busy"))
+            rows.append(connection_flood(edge, args, IDLE, "idle"))
             rows += [request_bomb(edge, listener, "enforce") for listener in ("forward", "api")]
         with running(Path(tmp) / "inject", "inject") as edge:
             rows += [request_bomb(edge, listener, "inject") for listener in ("forward", "api")]

@@ -533,6 +533,23 @@ class Flood:
         for sock in self.sockets:
             sock.close()
 
+    def still_open(self) -> int:
+        """How many of the connections kept the listener has not closed since."""
+        return sum(1 for sock in self.sockets if not _closed(sock))
+
+
+def _closed(sock: socket.socket) -> bool:
+    """Whether the peer closed ``sock``; what else it sent since is read and dropped."""
+    sock.setblocking(False)
+    try:
+        while sock.recv(64 * KIB):
+            pass
+        return True
+    except BlockingIOError:  # nothing more, and not closed
+        return False
+    except OSError:  # reset
+        return True
+
 
 def flood(address: Address, count: int, request: bytes, timeout: float = 10.0) -> Flood:
     """Open ``count`` connections, send ``request`` on each and read its answer's head,

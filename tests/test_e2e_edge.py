@@ -5,14 +5,19 @@ The hostile-input suite (``test_e2e_hostile.py``) measures memory, log volume an
 answers under attack; this file pins each answer and what the operator sees of it.
 """
 
+import contextlib
 import http.client
 import socket
+import threading
 import time
 from collections.abc import Iterator
 
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from wsproto import ConnectionType, WSConnection
+from wsproto.events import AcceptConnection
+from wsproto.events import Request as WebSocketRequest
 
 from claimgate.testing import ApiDouble, make_claim
 from tests.support import (
@@ -249,31 +254,57 @@ def scrape_once_admitted(world: World) -> tuple[dict, int]:
     raise AssertionError("the admin listener never freed a place")
 
 
-def held_connection(world: World, listener: str, path: str) -> socket.socket:
-    """A connection that was answered once and is kept open (keep-alive)."""
-    connection = socket.create_connection(address(world, listener), timeout=30)
-    connection.sendall(f"GET {path} HTTP/1.1\r\nHost: provider.example\r\n\r\n".encode())
+def answer_head(connection: socket.socket) -> bytes:
     answer = b""
     while b"\r\n\r\n" not in answer and (chunk := connection.recv(65536)):
         answer += chunk
-    assert status_of(answer) == 200
+    return answer
+
+
+def idle_connection(world: World, listener: str, path: str) -> socket.socket:
+    """A connection answered once, read to the end of its answer, and kept open: idle."""
+    connection = socket.create_connection(address(world, listener), timeout=30)
+    connection.sendall(f"GET {path} HTTP/1.1\r\nHost: provider.example\r\n\r\n".encode())
+    answer = http.client.HTTPResponse(connection)
+    answer.begin()
+    answer.read()
+    assert (answer.status, answer.will_close) == (200, False)
     return connection
 
 
+def busy_connection(world: World, listener: str) -> socket.socket:
+    """A connection whose request head was taken (the listener says so: 100 Continue) and
+    whose body is still coming: busy."""
+    connection = socket.create_connection(address(world, listener), timeout=30)
+    connection.sendall(
+        b"POST /busy HTTP/1.1\r\nHost: provider.example\r\nContent-Length: 100\r\n"
+        b"Expect: 100-continue\r\n\r\n"
+    )
+    assert status_of(answer_head(connection)) == 100
+    connection.sendall(b"x")
+    return connection
+
+
+def closed_by_claimgate(connection: socket.socket) -> bool:
+    try:
+        return connection.recv(65536) == b""
+    except ConnectionResetError:
+        return True
+
+
 REFUSED = ("claimgate_requests_refused_total", (("reason", "too_many_connections"),))
+LIMITED = ("capture", "admin")
 
 
-@pytest.mark.parametrize(("listener", "path"), [("capture", "/held"), ("admin", "/healthz")])
-def test_a_connection_past_the_limit_is_closed_counted_logged_and_takes_no_other_place(
-    crowded, listener, path
-):
+@pytest.mark.parametrize("listener", LIMITED)
+def test_with_every_place_busy_a_new_connection_is_closed_counted_and_logged(crowded, listener):
     open_now = ("claimgate_connections_open", (("listener", listener),))
     scraping = listener == "admin"  # a scrape takes a place of the admin listener itself
     before = scrape(crowded)[REFUSED]
-    held = [held_connection(crowded, listener, path) for _ in range(PLACES - 1)]
+    busy = [busy_connection(crowded, listener) for _ in range(PLACES - 1)]
     try:
         assert scrape(crowded)[open_now] == PLACES - 1 + scraping
-        held.append(held_connection(crowded, listener, path))  # now full
+        busy.append(busy_connection(crowded, listener))  # now every place is busy
         assert exchange(crowded, listener, b"GET / HTTP/1.1\r\nHost: h\r\n\r\n") == b""
         line = crowded.sidecar.wait_for(
             "request_refused",
@@ -286,7 +317,7 @@ def test_a_connection_past_the_limit_is_closed_counted_logged_and_takes_no_other
             forward = exchange(crowded, "forward", b"GET /x HTTP/1.1\r\nHost: h\r\n\r\n")
             assert status_of(forward) is not None
             assert scrape(crowded)[open_now] == PLACES
-        held.pop().close()
+        busy.pop().close()
         metrics, refused_tries = scrape_once_admitted(crowded)
         assert metrics[REFUSED] == before + 1 + refused_tries
         deadline = time.monotonic() + 30  # a bound on waiting, not a measured time
@@ -294,8 +325,96 @@ def test_a_connection_past_the_limit_is_closed_counted_logged_and_takes_no_other
             assert time.monotonic() < deadline, "a closed connection kept its place"
             time.sleep(0.05)
             metrics = scrape(crowded)
-        request = f"GET {path} HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n"
-        assert status_of(exchange(crowded, listener, request.encode())) == 200
+        request = b"GET /healthz HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n"
+        assert status_of(exchange(crowded, listener, request)) == 200
+    finally:
+        for connection in busy:
+            connection.close()
+
+
+@pytest.mark.parametrize("listener", LIMITED)
+def test_a_full_listener_closes_its_connection_idle_longest_to_serve_a_new_one(crowded, listener):
+    before = scrape(crowded)[REFUSED]
+    idle = [idle_connection(crowded, listener, "/healthz") for _ in range(PLACES)]
+    try:
+        request = b"GET /healthz HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n"
+        assert status_of(exchange(crowded, listener, request)) == 200
+        assert closed_by_claimgate(idle[0])
+        idle[1].sendall(request)  # the others serve on
+        assert status_of(answer_head(idle[1])) == 200
+        assert scrape(crowded)[REFUSED] == before
+    finally:
+        for connection in idle:
+            connection.close()
+
+
+def test_a_tunnel_keeps_its_place_to_its_end(crowded):
+    """What a tunnel carries is not seen, so it is never taken for idle."""
+    app = crowded.app.url.removeprefix("http://")
+    connect = f"CONNECT {app} HTTP/1.1\r\nHost: {app}\r\n\r\n".encode()
+    fill_the_forward_listener(crowded, connect, 200)
+
+
+def fill_the_forward_listener(world: World, opening: bytes, status: int) -> None:
+    """Open every place of the forward listener with ``opening`` (each answered ``status``);
+    with none of them taken for idle, a new connection is refused."""
+    before = scrape(world)[REFUSED]
+    held = []
+    try:
+        for _ in range(PLACES):
+            connection = socket.create_connection(address(world, "forward"), timeout=30)
+            connection.sendall(opening)
+            assert status_of(answer_head(connection)) == status
+            held.append(connection)
+        assert exchange(world, "forward", opening) == b""
+        assert scrape(world)[REFUSED] == before + 1
     finally:
         for connection in held:
             connection.close()
+
+
+@pytest.fixture
+def websocket_server() -> Iterator[tuple[str, int]]:
+    """Accepts each WebSocket handshake, then holds the connection until its client leaves."""
+    server = socket.create_server(("127.0.0.1", 0))
+    accepted: list[socket.socket] = []
+
+    def serve(connection: socket.socket) -> None:
+        websocket = WSConnection(ConnectionType.SERVER)
+        with connection, contextlib.suppress(OSError):  # OSError: shut down by the fixture
+            while data := connection.recv(65536):
+                websocket.receive_data(data)
+                for event in websocket.events():
+                    if isinstance(event, WebSocketRequest):
+                        connection.sendall(websocket.send(AcceptConnection()))
+
+    def accept() -> None:
+        while True:
+            try:
+                connection, _ = server.accept()
+            except OSError:  # closed: the test is over
+                return
+            accepted.append(connection)
+            threading.Thread(target=serve, args=(connection,), daemon=True).start()
+
+    acceptor = threading.Thread(target=accept, daemon=True)
+    acceptor.start()
+    try:
+        yield server.getsockname()[:2]
+    finally:
+        server.shutdown(socket.SHUT_RDWR)  # wakes the blocked accept, as close does not
+        server.close()
+        for connection in accepted:
+            with contextlib.suppress(OSError):  # already gone
+                connection.shutdown(socket.SHUT_RDWR)
+        acceptor.join(timeout=30)
+
+
+def test_a_websocket_keeps_its_place_to_its_end(crowded, websocket_server):
+    host, port = websocket_server
+    upgrade = (
+        f"GET http://{host}:{port}/ws HTTP/1.1\r\nHost: {host}:{port}\r\n"
+        "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    ).encode()
+    fill_the_forward_listener(crowded, upgrade, 101)

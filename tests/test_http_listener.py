@@ -4,7 +4,7 @@ handler's failure is an answer, not a lost connection."""
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 import pytest
@@ -296,40 +296,90 @@ async def test_stop_closes_open_connections_and_the_port():
         await asyncio.open_connection(*address)
 
 
-async def test_a_connection_past_the_limit_is_closed_unread_and_counted_until_a_place_frees():
+type Connection = tuple[asyncio.StreamReader, asyncio.StreamWriter]
+
+
+@asynccontextmanager
+async def crowded(places: int) -> AsyncIterator[tuple[Recorder, HttpListener, tuple[str, int]]]:
+    """A listener with ``places`` places; its held connections are never timed out."""
     recorder = Recorder()
-    limits = Limits(header_timeout=WAIT, connections=2)  # held connections are not timed out
     listener = HttpListener(
         recorder,
-        limits,
+        Limits(header_timeout=WAIT, connections=places),
         name="test",
-        body_limit=0,
-        body_timeout=None,
+        body_limit=BODY_LIMIT,
+        body_timeout=WAIT,
         on_refusal=lambda refusal, peer: recorder.refusals.append((refusal, peer)),
     )
     address = await listener.start("127.0.0.1", 0)
-    held = [await asyncio.open_connection(*address) for _ in range(2)]
     try:
-        for reader, writer in held:  # each answered: both are being served
-            writer.write(get("/held"))
-            async with asyncio.timeout(WAIT):
-                assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 200")
-        assert listener.open_connections() == 2
-        try:
-            refused = await exchange(address, get("/refused"))
-        except ConnectionResetError:
-            refused = b""  # closed on the bytes it sent, unread: closed all the same
-        assert refused == b""
+        yield recorder, listener, address
+    finally:
+        await listener.stop()
+
+
+async def answered_and_kept(address: tuple[str, int]) -> Connection:
+    """A connection answered once and kept open: idle."""
+    reader, writer = await asyncio.open_connection(*address)
+    writer.write(get("/idle"))
+    async with asyncio.timeout(WAIT):
+        head = await reader.readuntil(b"\r\n\r\n")
+        [(status, headers, _)] = answers(head)
+        await reader.readexactly(int(headers["content-length"]))  # all of it: none left
+    assert status == 200
+    return reader, writer
+
+
+async def sending_a_body(address: tuple[str, int]) -> Connection:
+    """A connection whose request head was read (the listener said so: 100 Continue) and
+    whose body is still coming: busy."""
+    reader, writer = await asyncio.open_connection(*address)
+    writer.write(post_head("/busy", "Content-Length: 100", "Expect: 100-continue"))
+    async with asyncio.timeout(WAIT):
+        assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 100")
+    writer.write(b"x")
+    return reader, writer
+
+
+async def refused(address: tuple[str, int]) -> bool:
+    """Whether a new connection was closed without an answer."""
+    try:
+        return await exchange(address, get("/new")) == b""
+    except ConnectionResetError:
+        return True  # closed on the bytes it sent, unread: closed all the same
+
+
+async def until(condition: Callable[[], bool]) -> None:
+    async with asyncio.timeout(WAIT):
+        while not condition():
+            await asyncio.sleep(0.01)
+
+
+async def test_with_every_place_busy_a_new_connection_is_closed_unread_and_counted():
+    async with crowded(2) as (recorder, listener, address):
+        busy = [await sending_a_body(address) for _ in range(2)]
+        assert await refused(address)
         assert recorder.refusals == [(Refusal.CONNECTIONS, "127.0.0.1")]
-        assert [r.path for r in recorder.requests] == ["/held", "/held"]
-        held.pop()[1].close()
-        async with asyncio.timeout(WAIT):
-            while listener.open_connections() == 2:
-                await asyncio.sleep(0.01)
+        busy.pop()[1].close()  # a place frees once its end is seen
+        await until(lambda: listener.open_connections() == 1)
         raw = await exchange(address, get("/after", "Connection: close"))
         assert [status for status, _, _ in answers(raw)] == [200]
         assert len(recorder.refusals) == 1
-    finally:
-        for _, writer in held:
+        for _, writer in busy:
             writer.close()
-        await listener.stop()
+
+
+async def test_a_full_listener_gives_up_the_connection_idle_longest_for_a_new_one():
+    async with crowded(2) as (recorder, _, address):
+        oldest, newer = [await answered_and_kept(address) for _ in range(2)]
+        raw = await exchange(address, get("/new", "Connection: close"))
+        assert [status for status, _, _ in answers(raw)] == [200]
+        async with asyncio.timeout(WAIT):
+            assert await oldest[0].read() == b""  # closed to make room
+        newer[1].write(get("/still", "Connection: close"))  # the other serves on
+        async with asyncio.timeout(WAIT):
+            assert (await newer[0].read()).startswith(b"HTTP/1.1 200")
+        assert recorder.refusals == []
+        assert [r.path for r in recorder.requests] == ["/idle", "/idle", "/new", "/still"]
+        for _, writer in (oldest, newer):
+            writer.close()

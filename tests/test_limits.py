@@ -82,34 +82,64 @@ def test_the_answer_is_a_complete_json_response_that_closes_the_connection():
 
 LISTENERS = st.sampled_from(["capture", "forward"])
 CONNECTION_IDS = st.sampled_from([f"c{i}" for i in range(6)])
+STEPS = st.sampled_from(["open", "busy", "done", "close"])
 
 
-@given(st.lists(st.tuples(st.booleans(), LISTENERS, CONNECTION_IDS), max_size=60))
-def test_each_listener_holds_at_most_its_limit_of_the_connections_it_admitted(steps):
-    """Against a model: a connection is counted from its admission to its first release;
-    releasing one never admitted (refused, or released already) frees no other's place."""
+@given(st.lists(st.tuples(STEPS, LISTENERS, CONNECTION_IDS), max_size=80))
+def test_a_listener_holds_its_limit_giving_up_the_idle_longest_and_refusing_when_all_are_busy(
+    steps,
+):
+    """Against a model: per listener, connections in the order they last became idle, each
+    with its count of requests, tunnels or WebSockets; one that is not held (refused, given
+    up, closed) changes nothing."""
     limit = 3
     connections = OpenConnections(limit)
-    held: dict[str, set[str]] = {"capture": set(), "forward": set()}
-    for opening, listener, connection in steps:
-        if opening and connection not in held[listener]:
-            admitted = connections.admit(listener, connection)
-            assert admitted is (len(held[listener]) < limit)
-            if admitted:
-                held[listener].add(connection)
-        elif not opening:
+    model: dict[str, list[list]] = {"capture": [], "forward": []}  # [connection, busy]
+
+    def held(listener: str, connection: str) -> list | None:
+        return next((entry for entry in model[listener] if entry[0] == connection), None)
+
+    for step, listener, connection in steps:
+        entry = held(listener, connection)
+        if step == "open" and entry is None:
+            idle = [e for e in model[listener] if e[1] == 0]
+            expected = (True, None)
+            if len(model[listener]) >= limit:
+                expected = (True, idle[0][0]) if idle else (False, None)
+                if idle:
+                    model[listener].remove(idle[0])
+            if expected[0]:
+                model[listener].append([connection, 0])
+            assert connections.admit(listener, connection) == expected
+        elif step == "busy":
+            connections.busy(listener, connection)
+            if entry is not None:
+                entry[1] += 1
+        elif step == "done":
+            connections.done(listener, connection)
+            if entry is not None and entry[1] > 0:
+                model[listener].remove(entry)
+                model[listener].append([connection, entry[1] - 1])
+        elif step == "close":
             connections.release(listener, connection)
-            held[listener].discard(connection)
-        for name, model in held.items():
-            assert connections.count(name) == len(model) <= limit
+            if entry is not None:
+                model[listener].remove(entry)
+        for name, entries in model.items():
+            assert connections.count(name) == len(entries) <= limit
 
 
-def test_a_full_listener_takes_no_place_on_another():
-    connections = OpenConnections(1)
-    assert connections.admit("capture", "a")
-    assert not connections.admit("capture", "b")
-    assert connections.admit("forward", "b")
-    connections.release("capture", "b")  # refused: its end frees nothing
-    assert not connections.admit("capture", "c")
-    connections.release("capture", "a")
-    assert connections.admit("capture", "c")
+def test_a_full_listener_takes_no_place_on_another_and_gives_up_its_idle_longest():
+    connections = OpenConnections(2)
+    assert connections.admit("capture", "a") == (True, None)
+    assert connections.admit("capture", "b") == (True, None)
+    for connection in ("a", "b"):
+        connections.busy("capture", connection)
+    assert connections.admit("capture", "c") == (False, None)  # every place busy
+    assert connections.admit("forward", "c") == (True, None)
+    connections.release("capture", "c")  # refused there: its end frees nothing
+    assert connections.admit("capture", "d") == (False, None)
+    connections.done("capture", "b")
+    connections.done("capture", "a")  # idle after b: b is the idle longest
+    assert connections.admit("capture", "d") == (True, "b")
+    connections.release("capture", "b")  # given up: its end frees nothing either
+    assert connections.count("capture") == 2

@@ -25,6 +25,7 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
+from claimgate.limits import Refusal
 from claimgate.metrics import RELOAD_RESULTS, Metrics
 from claimgate.policy import Kind
 from claimgate.testing import ClaimgateProcess
@@ -338,6 +339,7 @@ def signals() -> dict[str, tuple[str, dict[str, str]]]:
     (expired,) = sample_names(metrics.claims_expired)
     (store_errors,) = sample_names(metrics.store_errors)
     (reloads,) = sample_names(metrics.config_reloads)
+    (refused,) = sample_names(metrics.requests_refused)
     assert "rejected" in RELOAD_RESULTS
     return {
         "rejected claims": (violations, {"kind": Kind.REJECTED_CLAIM.value}),
@@ -347,6 +349,7 @@ def signals() -> dict[str, tuple[str, dict[str, str]]]:
         "store unavailable": (violations, {"kind": Kind.STORE_UNAVAILABLE.value}),
         "missing claims": (violations, {"kind": Kind.MISSING_CLAIM.value}),
         "rejected reloads": (reloads, {"result": "rejected"}),
+        "refused connections": (refused, {"reason": Refusal.CONNECTIONS.value}),
     }
 
 

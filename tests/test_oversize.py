@@ -29,7 +29,7 @@ def state_in(mode: Mode) -> FlowState:
     """A flow's state under settings of ``mode``: the pipeline decides by the flow's own."""
     settings, store = Settings(policy=PolicySettings(mode=mode)), MemoryStore(3600, 10)
     intake = Intake(settings, store, Monitor(Metrics(), Activity()))
-    return FlowState(True, Generation(settings, Pipeline(settings, store), intake))
+    return FlowState(True, Generation(settings, Pipeline(settings, store), intake), "forward")
 
 
 def flow(chunked: bool = False, streamed: bool = False) -> http.HTTPFlow:

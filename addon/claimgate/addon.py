@@ -252,12 +252,16 @@ class Claimgate:
 
     @_guarded
     def client_connected(self, client: connection.Client) -> None:
-        """Close a connection past its listener's ``limits.connections`` at once (mitmproxy
-        closes a client whose ``error`` is set); start every other's first-request clock."""
-        if not self.connections.admit(self._listener_of(client), client.id):
+        """Past its listener's ``limits.connections``, close the connection idle longest to
+        make room, or with every place busy this one at once (mitmproxy closes a client
+        whose ``error`` is set); start the first-request clock of every one admitted."""
+        admitted, given_up = self.connections.admit(self._listener_of(client), client.id)
+        if not admitted:
             client.error = Refusal.CONNECTIONS.message
             self._head_refused(Refusal.CONNECTIONS, client)
             return
+        if given_up is not None:
+            edge.close(given_up)
         self.first_requests.connected(client)
 
     @_guarded
@@ -271,15 +275,26 @@ class Claimgate:
 
     @_guarded
     def http_connect(self, flow: http.HTTPFlow) -> None:
+        """A tunnel: its connection stays busy to its end (what it carries is not seen)."""
         self.first_requests.met(flow.client_conn)
+        self.connections.busy(self._listener_of(flow.client_conn), flow.client_conn.id)
+
+    @_guarded
+    def websocket_start(self, flow: http.HTTPFlow) -> None:
+        """A WebSocket: its connection stays busy to its end, which ends the connection."""
+        self.connections.busy(self._listener_of(flow.client_conn), flow.client_conn.id)
 
     @_guarded
     def requestheaders(self, flow: http.HTTPFlow) -> None:
-        """Count the request in flight; decide now about API bodies too large to hold."""
-        self.first_requests.met(flow.client_conn)
+        """Count the request in flight (its connection busy); decide now about API bodies
+        too large to hold."""
+        client = flow.client_conn
+        self.first_requests.met(client)
+        role = self.role_of(client.proxy_mode)
+        listener = role.value if role else ""
         self.in_flight += 1
-        state = flow.metadata[METADATA_KEY] = FlowState(True, self.generation)
-        role = self.role_of(flow.client_conn.proxy_mode)
+        self.connections.busy(listener, client.id)
+        state = flow.metadata[METADATA_KEY] = FlowState(True, self.generation, listener)
         state.api = role is Role.API or (
             role is Role.FORWARD and (flow.request.host, flow.request.port) in self.api_hosts
         )
@@ -383,6 +398,7 @@ class Claimgate:
         if state is not None and state.in_flight:
             state.in_flight = False
             self.in_flight -= 1
+            self.connections.done(state.listener, flow.client_conn.id)
         return state
 
     def _upgrade_to_https(self, flow: http.HTTPFlow, state: FlowState) -> None:

@@ -181,14 +181,17 @@ class FirstRequestDeadlines:
             timer.cancel()
 
     def _expire(self, client: connection.Client) -> None:
-        if self._pending.pop(client.id, None) is None:
-            return
-        handler = ctx.master.addons.get("proxyserver").connections.get(client.id)
-        if handler is not None:
+        if self._pending.pop(client.id, None) is not None and close(client.id):
             self.on_expiry(client)
-            asyncio_utils.create_task(
-                handler.on_timeout(), name="claimgate header timeout", keep_ref=True
-            )
+
+
+def close(client_id: str) -> bool:
+    """Close a client connection as mitmproxy closes an idle one; False if it is gone."""
+    handler = ctx.master.addons.get("proxyserver").connections.get(client_id)
+    if handler is None:
+        return False
+    asyncio_utils.create_task(handler.on_timeout(), name="claimgate close", keep_ref=True)
+    return True
 
 
 def install(make: Callable[[Context], Http1Server]) -> None:

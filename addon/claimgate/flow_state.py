@@ -33,6 +33,8 @@ class FlowState:
     """Counted in flight (between its head and its answer): a graceful stop waits for it."""
     generation: Generation
     """What the flow runs under, from its request head on."""
+    listener: str
+    """The listener it arrived on: its connection counts as busy there while it is in flight."""
     api: bool = False
     """An onOffice API request: the pipeline decides about it."""
     upgraded_to_https: bool = False

@@ -5,13 +5,15 @@ served them before, cost the sidecar 3 MiB and 20-30 ms of every start (docs/per
 "Footprint"). Whoever reaches the port controls what arrives, so each request head is held
 to ``limits.Limits`` as on every listener (414, 431, 408 and the connection closed; a
 connection that sends nothing, or stays idle after an answer, is closed once the header
-timeout has passed; one past ``limits.connections`` open is closed as it arrives), a body is
-kept up to ``body_limit`` bytes (413 beyond, the rest unread) or, for a sink, read and
-dropped as it arrives. A handler's exception is logged by its type and answered 500. Every
-answer the listener makes itself is the listeners' short JSON error.
+timeout has passed; past ``limits.connections`` open, one idle makes room or the new one is
+closed as it arrives), a body is kept up to ``body_limit`` bytes (413 beyond, the rest
+unread) or, for a sink, read and dropped as it arrives. A handler's exception is logged by
+its type and answered 500. Every answer the listener makes itself is the listeners' short
+JSON error.
 """
 
 import asyncio
+import itertools
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -19,6 +21,7 @@ import h11
 
 from claimgate.limits import (
     Limits,
+    OpenConnections,
     Refusal,
     error_body,
     head_refusal,
@@ -122,7 +125,9 @@ class HttpListener:
         self.body_limit = body_limit
         self.body_timeout = body_timeout
         self._server: asyncio.Server | None = None
-        self._connections: set[asyncio.Task[None]] = set()
+        self._connections: dict[str, asyncio.Task[None]] = {}
+        self._places = OpenConnections(limits.connections)
+        self._numbers = itertools.count()
 
     async def start(self, host: str, port: int) -> tuple[str, int]:
         """Bind and serve on the running loop; returns the bound ``(host, port)``."""
@@ -134,34 +139,42 @@ class HttpListener:
         if self._server is None:
             return
         self._server.close()
-        for task in list(self._connections):
+        tasks = list(self._connections.values())
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*self._connections, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
         await self._server.wait_closed()
         self._server = None
 
     def open_connections(self) -> int:
-        return len(self._connections)
+        return self._places.count(self.name)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if len(self._connections) >= self.limits.connections:  # closed unread, as on the proxy
+        key = str(next(self._numbers))
+        admitted, given_up = self._places.admit(self.name, key)
+        if not admitted:  # every place busy: closed unread, as on the proxy listeners
             self._count(Refusal.CONNECTIONS, _peer(writer))
             writer.close()
             return
+        if given_up is not None:
+            self._connections[given_up].cancel()
         task = asyncio.current_task()
         assert task is not None  # asyncio runs every connection in a task of its own
-        self._connections.add(task)
+        self._connections[key] = task
         try:
-            await self._exchanges(reader, writer)
-        except (_Closed, ConnectionError, asyncio.CancelledError):  # the last: by ``stop``
+            await self._exchanges(reader, writer, key)
+        except (_Closed, ConnectionError, asyncio.CancelledError):  # by ``stop``, or given up
             pass
         except Exception as error:  # a fault of this module: logged, the connection closed
             _log_internal_error(self.name, error)
         finally:
-            self._connections.discard(task)
+            del self._connections[key]
+            self._places.release(self.name, key)
             writer.close()
 
-    async def _exchanges(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _exchanges(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, key: str
+    ) -> None:
         """Answer one request after another on the connection, until one side closes it."""
         # h11's own bound is a backstop: the head's bounds are judged before h11 sees it.
         conn = h11.Connection(
@@ -179,12 +192,15 @@ class HttpListener:
                 await _linger(reader, writer)
                 return
             first = False
+            self._places.busy(self.name, key)  # from its head to its answer
             request = await self._request(conn, reader, writer, head)
             if isinstance(request, Response):  # refused on its body: the rest is not kept
                 await self._send(conn, writer, head.method, request, close=True)
+                self._places.done(self.name, key)
                 await _linger(reader, writer)
                 return
             await self._send(conn, writer, head.method, await self._answer(request), close=False)
+            self._places.done(self.name, key)
             if conn.our_state is not h11.DONE or conn.their_state is not h11.DONE:
                 return
             conn.start_next_cycle()

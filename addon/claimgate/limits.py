@@ -9,7 +9,8 @@ closed after it, because the rest of what such a client sends is of no use.
 
 Nor does mitmproxy bound how many connections a listener holds open, each a file descriptor
 and some tens of KiB: ``OpenConnections`` holds each listener to ``Limits.connections``, so a
-flood on one listener can neither exhaust the process nor take the others' connections.
+flood on one listener can neither exhaust the process nor take the others' places, and
+idle connections make room for new ones.
 """
 
 import json
@@ -27,7 +28,8 @@ class Refusal(StrEnum):
     HEADER_COUNT = "too_many_headers"
     HEADER_TIMEOUT = "header_timeout"
     CONNECTIONS = "too_many_connections"
-    """Not a head: a connection past ``Limits.connections``, closed as it was accepted."""
+    """Not a head: a connection past ``Limits.connections`` with every place busy, closed
+    as it was accepted."""
 
     @property
     def status(self) -> int:
@@ -50,7 +52,7 @@ _MESSAGE = {
     Refusal.HEADER_SIZE: "header block larger than limits.header_size",
     Refusal.HEADER_COUNT: "more header fields than limits.header_count",
     Refusal.HEADER_TIMEOUT: "request headers not received within limits.header_timeout",
-    Refusal.CONNECTIONS: "more connections open on this listener than limits.connections",
+    Refusal.CONNECTIONS: "limits.connections connections busy on this listener",
 }
 
 
@@ -67,32 +69,54 @@ class Limits:
     header_timeout: float = 10.0
     """Seconds from a connection's start (or a later request's first byte) to its blank line."""
     connections: int = 500
-    """Connections open at once on each listener, counted apart; one more is closed at once."""
+    """Connections open at once on each listener, counted apart. Past it the connection
+    idle longest is closed to make room; with none idle, the new one is closed at once."""
 
 
 class OpenConnections:
     """The connections open on each listener, each listener held to its own ``limit``.
 
-    ``admit`` counts a new connection in, or refuses it when its listener is full;
-    ``release`` counts it out, and ignores one never admitted, so a refused connection's
-    end, or a second end, cannot free another's place.
+    A connection is busy while it carries a request (from its head to its answer), a tunnel
+    or a WebSocket (``busy`` and ``done`` count those), idle otherwise: before its first
+    request, between two, or mid-head. A full listener makes room for a new connection by
+    giving up the one idle longest, as nginx reuses idle keep-alive connections, so
+    connections that ask nothing hold no place for long; the new one is refused only when
+    every place is busy. ``release`` forgets a connection, and ignores one it no longer
+    holds, so a refused or given-up connection's end cannot free another's place.
     """
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
-        self._open: dict[str, set[str]] = {}
+        self._open: dict[str, dict[str, int]] = {}
+        """Per listener, each connection's busy count, the idle longest first."""
 
-    def admit(self, listener: str, connection: str) -> bool:
-        held = self._open.setdefault(listener, set())
+    def admit(self, listener: str, connection: str) -> tuple[bool, str | None]:
+        """Whether ``connection`` has a place, and the idle connection that gave it up (for
+        the caller to close), if one had to."""
+        held = self._open.setdefault(listener, {})
+        given_up = None
         if len(held) >= self.limit:
-            return False
-        held.add(connection)
-        return True
+            given_up = next((c for c, busy in held.items() if not busy), None)
+            if given_up is None:
+                return False, None
+            del held[given_up]
+        held[connection] = 0
+        return True, given_up
+
+    def busy(self, listener: str, connection: str) -> None:
+        held = self._open.get(listener, {})
+        if connection in held:
+            held[connection] += 1
+
+    def done(self, listener: str, connection: str) -> None:
+        """One request, tunnel or WebSocket of ``connection`` ended; idle since now if it
+        was the last."""
+        held = self._open.get(listener, {})
+        if held.get(connection, 0) > 0:
+            held[connection] = held.pop(connection) - 1  # to the end: the latest active
 
     def release(self, listener: str, connection: str) -> None:
-        held = self._open.get(listener)
-        if held is not None:
-            held.discard(connection)
+        self._open.get(listener, {}).pop(connection, None)
 
     def count(self, listener: str) -> int:
         return len(self._open.get(listener, ()))

@@ -876,8 +876,8 @@ _ATTACHED_KEYS: Mapping[type, Mapping[str, Key]] = {
         ),
         "connections": Key(
             _positive_int,
-            "connections open at once on each listener, counted apart; one more is closed "
-            "as it arrives",
+            "connections open at once on each listener, counted apart; past it the one idle "
+            "longest is closed to make room, or with every one busy the new one",
             variable=_as_integer,
         ),
     }
