@@ -12,6 +12,7 @@ figures against the targets. A benchmark, not a test: it never fails, it says wh
 """
 
 import argparse
+import dataclasses
 import hashlib
 import secrets
 import tempfile
@@ -33,6 +34,7 @@ from tests.hostile import (
     Observed,
     Slow,
     address_of,
+    body_head,
     bomb,
     flood,
     forged_huge_links,
@@ -179,14 +181,22 @@ def heads_and_links(edge: Edge, args: argparse.Namespace) -> list[Row]:
     return rows
 
 
-def slow_headers(edge: Edge, args: argparse.Namespace) -> Row:
-    targets = [Slow(edge.at("capture"))] * args.trickle
-    seen = edge.observe(lambda: trickle(targets, timeout=args.trickle_bound))
+SLOW_BODY = Slow(("", 0), lead=body_head("/slow", LINK_HOST), trickled=b"b" * 120)
+"""A head at once, then its body a byte a second (the address is the caller's)."""
+
+
+def slow(edge: Edge, args: argparse.Namespace, what: str) -> Row:
+    """``--trickle`` connections to the capture listener, each trickling a head (``what``
+    is ``headers``) or, after a head sent whole, a body."""
+    target = Slow(edge.at("capture"))
+    if what == "bodies":
+        target = dataclasses.replace(SLOW_BODY, address=target.address)
+    seen = edge.observe(lambda: trickle([target] * args.trickle, timeout=args.trickle_bound))
     outcomes = [t.outcome for t in seen.result]
     refused = set(outcomes) <= {"408", "closed"}
     seconds = [t.seconds for t in seen.result if t.seconds is not None]
     refused_in = max(seconds) if refused and seconds else float("inf")
-    name = f"slow headers x{args.trickle}"
+    name = f"slow {what} x{args.trickle}"
     return Row(name, tally(outcomes), seen, {"answers": refused}, "rss", refused_in=refused_in)
 
 
@@ -271,11 +281,11 @@ def report(rows: list[Row]) -> None:
         "\ntargets: answers as contracted (414/431/408 or closed; 413 in enforce, untouched in "
         "inject; 200 from the app for forged links) and nothing forwarded that is refused; "
         f"RSS growth < {RSS_MB} MB and log growth < {LOG_BYTES // 1_000_000} MB (heads, links, "
-        f"slow headers); VmHWM growth < {HWM_MB} MB (bombs); /healthz p95 < "
-        f"{P95_S * 1000:.0f} ms, max < {MAX_S:.0f} s, none failed; slow headers all refused "
-        f"within {TRICKLE_S:.0f} s; a flood leaves {CONNECTIONS} connections open, no more; after "
-        "the forged links, /status.json under "
-        f"{STATUS_BYTES // 1000} KB without a forged customer id"
+        f"slow heads and bodies, floods); VmHWM growth < {HWM_MB} MB (bombs); /healthz p95 < "
+        f"{P95_S * 1000:.0f} ms, max < {MAX_S:.0f} s, none failed; slow heads and bodies all "
+        f"refused within {TRICKLE_S:.0f} s; a flood leaves {CONNECTIONS} connections open, no "
+        f"more; after the forged links, /status.json under {STATUS_BYTES // 1000} KB without a "
+        "forged customer id"
     )
 
 
@@ -292,7 +302,7 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory(prefix="claimgate-hostile-") as tmp:
         with running(Path(tmp) / "enforce", "enforce") as edge:
             rows = heads_and_links(edge, args)
-            rows.append(slow_headers(edge, args))
+            rows += [slow(edge, args, what) for what in ("headers", "bodies")]
             rows.append(connection_flood(edge, args, BUSY, "busy"))
             rows.append(connection_flood(edge, args, IDLE, "idle"))
             rows += [request_bomb(edge, listener, "enforce") for listener in ("forward", "api")]

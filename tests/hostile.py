@@ -283,6 +283,11 @@ def request_bytes(
     return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
 
 
+def body_head(target: str, host: str = "hostile.example", length: int = 64 * KIB) -> bytes:
+    """A POST head announcing ``length`` bytes of body: a :data:`Slow.lead` for a slow body."""
+    return f"POST {target} HTTP/1.1\r\nHost: {host}\r\nContent-Length: {length}\r\n\r\n".encode()
+
+
 def exchange(
     address: Address, pieces: Iterable[bytes], timeout: float = 10.0, deadline: float = 120.0
 ) -> Answer:
@@ -420,13 +425,16 @@ def forged_links(address: Address, ids: Sequence[str], timeout: float = 10.0) ->
 
 @dataclass(frozen=True)
 class Slow:
-    """One connection that trickles :data:`SLOW_HEAD` to ``address``."""
+    """One connection that trickles ``trickled`` (a head, :data:`SLOW_HEAD`) to ``address``."""
 
     address: Address
     primer: bytes = b""
     """A whole request sent and answered first, so that the slow request is a later one on
     a keep-alive connection (the header timeout restarts at its first byte)."""
     label: str = ""
+    lead: bytes = b""
+    """Sent at once before the trickle: a head, so that a body trickles."""
+    trickled: bytes = SLOW_HEAD
 
 
 @dataclass(frozen=True)
@@ -451,6 +459,7 @@ def trickle(
             sockets.append(sock)
             if target.primer:
                 _prime(sock, target.primer)
+            sock.sendall(target.lead)
             sock.setblocking(False)
         return _trickle(targets, sockets, selector, interval, timeout)
     finally:
@@ -489,15 +498,15 @@ def _trickle(
         outcomes[index] = (outcome, time.monotonic() - first_byte.get(index, time.monotonic()))
 
     deadline = time.monotonic() + timeout
-    sent = 0
+    sent, longest = 0, max(len(target.trickled) for target in targets)
     while len(outcomes) < len(sockets) and time.monotonic() < deadline:
         tick = time.monotonic()
-        if sent < len(SLOW_HEAD):
+        if sent < longest:
             for index, sock in enumerate(sockets):
-                if index in outcomes:
+                if index in outcomes or sent >= len(targets[index].trickled):
                     continue
                 try:
-                    sock.send(SLOW_HEAD[sent : sent + 1])
+                    sock.send(targets[index].trickled[sent : sent + 1])
                     first_byte.setdefault(index, tick)
                 except BlockingIOError:
                     pass

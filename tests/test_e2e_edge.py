@@ -7,7 +7,9 @@ answers under attack; this file pins each answer and what the operator sees of i
 
 import contextlib
 import http.client
+import select
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Iterator
@@ -32,7 +34,10 @@ from tests.support import (
 
 HEADER_TIMEOUT = 1.0
 """Short, so the timeout cases take seconds; the default (10 s) is the settings tests' job."""
+BODY_RATE = 100
+"""Bytes a second a body must average here (after HEADER_TIMEOUT of grace)."""
 LISTENERS = ("forward", "capture", "mirror", "api", "admin")
+PROXY_LISTENERS = LISTENERS[:-1]
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +59,11 @@ def world(tmp_path_factory, customer) -> Iterator[World]:
             },
             "api": {"listen": "127.0.0.4:0", "upstream": f"https://localhost:{api.port}"},
             "admin": {"listen": "127.0.0.5:0"},
-            "limits": {"header_timeout": f"{HEADER_TIMEOUT}s", "header_count": 30},
+            "limits": {
+                "header_timeout": f"{HEADER_TIMEOUT}s",
+                "header_count": 30,
+                "body_rate": BODY_RATE,
+            },
             "customers": [{"customer_web_id": customer.web_id, "token": "env:TEST_TOKEN"}],
         }
         env = {"TEST_PS": PROVIDER_SECRET, "TEST_TOKEN": customer.token}
@@ -152,6 +161,81 @@ def test_a_connection_that_sends_nothing_is_closed_after_the_header_timeout(worl
     before = refused_total(world, "header_timeout")
     assert exchange(world, listener) == b""  # closed, with nothing to answer
     assert refused_total(world, "header_timeout") == before + 1
+
+
+def post_head(world: World, listener: str, length: int) -> bytes:
+    """A POST head for ``listener``: to the app through the forward listener, else as sent."""
+    target = f"{world.app.url}/upload" if listener == "forward" else "/upload"
+    return (
+        f"POST {target} HTTP/1.1\r\nHost: provider.example\r\nContent-Length: {length}\r\n"
+        "Content-Type: application/octet-stream\r\n\r\n"
+    ).encode()
+
+
+def trickle_body(world: World, listener: str, interval: float, most: int = 200) -> bytes:
+    """A head, then its body one byte every ``interval`` seconds until claimgate answers
+    (at most ``most`` bytes); what it answered."""
+    with socket.create_connection(address(world, listener), timeout=30) as connection:
+        connection.sendall(post_head(world, listener, 10_000))
+        for _ in range(most):
+            connection.sendall(b"b")
+            if select.select([connection], [], [], interval)[0]:
+                break  # answered: nothing more is sent onto a closing connection
+        answer = b""
+        with contextlib.suppress(ConnectionResetError):
+            while chunk := connection.recv(65536):
+                answer += chunk
+        return answer
+
+
+@pytest.mark.parametrize("listener", PROXY_LISTENERS)
+def test_a_body_trickling_in_is_answered_408_once_below_the_rate(world, listener):
+    before = refused_total(world, "body_too_slow"), len(world.app.received)
+    requests, errors = len(world.api.requests), len(world.sidecar.events("internal_error"))
+    started = time.monotonic()
+    answer = trickle_body(world, listener, interval=0.1)  # 10 bytes a second, of 100
+    assert status_of(answer) == 408
+    assert b"limits.body_rate" in answer
+    assert time.monotonic() - started >= HEADER_TIMEOUT  # never within the grace
+    assert (refused_total(world, "body_too_slow"), len(world.app.received)) == (
+        before[0] + 1,
+        before[1],
+    )
+    assert len(world.api.requests) == requests
+    line = world.sidecar.wait_for(
+        "request_refused", lambda e: e["reason"] == "body_too_slow" and e["listener"] == listener
+    )
+    assert (line["status"], line["client"]) == (408, "127.0.0.1")
+    assert len(world.sidecar.events("internal_error")) == errors  # the flow ended cleanly
+
+
+def test_a_body_keeping_the_rate_is_served_however_long_it_takes(world):
+    """Three parts 0.7 s apart, past the grace: each part buys four seconds (400 bytes at 100
+    a second), so only a stall of seconds could cut it."""
+    parts = [bytes([65 + i]) * 400 for i in range(3)]
+    with socket.create_connection(address(world, "capture"), timeout=30) as connection:
+        connection.sendall(post_head(world, "capture", 1200))
+        for part in parts:
+            connection.sendall(part)
+            time.sleep(0.7)
+        assert status_of(answer_head(connection)) == 200
+    assert world.app.received[-1].body == b"".join(parts)
+
+
+def test_a_tunnel_passed_through_is_never_timed(world):
+    """No head or body is read in a tunnel to a host that is not the API's: it outlives both
+    the header timeout and the body's grace, idle, and still carries TLS end to end."""
+    host = f"127.0.0.1:{world.api.port}"  # the API double, by an address not in api_hosts
+    with socket.create_connection(address(world, "forward"), timeout=30) as tunnel:
+        tunnel.sendall(f"CONNECT {host} HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
+        assert status_of(answer_head(tunnel)) == 200
+        time.sleep(HEADER_TIMEOUT * 2.5)
+        context = ssl.create_default_context(cafile=str(world.api.ca_path))
+        with context.wrap_socket(tunnel, server_hostname="127.0.0.1") as inside:
+            inside.sendall(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+            answer = answer_head(inside)
+    assert status_of(answer) is not None
+    assert b"claimgate-api-double" in answer  # the double's own TLS: passed through
 
 
 def test_a_tls_client_hello_trickling_in_is_cut_off(world):

@@ -39,6 +39,7 @@ from tests.hostile import (
     Observed,
     Slow,
     address_of,
+    body_head,
     bomb,
     events_since,
     exchange,
@@ -356,15 +357,27 @@ def test_genuine_links_with_ids_outside_the_alphabet_are_refused(enforcing):
 # --- slow headers ----------------------------------------------------------------------
 
 
-def test_slow_headers_are_cut_off_on_every_listener_while_others_are_served_long(enforcing):
+def test_slow_heads_and_bodies_are_cut_off_on_every_listener_while_others_are_served_long(
+    enforcing,
+):
     """200 connections trickle a request head to the capture listener, a byte a second; on
-    each listener one new connection and one kept alive after a first request do the same."""
+    each listener one new connection and one kept alive after a first request do the same,
+    and one more sends a head at once and trickles its body."""
     targets = [Slow(enforcing.at("capture"), label="capture")] * 200
     for listener in LISTENERS:
         primer = enforcing.request(listener)
+        app = enforcing.world.app.url
+        slow_body = (
+            body_head(f"{app}/slow", app.split("//")[1])
+            if listener == "forward"
+            else body_head("/slow")
+        )
         targets += [
             Slow(enforcing.at(listener), label=f"{listener} new"),
             Slow(enforcing.at(listener), primer, label=f"{listener} kept alive"),
+            Slow(
+                enforcing.at(listener), label=f"{listener} body", lead=slow_body, trickled=b"b" * 60
+            ),
         ]
     served: list[tuple[int, float]] = []
     stop = threading.Event()

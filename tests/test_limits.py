@@ -6,7 +6,14 @@ import re
 from hypothesis import given
 from hypothesis import strategies as st
 
-from claimgate.limits import Limits, OpenConnections, Refusal, head_refusal, refusal_response
+from claimgate.limits import (
+    Limits,
+    OpenConnections,
+    Refusal,
+    body_deadline,
+    head_refusal,
+    refusal_response,
+)
 
 LIMITS = Limits(request_line=100, header_size=300, header_count=5, header_timeout=1.0)
 
@@ -65,6 +72,7 @@ def test_every_refusal_has_the_status_that_fits():
         Refusal.HEADER_SIZE: 431,
         Refusal.HEADER_COUNT: 431,
         Refusal.HEADER_TIMEOUT: 408,
+        Refusal.BODY_RATE: 408,
         Refusal.CONNECTIONS: 503,
     }
 
@@ -143,3 +151,32 @@ def test_a_full_listener_takes_no_place_on_another_and_gives_up_its_idle_longest
     assert connections.admit("capture", "d") == (True, "b")
     connections.release("capture", "b")  # given up: its end frees nothing either
     assert connections.count("capture") == 2
+
+
+BODY_LIMITS = Limits(header_timeout=10.0, body_rate=1000)
+
+
+def test_a_body_of_which_nothing_came_is_due_when_the_grace_ends():
+    assert body_deadline(100.0, 0, BODY_LIMITS) == 110.0
+
+
+@given(st.integers(0, 10**7), st.integers(1, 10**6))
+def test_every_byte_postpones_the_deadline_and_none_brings_it_closer(received, more):
+    earlier, later = (body_deadline(0.0, n, BODY_LIMITS) for n in (received, received + more))
+    assert later > earlier
+    assert abs((later - earlier) - more / BODY_LIMITS.body_rate) < 1e-6
+
+
+@given(st.floats(1.0, 100.0), st.floats(0.0, 10**5))
+def test_a_sender_keeping_the_rate_is_never_due(pace, seconds):
+    """Sending steadily at ``pace`` times the rate, at every moment it is not yet due."""
+    received = int(pace * BODY_LIMITS.body_rate * seconds)
+    assert body_deadline(0.0, received, BODY_LIMITS) > seconds
+
+
+@given(st.floats(0.0, 0.99))
+def test_a_sender_below_the_rate_is_due_in_the_end(pace):
+    """At ``pace`` times the rate, due once grace / (1 - pace) seconds have passed."""
+    moment = BODY_LIMITS.header_timeout / (1 - pace) + 1.0
+    received = int(pace * BODY_LIMITS.body_rate * moment)
+    assert body_deadline(0.0, received, BODY_LIMITS) <= moment

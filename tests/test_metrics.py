@@ -33,6 +33,7 @@ def test_names_are_the_contract_and_every_label_value_exists_at_zero():
         "headers_too_large",
         "too_many_headers",
         "header_timeout",
+        "body_too_slow",
         "too_many_connections",
     ):
         assert scrape[("claimgate_requests_refused_total", (("reason", reason),))] == 0

@@ -85,7 +85,9 @@ def test_no_file_and_no_environment_gives_the_documented_defaults(tmp_path: Path
     assert settings.claims.max_entries == 100_000
     assert settings.policy.mode is Mode.INJECT
     assert settings.policy.provider_tokens == ()
-    assert settings.limits == Limits(16 * 1024, 64 * 1024, 100, 10.0, 500)
+    assert settings.limits == Limits(
+        16 * 1024, 64 * 1024, 100, 10.0, body_rate=1024, connections=500
+    )
     assert settings.customers == ()
     assert str(settings.admin.listen) == "127.0.0.1:8082"
     assert settings.admin.token is None
@@ -143,6 +145,7 @@ EVERY_KEY = {
         "header_size": "32768",
         "header_count": "40",
         "header_timeout": '"2.5s"',
+        "body_rate": "100",
         "connections": "250",
     },
     "config": {"watch": "true"},
@@ -224,7 +227,7 @@ def test_every_key_is_read_from_the_file(tmp_path: Path) -> None:
     assert settings.admin.shutdown_grace == 45.0
     assert settings.log.format is LogFormat.CONSOLE
     assert settings.log.level is LogLevel.DEBUG
-    assert settings.limits == Limits(8 * 1024, 32 * 1024, 40, 2.5, 250)
+    assert settings.limits == Limits(8 * 1024, 32 * 1024, 40, 2.5, body_rate=100, connections=250)
     assert settings.config.watch is True
     assert settings.customers == (
         Customer("21", Secret("token-21"), Secret("secret-21")),

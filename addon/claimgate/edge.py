@@ -6,7 +6,9 @@ is that server with the bounds of ``limits.Limits``: the bytes received are judg
 they arrive, the head's line count as mitmproxy takes it, and a timer (mitmproxy's own
 ``RequestWakeup``) measures the time to the blank line. A head that breaks a bound gets its
 JSON error and the connection is closed: it never becomes a flow, so no hook, log line or
-upstream ever sees it.
+upstream ever sees it. The same timer holds a body, once its head is in, to
+``limits.body_rate`` on average; a body too slow gets a 408, and its flow ends in the error
+hook as mitmproxy ends one whose body it cannot read.
 
 ``install`` has mitmproxy's HTTP layers build one of these for every HTTP/1 client on every
 listener. Before a connection has such a server, it has ``FirstRequestDeadlines``: a client
@@ -28,11 +30,17 @@ from mitmproxy import connection, ctx
 from mitmproxy.proxy import commands, events, layer
 from mitmproxy.proxy.context import Context
 from mitmproxy.proxy.layers import http as http_layers
-from mitmproxy.proxy.layers.http._events import HttpEvent, ResponseProtocolError
+from mitmproxy.proxy.layers.http._base import ReceiveHttp
+from mitmproxy.proxy.layers.http._events import (
+    ErrorCode,
+    HttpEvent,
+    RequestProtocolError,
+    ResponseProtocolError,
+)
 from mitmproxy.proxy.layers.http._http1 import Http1Server
 from mitmproxy.utils import asyncio_utils
 
-from claimgate.limits import Limits, Refusal, head_refusal, refusal_response
+from claimgate.limits import Limits, Refusal, body_deadline, head_refusal, refusal_response
 
 type OnRefusal = Callable[[Refusal, connection.Client], None]
 
@@ -60,7 +68,8 @@ class _HeadBuffer(ReceiveBuffer):
 
 
 class BoundedHttp1Server(Http1Server):
-    """mitmproxy's HTTP/1 server that refuses heads breaking ``limits`` (414, 431, 408)."""
+    """mitmproxy's HTTP/1 server that refuses heads breaking ``limits`` (414, 431, 408),
+    and bodies slower than ``limits.body_rate`` (408)."""
 
     def __init__(
         self,
@@ -77,22 +86,34 @@ class BoundedHttp1Server(Http1Server):
         self.connect_allowed = connect_allowed
         self._head_since: float | None = None
         """When the head being read began: the connection's start, or its first byte."""
+        self._body_since: float | None = None
+        """When the head of the request whose body is being read ended."""
+        self._body_received = 0
         self._timer: commands.RequestWakeup | None = None
 
     def _handle_event(self, event: events.Event) -> layer.CommandGenerator[None]:
         if isinstance(event, events.Wakeup):
             yield from self._on_timer()  # mitmproxy's HTTP/1 server asks for no timer itself
             return
-        if isinstance(event, events.DataReceived) and (yield from self._refused(event.data)):
-            return
+        if isinstance(event, events.DataReceived):
+            if (yield from self._refused(event.data)):
+                return
+            if self.state == self.read_body:
+                self._body_received += len(event.data)
         yield from super()._handle_event(event)
-        reading_head = self.state == self.read_headers
         if self.buf.too_many_lines:
             yield from self._refuse(Refusal.HEADER_COUNT)
-        elif not reading_head:
+            return
+        if self.state != self.read_headers:
             self._head_since = None
         elif self._head_since is None and (isinstance(event, events.Start) or self.buf):
             yield from self._start_clock()
+        if self.state != self.read_body:
+            self._body_since = None
+        elif self._body_since is None:  # a head just ended, its body follows
+            self._body_since, self._body_received = time.monotonic(), 0
+            if self._timer is None:
+                yield from self._arm(self.limits.header_timeout)
 
     def _refused(self, data: bytes) -> layer.CommandGenerator[bool]:
         """Judge bytes before mitmproxy buffers them; True when the head was refused."""
@@ -124,19 +145,38 @@ class BoundedHttp1Server(Http1Server):
         yield self._timer
 
     def _on_timer(self) -> layer.CommandGenerator[None]:
+        """Refuse the head or body being read if its time is up, else wait for when it is."""
         self._timer = None
-        if self._head_since is None or self.state != self.read_headers:
-            return
-        remaining = self._head_since + self.limits.header_timeout - time.monotonic()
-        if remaining > 0:
-            yield from self._arm(remaining)
+        if self.state == self.read_headers and self._head_since is not None:
+            refusal, due = Refusal.HEADER_TIMEOUT, self._head_since + self.limits.header_timeout
+        elif self.state == self.read_body and self._body_since is not None:
+            due = body_deadline(self._body_since, self._body_received, self.limits)
+            refusal = Refusal.BODY_RATE
         else:
-            yield from self._refuse(Refusal.HEADER_TIMEOUT)
+            return
+        if (remaining := due - time.monotonic()) > 0:
+            yield from self._arm(remaining)
+        elif refusal is Refusal.BODY_RATE:
+            yield from self._refuse_body()
+        else:
+            yield from self._refuse(refusal)
 
     def _refuse(self, refusal: Refusal) -> layer.CommandGenerator[None]:
         self.on_refusal(refusal, self.conn)
         yield from self._answer_and_close(refusal.status, refusal.message)
         self._head_since = None
+
+    def _refuse_body(self) -> layer.CommandGenerator[None]:
+        """As mitmproxy meets a body it cannot read: the connection closed, then the stream
+        told, so the flow ends in the error hook (and a body streaming upstream is cut)."""
+        assert self.stream_id is not None  # a body is read for a request
+        self.on_refusal(Refusal.BODY_RATE, self.conn)
+        yield from self._answer_and_close(Refusal.BODY_RATE.status, Refusal.BODY_RATE.message)
+        error = RequestProtocolError(
+            self.stream_id, Refusal.BODY_RATE.message, ErrorCode.GENERIC_CLIENT_ERROR
+        )
+        yield ReceiveHttp(error)
+        self._body_since = None
 
     def _answer_and_close(self, status: int, reason: str) -> layer.CommandGenerator[None]:
         if self.conn.state & connection.ConnectionState.CAN_WRITE:

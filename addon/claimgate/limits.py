@@ -1,4 +1,4 @@
-"""The bounds on what anyone who can reach a listener controls before a request exists (pure).
+"""What anyone who can reach a listener controls, bounded: heads, body pace, connections (pure).
 
 Every listener reads a request line and a header block before any of claimgate's hooks can
 look at the request, and mitmproxy's HTTP/1 server bounds neither their size nor the time
@@ -6,6 +6,9 @@ they take to arrive. ``head_refusal`` judges the bytes received so far, so a hea
 only end badly is refused as soon as it crosses a bound, never buffered to its end. The
 answer is a short JSON error with the status that fits (414, 431, 408); the connection is
 closed after it, because the rest of what such a client sends is of no use.
+
+A body, once its head is in, must keep coming at ``Limits.body_rate`` on average
+(``body_deadline``): mitmproxy would wait on a trickling body for as long as bytes come.
 
 Nor does mitmproxy bound how many connections a listener holds open, each a file descriptor
 and some tens of KiB: ``OpenConnections`` holds each listener to ``Limits.connections``, so a
@@ -27,6 +30,8 @@ class Refusal(StrEnum):
     HEADER_SIZE = "headers_too_large"
     HEADER_COUNT = "too_many_headers"
     HEADER_TIMEOUT = "header_timeout"
+    BODY_RATE = "body_too_slow"
+    """Not a head either: a request body arriving slower than ``Limits.body_rate``."""
     CONNECTIONS = "too_many_connections"
     """Not a head: a connection past ``Limits.connections`` with every place busy, closed
     as it was accepted."""
@@ -45,6 +50,7 @@ _STATUS = {
     Refusal.HEADER_SIZE: 431,
     Refusal.HEADER_COUNT: 431,
     Refusal.HEADER_TIMEOUT: 408,
+    Refusal.BODY_RATE: 408,
     Refusal.CONNECTIONS: 503,
 }
 _MESSAGE = {
@@ -52,14 +58,15 @@ _MESSAGE = {
     Refusal.HEADER_SIZE: "header block larger than limits.header_size",
     Refusal.HEADER_COUNT: "more header fields than limits.header_count",
     Refusal.HEADER_TIMEOUT: "request headers not received within limits.header_timeout",
+    Refusal.BODY_RATE: "request body arriving slower than limits.body_rate",
     Refusal.CONNECTIONS: "limits.connections connections busy on this listener",
 }
 
 
 @dataclass(frozen=True, slots=True)
 class Limits:
-    """What one request head may take, and how many connections one listener holds open;
-    ``header_size`` is at least ``request_line``."""
+    """What one request head may take, how fast its body must come, and how many
+    connections one listener holds open; ``header_size`` is at least ``request_line``."""
 
     request_line: int = 16 * 1024
     """Bytes of the request line (method, URL with its query, version)."""
@@ -68,9 +75,18 @@ class Limits:
     header_count: int = 100
     header_timeout: float = 10.0
     """Seconds from a connection's start (or a later request's first byte) to its blank line."""
+    body_rate: int = 1024
+    """Bytes a second a request body must average from its head's end, after a grace of
+    ``header_timeout``: holding a connection busy costs the sender this much."""
     connections: int = 500
     """Connections open at once on each listener, counted apart. Past it the connection
     idle longest is closed to make room; with none idle, the new one is closed at once."""
+
+
+def body_deadline(since: float, received: int, limits: Limits) -> float:
+    """When a request body whose head ended at ``since`` falls below ``limits.body_rate``,
+    ``received`` bytes of it in: each byte buys ``1 / body_rate`` seconds beyond the grace."""
+    return since + limits.header_timeout + received / limits.body_rate
 
 
 class OpenConnections:

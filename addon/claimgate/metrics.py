@@ -132,8 +132,7 @@ class Metrics:
         )
         self.requests_refused = Counter(
             "claimgate_requests_refused",
-            "Request heads and connections refused at a listener before they became "
-            "requests, by reason.",
+            "Request heads, request bodies and connections refused at a listener, by reason.",
             ["reason"],
             registry=self.registry,
         )

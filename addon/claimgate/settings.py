@@ -874,6 +874,12 @@ _ATTACHED_KEYS: Mapping[type, Mapping[str, Key]] = {
             "time to receive a request's head, from the connection's start or its first byte; "
             "408 (or the connection closed) past it",
         ),
+        "body_rate": Key(
+            _positive_int,
+            "bytes a second a request body must average on the proxy listeners, from its "
+            "head's end after limits.header_timeout of grace; 408 past it",
+            variable=_as_integer,
+        ),
         "connections": Key(
             _positive_int,
             "connections open at once on each listener, counted apart; past it the one idle "
