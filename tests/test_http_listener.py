@@ -38,13 +38,14 @@ class Recorder:
 
 
 @asynccontextmanager
-async def listening(
-    body_limit: int | None = BODY_LIMIT, body_timeout: float | None = TIMEOUT
-) -> AsyncIterator[tuple[Recorder, tuple[str, int]]]:
+async def serving(
+    limits: Limits, body_limit: int | None, body_timeout: float | None
+) -> AsyncIterator[tuple[Recorder, HttpListener, tuple[str, int]]]:
+    """A listener on a free loopback port, answered by a ``Recorder``, stopped at the end."""
     recorder = Recorder()
     listener = HttpListener(
         recorder,
-        LIMITS,
+        limits,
         name="test",
         body_limit=body_limit,
         body_timeout=body_timeout,
@@ -52,9 +53,17 @@ async def listening(
     )
     address = await listener.start("127.0.0.1", 0)
     try:
-        yield recorder, address
+        yield recorder, listener, address
     finally:
         await listener.stop()
+
+
+@asynccontextmanager
+async def listening(
+    body_limit: int | None = BODY_LIMIT, body_timeout: float | None = TIMEOUT
+) -> AsyncIterator[tuple[Recorder, tuple[str, int]]]:
+    async with serving(LIMITS, body_limit, body_timeout) as (recorder, _, address):
+        yield recorder, address
 
 
 async def exchange(address: tuple[str, int], *parts: bytes, pause: float = 0.0) -> bytes:
@@ -302,20 +311,9 @@ type Connection = tuple[asyncio.StreamReader, asyncio.StreamWriter]
 @asynccontextmanager
 async def crowded(places: int) -> AsyncIterator[tuple[Recorder, HttpListener, tuple[str, int]]]:
     """A listener with ``places`` places; its held connections are never timed out."""
-    recorder = Recorder()
-    listener = HttpListener(
-        recorder,
-        Limits(header_timeout=WAIT, connections=places),
-        name="test",
-        body_limit=BODY_LIMIT,
-        body_timeout=WAIT,
-        on_refusal=lambda refusal, peer: recorder.refusals.append((refusal, peer)),
-    )
-    address = await listener.start("127.0.0.1", 0)
-    try:
-        yield recorder, listener, address
-    finally:
-        await listener.stop()
+    limits = Limits(header_timeout=WAIT, connections=places)
+    async with serving(limits, BODY_LIMIT, WAIT) as served:
+        yield served
 
 
 async def answered_and_kept(address: tuple[str, int]) -> Connection:

@@ -270,8 +270,7 @@ class Claimgate:
         self.first_requests.met(client)
 
     def _listener_of(self, client: connection.Client) -> str:
-        role = self.role_of(client.proxy_mode)
-        return role.value if role else ""
+        return _name(self.role_of(client.proxy_mode))
 
     @_guarded
     def http_connect(self, flow: http.HTTPFlow) -> None:
@@ -291,7 +290,7 @@ class Claimgate:
         client = flow.client_conn
         self.first_requests.met(client)
         role = self.role_of(client.proxy_mode)
-        listener = role.value if role else ""
+        listener = _name(role)
         self.in_flight += 1
         self.connections.busy(listener, client.id)
         state = flow.metadata[METADATA_KEY] = FlowState(True, self.generation, listener)
@@ -422,6 +421,11 @@ class Claimgate:
 
 
 # --- helpers outside the class: no state, testable alone -------------------------------
+
+
+def _name(role: Role | None) -> str:
+    """A listener's name in metrics and log lines ("" for a connection on none of ours)."""
+    return role.value if role else ""
 
 
 def _answer(answer: LocalAnswer) -> http.Response:

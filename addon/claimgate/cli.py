@@ -134,7 +134,7 @@ def _run(args: argparse.Namespace) -> int:
     # Served and stopped: exit as Python would, but without finalizing the interpreter.
     # mitmproxy_rs's runtime threads may take the GIL while Python 3.12 finalizes, which
     # kills the process with SIGSEGV (mitmproxy/mitmproxy#7409): seen here after a tunnel
-    # passed through, in about one stop of four (tests/test_e2e_edge.py). The exit handlers
+    # passed through, in about one stop of three (tests/test_e2e_edge.py). The exit handlers
     # (the last log lines among them) run first, as at any exit.
     atexit._run_exitfuncs()
     sys.stdout.flush()

@@ -194,13 +194,13 @@ class HttpListener:
             first = False
             self._places.busy(self.name, key)  # from its head to its answer
             request = await self._request(conn, reader, writer, head)
-            if isinstance(request, Response):  # refused on its body: the rest is not kept
-                await self._send(conn, writer, head.method, request, close=True)
-                self._places.done(self.name, key)
+            refused = isinstance(request, Response)  # on its body: the rest is not kept
+            answer = request if isinstance(request, Response) else await self._answer(request)
+            await self._send(conn, writer, head.method, answer, close=refused)
+            self._places.done(self.name, key)
+            if refused:
                 await _linger(reader, writer)
                 return
-            await self._send(conn, writer, head.method, await self._answer(request), close=False)
-            self._places.done(self.name, key)
             if conn.our_state is not h11.DONE or conn.their_state is not h11.DONE:
                 return
             conn.start_next_cycle()

@@ -95,7 +95,7 @@ class Monitor:
             log.warning("violation", kind=kind, **context)
 
     def request_refused(self, refusal: Refusal, listener: str, client: str) -> None:
-        """A request head refused at a listener, before it became a request."""
+        """A request head, a request body or a connection refused at a listener."""
         self.metrics.requests_refused.labels(refusal.value).inc()
         if self._refusal_line_admitted():
             log.warning(

@@ -905,8 +905,8 @@ class Settings:
     admin: AdminSettings = field(default_factory=AdminSettings)
     log: LogSettings = field(default_factory=LogSettings)
     limits: Limits = field(default_factory=Limits)
-    """What a request head may take, and how many connections each listener holds open;
-    strangers reach some of the listeners."""
+    """What a request head may take, how fast its body must come, and how many connections
+    each listener holds open; strangers reach some of the listeners."""
     config: ConfigSettings = field(default_factory=ConfigSettings)
 
     @property
