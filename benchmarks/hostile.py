@@ -53,11 +53,15 @@ from tests.hostile import (
 from tests.support import PROVIDER_SECRET, App, Customer, World, api_request, start_sidecar
 
 from claimgate.limits import Limits
+from claimgate.settings import ProxySettings
 from claimgate.testing import ApiDouble, make_claim, make_secret
 
 RSS_MB, LOG_BYTES, HWM_MB = 30, 1_000_000, 100
 CONNECTIONS = Limits().connections
 """What one listener holds open on the defaults (``limits.connections``)."""
+HELD_BODY = ProxySettings().max_body_size
+BODIES_HELD = Limits().bodies // (HELD_BODY - 1)
+"""How many bodies of ``HELD_BODY - 1`` bytes one listener holds on the defaults."""
 P95_S, MAX_S = 0.2, 1.0
 TRICKLE_S = 20.0
 STATUS_BYTES = 100_000
@@ -227,6 +231,26 @@ def connection_flood(edge: Edge, args: argparse.Namespace, request: bytes, kind:
         seen.result.close()
 
 
+HELD = body_head("/held", LINK_HOST, HELD_BODY) + b"h" * (HELD_BODY - 1)
+"""A body as large as is held, but for its last byte: held until its connection ends."""
+
+
+def held_bodies(edge: Edge) -> Row:
+    """Three times as many bodies as the capture listener holds (``limits.bodies``), each
+    sent but for its last byte and kept: those that fit are held unanswered, the rest 503."""
+    count = 3 * BODIES_HELD
+    seen = edge.observe(lambda: flood(edge.at("capture"), count, HELD, timeout=1.0))
+    try:
+        outcomes = Counter(seen.result.outcomes)
+        contract = {
+            f"{outcomes['timeout']} held": outcomes["timeout"] == BODIES_HELD,
+            "answers": set(outcomes) <= {"timeout", "503", "closed"},
+        }
+        return Row(f"held bodies x{count}", tally(seen.result.outcomes), seen, contract, "hwm")
+    finally:
+        seen.result.close()
+
+
 def request_bomb(edge: Edge, listener: str, mode: str) -> Row:
     """1 GiB of zeros gzipped into a request: 413 in enforce, forwarded untouched in inject."""
     api, body = edge.world.api, bomb("gzip", GIB, tag=secrets.randbits(32) | 1)
@@ -281,7 +305,8 @@ def report(rows: list[Row]) -> None:
         "\ntargets: answers as contracted (414/431/408 or closed; 413 in enforce, untouched in "
         "inject; 200 from the app for forged links) and nothing forwarded that is refused; "
         f"RSS growth < {RSS_MB} MB and log growth < {LOG_BYTES // 1_000_000} MB (heads, links, "
-        f"slow heads and bodies, floods); VmHWM growth < {HWM_MB} MB (bombs); /healthz p95 < "
+        f"slow heads and bodies, floods); VmHWM growth < {HWM_MB} MB (bombs, held bodies: "
+        f"{BODIES_HELD} held, the rest 503); /healthz p95 < "
         f"{P95_S * 1000:.0f} ms, max < {MAX_S:.0f} s, none failed; slow heads and bodies all "
         f"refused within {TRICKLE_S:.0f} s; a flood leaves {CONNECTIONS} connections open, no "
         f"more; after the forged links, /status.json under {STATUS_BYTES // 1000} KB without a "
@@ -305,6 +330,7 @@ def main(argv: list[str] | None = None) -> None:
             rows += [slow(edge, args, what) for what in ("headers", "bodies")]
             rows.append(connection_flood(edge, args, BUSY, "busy"))
             rows.append(connection_flood(edge, args, IDLE, "idle"))
+            rows.append(held_bodies(edge))
             rows += [request_bomb(edge, listener, "enforce") for listener in ("forward", "api")]
         with running(Path(tmp) / "inject", "inject") as edge:
             rows += [request_bomb(edge, listener, "inject") for listener in ("forward", "api")]

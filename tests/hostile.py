@@ -562,7 +562,8 @@ def _closed(sock: socket.socket) -> bool:
 
 def flood(address: Address, count: int, request: bytes, timeout: float = 10.0) -> Flood:
     """Open ``count`` connections, send ``request`` on each and read its answer's head,
-    keeping every connection the listener keeps: the outcome is the status, or ``closed``."""
+    keeping every connection the listener keeps: the outcome is the status, ``closed``, or
+    ``timeout`` when the listener holds the connection unanswered for ``timeout`` seconds."""
     held = Flood([], [])
     try:
         for _ in range(count):
@@ -573,7 +574,7 @@ def flood(address: Address, count: int, request: bytes, timeout: float = 10.0) -
             except OSError:  # reset: closed as it arrived
                 answer = Answer(None)
             held.outcomes.append(answer.outcome)
-            if answer.status is None:
+            if answer.status is None and answer.outcome != "timeout":
                 sock.close()
             else:
                 held.sockets.append(sock)

@@ -163,12 +163,14 @@ def test_a_connection_that_sends_nothing_is_closed_after_the_header_timeout(worl
     assert refused_total(world, "header_timeout") == before + 1
 
 
-def post_head(world: World, listener: str, length: int) -> bytes:
-    """A POST head for ``listener``: to the app through the forward listener, else as sent."""
+def post_head(world: World, listener: str, length: int, *, last: bool = False) -> bytes:
+    """A POST head for ``listener``: to the app through the forward listener, else as sent;
+    ``last`` asks for the connection to be closed after the answer."""
     target = f"{world.app.url}/upload" if listener == "forward" else "/upload"
+    closing = "Connection: close\r\n" if last else ""
     return (
         f"POST {target} HTTP/1.1\r\nHost: provider.example\r\nContent-Length: {length}\r\n"
-        "Content-Type: application/octet-stream\r\n\r\n"
+        f"Content-Type: application/octet-stream\r\n{closing}\r\n"
     ).encode()
 
 
@@ -300,18 +302,28 @@ def test_a_plain_http_api_request_reaches_the_api_over_tls_with_its_claim(world,
 
 PLACES = 3
 """``limits.connections`` of the crowded world: few, so a test can fill a listener."""
+HELD_BODY = 16 * 1024
+"""``proxy.max_body_size`` of the crowded world: a body declared larger is streamed."""
+BODIES = HELD_BODY + HELD_BODY // 2
+"""``limits.bodies`` of the crowded world: one body held most of the way leaves no room
+for another."""
 
 
 @pytest.fixture(scope="module")
 def crowded(tmp_path_factory) -> Iterator[World]:
-    """A sidecar whose every listener holds at most ``PLACES`` connections."""
+    """A sidecar whose every listener holds at most ``PLACES`` connections and ``BODIES``
+    bytes of request bodies."""
     tmp = tmp_path_factory.mktemp("crowded")
     with App() as app, ApiDouble({}) as api:
         config = {
-            "proxy": forward_proxy(tmp, api),
+            "proxy": forward_proxy(tmp, api, max_body_size=HELD_BODY),
             "capture": {"listen": "127.0.0.2:0", "upstream": app.url, "provider_secret": "ps"},
             "admin": {"listen": "127.0.0.5:0"},
-            "limits": {"connections": PLACES, "header_timeout": "60s"},  # held, not timed out
+            "limits": {
+                "connections": PLACES,
+                "header_timeout": "60s",  # held, not timed out
+                "bodies": BODIES,
+            },
         }
         yield from run_world(tmp, config, {}, app, api, [])
 
@@ -502,3 +514,87 @@ def test_a_websocket_keeps_its_place_to_its_end(crowded, websocket_server):
         "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
     ).encode()
     fill_the_forward_listener(crowded, upgrade, 101)
+
+
+def held(world: World, listener: str) -> float:
+    return scrape(world)[("claimgate_request_bodies_held_bytes", (("listener", listener),))]
+
+
+def wait_until_held(world: World, listener: str, size: int) -> None:
+    deadline = time.monotonic() + 30  # a bound on waiting, not a measured time
+    while (now := held(world, listener)) != size:
+        assert time.monotonic() < deadline, f"{listener} holds {now} bytes, not {size}"
+        time.sleep(0.05)
+
+
+def body_under_way(world: World, listener: str, length: int, sent: int) -> socket.socket:
+    """A POST of ``length`` bytes of which ``sent`` were sent, the rest still to come."""
+    connection = socket.create_connection(address(world, listener), timeout=30)
+    connection.sendall(post_head(world, listener, length) + b"h" * sent)
+    return connection
+
+
+BODY_REFUSED = ("claimgate_requests_refused_total", (("reason", "too_many_body_bytes"),))
+
+
+@pytest.mark.parametrize("listener", ["capture", "forward"])
+def test_a_body_past_its_listeners_bound_is_refused_503_and_the_bound_frees_at_the_answer(
+    crowded, listener
+):
+    """One body held most of the way takes more than half the listener's bytes: a second
+    is refused once it would go past them, a body on the other listener is not, and once the
+    first is answered its bytes are free for the next."""
+    other = "forward" if listener == "capture" else "capture"
+    length = HELD_BODY - 100
+    before, received = scrape(crowded)[BODY_REFUSED], len(crowded.app.received)
+    first = body_under_way(crowded, listener, length, length - 1000)
+    try:
+        wait_until_held(crowded, listener, length - 1000)
+        answer = exchange(crowded, listener, post_head(crowded, listener, length), b"s" * length)
+        assert status_of(answer) == 503
+        assert b"limits.bodies" in answer
+        line = crowded.sidecar.wait_for(
+            "request_refused",
+            lambda e: e["reason"] == "too_many_body_bytes" and e["listener"] == listener,
+        )
+        assert (line["status"], line["client"]) == (503, "127.0.0.1")
+        assert scrape(crowded)[BODY_REFUSED] == before + 1
+        assert len(crowded.app.received) == received  # the refused body went nowhere
+        wait_until_held(crowded, listener, length - 1000)  # its bytes are held no more
+
+        beside = exchange(
+            crowded, other, post_head(crowded, other, length, last=True), b"o" * length
+        )
+        assert status_of(beside) == 200  # counted apart
+
+        first.sendall(b"h" * 1000)
+        assert status_of(answer_head(first)) == 200
+        assert crowded.app.received[-1].body == b"h" * length
+        wait_until_held(crowded, listener, 0)
+        again = exchange(
+            crowded, listener, post_head(crowded, listener, length, last=True), b"a" * length
+        )
+        assert status_of(again) == 200
+    finally:
+        first.close()
+
+
+def test_a_body_cut_off_with_its_connection_frees_its_bytes(crowded):
+    connection = body_under_way(crowded, "capture", HELD_BODY, HELD_BODY // 2)
+    wait_until_held(crowded, "capture", HELD_BODY // 2)
+    connection.close()
+    wait_until_held(crowded, "capture", 0)
+
+
+def test_a_body_mitmproxy_streams_holds_nothing_however_large(crowded):
+    """Declared larger than ``proxy.max_body_size``, a body is streamed to the app, not
+    held: three times the listener's bound passes in one send, head and all."""
+    length = 3 * BODIES
+    streamed = body_under_way(crowded, "capture", length, length - 1)
+    try:
+        assert held(crowded, "capture") == 0
+        streamed.sendall(b"h")
+        assert status_of(answer_head(streamed)) == 200
+    finally:
+        streamed.close()
+    assert crowded.app.received[-1].body == b"h" * length

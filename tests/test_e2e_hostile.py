@@ -27,11 +27,14 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from claimgate.limits import Limits
+from claimgate.settings import ProxySettings
 from claimgate.testing import ApiDouble, make_claim, make_secret, service_call_url
 from tests.hostile import (
     ADMIN_TOKEN_ENV,
     KIB,
     LINK_HOST,
+    MIB,
     PROVIDER_SECRET_ENV,
     Address,
     Answer,
@@ -43,6 +46,7 @@ from tests.hostile import (
     bomb,
     events_since,
     exchange,
+    flood,
     forged_huge_links,
     forged_id,
     forged_links,
@@ -196,6 +200,18 @@ def violations(edge: Edge) -> Counter[str]:
             for sample in family.samples
             if sample.name == "claimgate_violations_total"
         }
+    )
+
+
+def refused_total(edge: Edge, reason: str) -> int:
+    """``claimgate_requests_refused_total`` of ``reason``."""
+    admin = edge.world.sidecar.listeners["admin"]
+    text = httpx.get(f"http://{admin}/metrics", trust_env=False).text
+    return next(
+        int(sample.value)
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "claimgate_requests_refused_total" and sample.labels["reason"] == reason
     )
 
 
@@ -473,6 +489,35 @@ def test_a_gzip_bomb_answer_reaches_the_client_untouched(injecting, listener):
     assert (answer.length, answer.sha256) == (len(body), expected), "the answer was changed"
     assert seen.hwm_growth_mb < HWM_MB, f"peak RSS grew {seen.hwm_growth_mb:.0f} MB"
     assert_probes_answered(seen.probes)
+
+
+# --- request bodies held at once ---------------------------------------------------------
+
+HELD_BODY = ProxySettings().max_body_size
+BODIES_HELD = Limits().bodies // (HELD_BODY - 1)
+"""How many bodies of ``HELD_BODY - 1`` bytes a listener holds on the defaults."""
+
+
+def test_bodies_past_what_a_listener_holds_are_refused_and_memory_stays_near_it(enforcing):
+    """Twice as many bodies as ``limits.bodies`` holds, each sent but for its last byte and
+    kept: a body's worth of them are held, unanswered; the rest are refused (503, or closed
+    while still sending); memory grows by about what is held, not by all that was sent."""
+    count = 2 * BODIES_HELD
+    held_body = body_head("/held", LINK_HOST, HELD_BODY) + b"h" * (HELD_BODY - 1)
+    refused = refused_total(enforcing, "too_many_body_bytes")
+    seen = enforcing.observe(lambda: flood(enforcing.at("capture"), count, held_body, 0.5))
+    try:
+        assert set(seen.result.outcomes) <= {"timeout", "503", "closed"}
+        assert refused_total(enforcing, "too_many_body_bytes") == refused + count - BODIES_HELD
+        deadline = time.monotonic() + 30  # a bound on waiting for the last closes, not a time
+        while (still_open := seen.result.still_open()) != BODIES_HELD:
+            assert time.monotonic() < deadline, f"{still_open} open, not {BODIES_HELD}"
+            time.sleep(0.1)
+        held_mib = BODIES_HELD * (HELD_BODY - 1) / MIB
+        assert seen.rss_growth_mb < 1.5 * held_mib, f"RSS grew {seen.rss_growth_mb:.0f} MB"
+        assert_probes_answered(seen.probes)
+    finally:
+        seen.result.close()
 
 
 # --- a claim never travels in clear ---------------------------------------------------

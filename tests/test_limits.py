@@ -1,4 +1,5 @@
-"""The request-head bounds, judged on bytes as they arrive (``claimgate.limits``)."""
+"""The edge's bounds (``claimgate.limits``): heads judged on bytes as they arrive, the body
+pace, connections and body bytes held per listener."""
 
 import json
 import re
@@ -7,6 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from claimgate.limits import (
+    HeldBodies,
     Limits,
     OpenConnections,
     Refusal,
@@ -74,6 +76,7 @@ def test_every_refusal_has_the_status_that_fits():
         Refusal.HEADER_TIMEOUT: 408,
         Refusal.BODY_RATE: 408,
         Refusal.CONNECTIONS: 503,
+        Refusal.BODIES: 503,
     }
 
 
@@ -151,6 +154,33 @@ def test_a_full_listener_takes_no_place_on_another_and_gives_up_its_idle_longest
     assert connections.admit("capture", "d") == (True, "b")
     connections.release("capture", "b")  # given up: its end frees nothing either
     assert connections.count("capture") == 2
+
+
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(["hold", "free"]), LISTENERS, CONNECTION_IDS, st.integers(0, 40)),
+        max_size=80,
+    )
+)
+def test_a_listener_holds_body_bytes_to_its_limit_and_a_refused_hold_holds_nothing(steps):
+    """Against a model: per listener, the bytes each connection holds; a hold that would
+    take its listener past the limit is refused whole, and ``free`` gives a connection's all
+    back (nothing when it holds none)."""
+    limit = 60
+    bodies = HeldBodies(limit)
+    model: dict[str, dict[str, int]] = {"capture": {}, "forward": {}}
+    for step, listener, connection, size in steps:
+        held = model[listener]
+        if step == "hold":
+            fits = sum(held.values()) + size <= limit
+            assert bodies.hold(listener, connection, size) is fits
+            if fits:
+                held[connection] = held.get(connection, 0) + size
+        else:
+            bodies.free(listener, connection)
+            held.pop(connection, None)
+        for name, entries in model.items():
+            assert bodies.held(name) == sum(entries.values()) <= limit
 
 
 BODY_LIMITS = Limits(header_timeout=10.0, body_rate=1000)

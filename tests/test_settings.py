@@ -86,7 +86,7 @@ def test_no_file_and_no_environment_gives_the_documented_defaults(tmp_path: Path
     assert settings.policy.mode is Mode.INJECT
     assert settings.policy.provider_tokens == ()
     assert settings.limits == Limits(
-        16 * 1024, 64 * 1024, 100, 10.0, body_rate=1024, connections=500
+        16 * 1024, 64 * 1024, 100, 10.0, body_rate=1024, connections=500, bodies=64 * 1024**2
     )
     assert settings.customers == ()
     assert str(settings.admin.listen) == "127.0.0.1:8082"
@@ -147,6 +147,7 @@ EVERY_KEY = {
         "header_timeout": '"2.5s"',
         "body_rate": "100",
         "connections": "250",
+        "bodies": '"16m"',
     },
     "config": {"watch": "true"},
 }
@@ -227,7 +228,9 @@ def test_every_key_is_read_from_the_file(tmp_path: Path) -> None:
     assert settings.admin.shutdown_grace == 45.0
     assert settings.log.format is LogFormat.CONSOLE
     assert settings.log.level is LogLevel.DEBUG
-    assert settings.limits == Limits(8 * 1024, 32 * 1024, 40, 2.5, body_rate=100, connections=250)
+    assert settings.limits == Limits(
+        8 * 1024, 32 * 1024, 40, 2.5, body_rate=100, connections=250, bodies=16 * 1024**2
+    )
     assert settings.config.watch is True
     assert settings.customers == (
         Customer("21", Secret("token-21"), Secret("secret-21")),
@@ -463,6 +466,11 @@ ERRORS = [
     ),
     ('[claims]\nstore_username = "a b"', {}, "claims.store_username: expected 1 to 128"),
     ("[claims]\nmax_entries = 0", {}, "claims.max_entries: must be at least 1, got 0"),
+    (
+        '[proxy]\nmax_body_size = "8m"\n[limits]\nbodies = "4m"',
+        {},
+        "limits.bodies: must be at least proxy.max_body_size (8388608 bytes), got 4194304",
+    ),
     ('[claims]\nmax_entries = "100"', {}, "claims.max_entries: expected an integer, got string"),
     ("[claims]\nmax_entries = true", {}, "claims.max_entries: expected an integer, got boolean"),
     ("[claims]\nstore_prefix = 1", {}, "claims.store_prefix: expected a string, got integer"),
@@ -1040,7 +1048,7 @@ def test_the_example_documents_exactly_the_declared_keys() -> None:
 )
 def test_sizes(tmp_path, value, size):
     config = tmp_path / "c.toml"
-    config.write_text(f"[proxy]\nmax_body_size = {value}\n")
+    config.write_text(f'[proxy]\nmax_body_size = {value}\n[limits]\nbodies = "1g"\n')
     assert load_settings(config, {}).proxy.max_body_size == size
 
 

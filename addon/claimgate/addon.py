@@ -36,7 +36,7 @@ from claimgate.admin import AdminServer
 from claimgate.backend import Backend
 from claimgate.flow_state import METADATA_KEY, FlowState, Generation
 from claimgate.intake import Intake
-from claimgate.limits import OpenConnections, Refusal
+from claimgate.limits import HeldBodies, OpenConnections, Refusal
 from claimgate.monitor import Monitor
 from claimgate.oversize import Oversize
 from claimgate.pipeline import LocalAnswer, Outcome, Pipeline
@@ -146,6 +146,8 @@ class Claimgate:
         )
         self.connections = OpenConnections(settings.limits.connections)
         """The client connections open on each proxy listener (the admin port counts its own)."""
+        self.bodies = HeldBodies(settings.limits.bodies)
+        """The request body bytes held on each proxy listener (the admin port's are small)."""
         self.in_flight = 0
         """Requests between their headers and their answer: what a graceful stop waits for."""
         self.first_requests = edge.FirstRequestDeadlines(
@@ -188,6 +190,7 @@ class Claimgate:
             metrics.count_connections_with(
                 role.value, functools.partial(self.connections.count, role.value)
             )
+            metrics.count_bodies_with(role.value, functools.partial(self.bodies.held, role.value))
         metrics.count_connections_with("admin", self.admin.listener.open_connections)
         await self.oversize.start()
         collector.start()  # what exists now lives as long as the process
@@ -235,10 +238,18 @@ class Claimgate:
         Every request head is bounded there; only the forward listener may CONNECT. Not a
         hook: mitmproxy needs the server it returns, so there is no fail-safe to fall back to.
         """
-        self.first_requests.met(context.client)  # the server keeps the time from now on
-        role = self.role_of(context.client.proxy_mode)
+        client = context.client
+        self.first_requests.met(client)  # the server keeps the time from now on
+        role = self.role_of(client.proxy_mode)
+        listener = _name(role)
         return edge.BoundedHttp1Server(
-            context, self.settings.limits, self._head_refused, connect_allowed=role is Role.FORWARD
+            context,
+            self.settings.limits,
+            self._head_refused,
+            functools.partial(self.bodies.hold, listener, client.id),
+            functools.partial(self.bodies.free, listener, client.id),
+            streamed_past=self.settings.proxy.max_body_size,
+            connect_allowed=role is Role.FORWARD,
         )
 
     @_guarded
@@ -266,7 +277,9 @@ class Claimgate:
 
     @_guarded
     def client_disconnected(self, client: connection.Client) -> None:
-        self.connections.release(self._listener_of(client), client.id)
+        listener = self._listener_of(client)
+        self.connections.release(listener, client.id)
+        self.bodies.free(listener, client.id)  # a body cut off with its connection
         self.first_requests.met(client)
 
     def _listener_of(self, client: connection.Client) -> str:

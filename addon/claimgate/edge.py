@@ -8,7 +8,10 @@ they arrive, the head's line count as mitmproxy takes it, and a timer (mitmproxy
 JSON error and the connection is closed: it never becomes a flow, so no hook, log line or
 upstream ever sees it. The same timer holds a body, once its head is in, to
 ``limits.body_rate`` on average; a body too slow gets a 408, and its flow ends in the error
-hook as mitmproxy ends one whose body it cannot read.
+hook as mitmproxy ends one whose body it cannot read. Each body's bytes are held against its
+listener's ``limits.bodies`` as they arrive, from the buffer mitmproxy reads them from, until
+its answer (a body mitmproxy streams is not held); one that would go past it gets a 503 the
+same way.
 
 ``install`` has mitmproxy's HTTP layers build one of these for every HTTP/1 client on every
 listener. Before a connection has such a server, it has ``FirstRequestDeadlines``: a client
@@ -35,6 +38,7 @@ from mitmproxy.proxy.layers.http._events import (
     ErrorCode,
     HttpEvent,
     RequestProtocolError,
+    ResponseEndOfMessage,
     ResponseProtocolError,
 )
 from mitmproxy.proxy.layers.http._http1 import Http1Server
@@ -43,6 +47,10 @@ from mitmproxy.utils import asyncio_utils
 from claimgate.limits import Limits, Refusal, body_deadline, head_refusal, refusal_response
 
 type OnRefusal = Callable[[Refusal, connection.Client], None]
+type Hold = Callable[[int], bool]
+"""Hold so many more body bytes for this connection, unless its listener is full."""
+type Free = Callable[[], None]
+"""Give back every body byte this connection holds."""
 
 CONNECT_REFUSED = "CONNECT is only accepted on the forward listener"
 
@@ -69,14 +77,17 @@ class _HeadBuffer(ReceiveBuffer):
 
 class BoundedHttp1Server(Http1Server):
     """mitmproxy's HTTP/1 server that refuses heads breaking ``limits`` (414, 431, 408),
-    and bodies slower than ``limits.body_rate`` (408)."""
+    bodies slower than ``limits.body_rate`` (408), and bodies its listener cannot hold (503)."""
 
     def __init__(
         self,
         context: Context,
         limits: Limits,
         on_refusal: OnRefusal,
+        hold: Hold,
+        free: Free,
         *,
+        streamed_past: int,
         connect_allowed: bool,
     ) -> None:
         super().__init__(context)
@@ -84,22 +95,31 @@ class BoundedHttp1Server(Http1Server):
         self.limits = limits
         self.on_refusal = on_refusal
         self.connect_allowed = connect_allowed
+        self.hold = hold
+        self.free = free
+        self.streamed_past = streamed_past
+        """mitmproxy streams a body larger than this (``stream_large_bodies``), so no body
+        holds more."""
         self._head_since: float | None = None
         """When the head being read began: the connection's start, or its first byte."""
         self._body_since: float | None = None
         """When the head of the request whose body is being read ended."""
+        self._body_stream: int | None = None
+        """The request whose body the counts below are of."""
         self._body_received = 0
+        """Its bytes received: those passed on, and those in the buffer."""
+        self._body_passed = 0
+        self._body_held = 0
+        """Of them, those held for it."""
+        self._holding = False
         self._timer: commands.RequestWakeup | None = None
 
     def _handle_event(self, event: events.Event) -> layer.CommandGenerator[None]:
         if isinstance(event, events.Wakeup):
             yield from self._on_timer()  # mitmproxy's HTTP/1 server asks for no timer itself
             return
-        if isinstance(event, events.DataReceived):
-            if (yield from self._refused(event.data)):
-                return
-            if self.state == self.read_body:
-                self._body_received += len(event.data)
+        if isinstance(event, events.DataReceived) and (yield from self._refused(event.data)):
+            return
         yield from super()._handle_event(event)
         if self.buf.too_many_lines:
             yield from self._refuse(Refusal.HEADER_COUNT)
@@ -111,9 +131,43 @@ class BoundedHttp1Server(Http1Server):
         if self.state != self.read_body:
             self._body_since = None
         elif self._body_since is None:  # a head just ended, its body follows
-            self._body_since, self._body_received = time.monotonic(), 0
+            self._body_since = time.monotonic()
             if self._timer is None:
                 yield from self._arm(self.limits.header_timeout)
+
+    def read_body(self, event: events.Event) -> layer.CommandGenerator[None]:
+        """mitmproxy's, counting the body's bytes first: all in the buffer were received."""
+        if self._body_stream != self.stream_id:  # the first call for this request's body
+            self._body_stream, self._body_since = self.stream_id, None
+            self._body_received = self._body_passed = self._body_held = 0
+        if isinstance(event, events.DataReceived) and not (yield from self._received()):
+            return
+        before = len(self.buf)
+        yield from super().read_body(event)
+        self._body_passed += before - len(self.buf)
+
+    def _received(self) -> layer.CommandGenerator[bool]:
+        """Hold the bytes that arrived, to ``streamed_past`` for one body; none once
+        mitmproxy streams it (a hook decides that after its first bytes may have come).
+        False, once refused, if its listener cannot hold them."""
+        received = self._body_passed + len(self.buf)
+        arrived, self._body_received = received - self._body_received, received
+        assert self.request is not None  # a body is read for a request
+        if self.request.stream:
+            self._free()
+        elif (more := min(arrived, self.streamed_past - self._body_held)) > 0:
+            if not self.hold(more):
+                yield from self._refuse_body(Refusal.BODIES)
+                return False
+            self._body_held += more
+            self._holding = True
+        return True
+
+    def _free(self) -> None:
+        if self._holding:
+            self.free()
+            self._holding = False
+            self._body_held = 0
 
     def _refused(self, data: bytes) -> layer.CommandGenerator[bool]:
         """Judge bytes before mitmproxy buffers them; True when the head was refused."""
@@ -157,7 +211,7 @@ class BoundedHttp1Server(Http1Server):
         if (remaining := due - time.monotonic()) > 0:
             yield from self._arm(remaining)
         elif refusal is Refusal.BODY_RATE:
-            yield from self._refuse_body()
+            yield from self._refuse_body(refusal)
         else:
             yield from self._refuse(refusal)
 
@@ -166,14 +220,14 @@ class BoundedHttp1Server(Http1Server):
         yield from self._answer_and_close(refusal.status, refusal.message)
         self._head_since = None
 
-    def _refuse_body(self) -> layer.CommandGenerator[None]:
+    def _refuse_body(self, refusal: Refusal) -> layer.CommandGenerator[None]:
         """As mitmproxy meets a body it cannot read: the connection closed, then the stream
         told, so the flow ends in the error hook (and a body streaming upstream is cut)."""
         assert self.stream_id is not None  # a body is read for a request
-        self.on_refusal(Refusal.BODY_RATE, self.conn)
-        yield from self._answer_and_close(Refusal.BODY_RATE.status, Refusal.BODY_RATE.message)
+        self.on_refusal(refusal, self.conn)
+        yield from self._answer_and_close(refusal.status, refusal.message)
         error = RequestProtocolError(
-            self.stream_id, Refusal.BODY_RATE.message, ErrorCode.GENERIC_CLIENT_ERROR
+            self.stream_id, refusal.message, ErrorCode.GENERIC_CLIENT_ERROR
         )
         yield ReceiveHttp(error)
         self._body_since = None
@@ -183,9 +237,13 @@ class BoundedHttp1Server(Http1Server):
             yield commands.SendData(self.conn, refusal_response(status, reason))
         yield commands.CloseConnection(self.conn)
         self.state = self.done
+        self._free()
 
     def send(self, event: HttpEvent) -> layer.CommandGenerator[None]:
-        """mitmproxy refuses CONNECT on a reverse listener with an HTML 400: ours is a 405."""
+        """The request's body is given back at its answer's end. mitmproxy refuses CONNECT
+        on a reverse listener with an HTML 400: ours is a 405."""
+        if isinstance(event, ResponseEndOfMessage | ResponseProtocolError):
+            self._free()
         if (
             isinstance(event, ResponseProtocolError)
             and not self.connect_allowed

@@ -14,6 +14,10 @@ Nor does mitmproxy bound how many connections a listener holds open, each a file
 and some tens of KiB: ``OpenConnections`` holds each listener to ``Limits.connections``, so a
 flood on one listener can neither exhaust the process nor take the others' places, and
 idle connections make room for new ones.
+
+mitmproxy holds each request body whole (up to ``proxy.max_body_size``) until its answer, so
+a listener's connections together could hold ``connections`` times that: ``HeldBodies`` holds
+each listener's request bodies to ``Limits.bodies`` bytes together.
 """
 
 import json
@@ -35,6 +39,8 @@ class Refusal(StrEnum):
     CONNECTIONS = "too_many_connections"
     """Not a head: a connection past ``Limits.connections`` with every place busy, closed
     as it was accepted."""
+    BODIES = "too_many_body_bytes"
+    """Not a head: a request body that would take its listener past ``Limits.bodies``."""
 
     @property
     def status(self) -> int:
@@ -52,6 +58,7 @@ _STATUS = {
     Refusal.HEADER_TIMEOUT: 408,
     Refusal.BODY_RATE: 408,
     Refusal.CONNECTIONS: 503,
+    Refusal.BODIES: 503,
 }
 _MESSAGE = {
     Refusal.REQUEST_LINE: "request line longer than limits.request_line",
@@ -60,13 +67,14 @@ _MESSAGE = {
     Refusal.HEADER_TIMEOUT: "request headers not received within limits.header_timeout",
     Refusal.BODY_RATE: "request body arriving slower than limits.body_rate",
     Refusal.CONNECTIONS: "limits.connections connections busy on this listener",
+    Refusal.BODIES: "limits.bodies bytes of request bodies held on this listener",
 }
 
 
 @dataclass(frozen=True, slots=True)
 class Limits:
-    """What one request head may take, how fast its body must come, and how many
-    connections one listener holds open; ``header_size`` is at least ``request_line``."""
+    """What one request head may take, how fast its body must come, how many connections
+    and body bytes one listener holds; ``header_size`` is at least ``request_line``."""
 
     request_line: int = 16 * 1024
     """Bytes of the request line (method, URL with its query, version)."""
@@ -81,6 +89,9 @@ class Limits:
     connections: int = 500
     """Connections open at once on each listener, counted apart. Past it the connection
     idle longest is closed to make room; with none idle, the new one is closed at once."""
+    bodies: int = 64 * 1024 * 1024
+    """Bytes of request bodies each listener holds at once, counted apart (at least
+    ``proxy.max_body_size``): a body that would take it past them is refused."""
 
 
 def body_deadline(since: float, received: int, limits: Limits) -> float:
@@ -136,6 +147,41 @@ class OpenConnections:
 
     def count(self, listener: str) -> int:
         return len(self._open.get(listener, ()))
+
+
+class HeldBodies:
+    """The request body bytes held on each listener, each listener held to its own ``limit``.
+
+    A connection holds the body of the request it carries, as it arrives, until the answer
+    (HTTP/1 carries one request at a time); ``free`` gives all of it back, and may be
+    called again when nothing is held, so the end of a request and of its connection can
+    both call it.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._held: dict[str, dict[str, int]] = {}
+        """Per listener, the bytes each connection holds (none: no entry)."""
+        self._total: dict[str, int] = {}
+
+    def hold(self, listener: str, connection: str, size: int) -> bool:
+        """Hold ``size`` more bytes for ``connection``, unless its listener would go past
+        ``limit``; then nothing is held and the answer is False."""
+        total = self._total.get(listener, 0) + size
+        if total > self.limit:
+            return False
+        held = self._held.setdefault(listener, {})
+        held[connection] = held.get(connection, 0) + size
+        self._total[listener] = total
+        return True
+
+    def free(self, listener: str, connection: str) -> None:
+        size = self._held.get(listener, {}).pop(connection, 0)
+        if size:
+            self._total[listener] -= size
+
+    def held(self, listener: str) -> int:
+        return self._total.get(listener, 0)
 
 
 _END_OF_HEAD = re.compile(rb"\n\r?\n")

@@ -154,6 +154,12 @@ class Metrics:
             ["listener"],
             registry=self.registry,
         )
+        self.bodies_held = Gauge(
+            "claimgate_request_bodies_held_bytes",
+            "Bytes of request bodies held on each proxy listener (each held to limits.bodies).",
+            ["listener"],
+            registry=self.registry,
+        )
         self.claims_expiring = Gauge(
             "claimgate_claims_expiring",
             "Customers whose freshest claim expires within claims.warn_before (this process).",
@@ -182,6 +188,11 @@ class Metrics:
     def count_connections_with(self, listener: str, count: Callable[[], int]) -> None:
         """Read ``listener``'s ``claimgate_connections_open`` from ``count`` at every scrape."""
         self.connections_open.labels(listener).set_function(count)
+
+    def count_bodies_with(self, listener: str, held: Callable[[], int]) -> None:
+        """Read ``listener``'s ``claimgate_request_bodies_held_bytes`` from ``held`` at every
+        scrape."""
+        self.bodies_held.labels(listener).set_function(held)
 
     def count_expiry_with(
         self,

@@ -28,7 +28,7 @@ from mitmproxy.addons import (
 )
 from mitmproxy.master import Master
 
-from claimgate import edge, message_checks, telemetry
+from claimgate import connection_close, edge, message_checks, telemetry
 from claimgate.activity import Activity
 from claimgate.addon import Claimgate, listener_modes
 from claimgate.lifetime import Lifetime
@@ -137,6 +137,7 @@ async def serve(
     start-up), as does a change of it with ``config.watch``; one received before the loop
     ran (``hung_up_early``) reloads as soon as it does."""
     message_checks.install()
+    connection_close.install()
     master = Master(options.Options())
     master.addons.add(*proxy_addons())
     loop = asyncio.get_running_loop()

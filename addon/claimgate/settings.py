@@ -886,6 +886,11 @@ _ATTACHED_KEYS: Mapping[type, Mapping[str, Key]] = {
             "longest is closed to make room, or with every one busy the new one",
             variable=_as_integer,
         ),
+        "bodies": Key(
+            _size,
+            "bytes of request bodies each proxy listener holds at once (counted apart; at "
+            "least proxy.max_body_size); 503 for a body past it",
+        ),
     }
 }
 """The keys of a section whose dataclass lives in a pure module (docs/design.md 4), which
@@ -942,7 +947,7 @@ def load_settings(path: Path | None, environ: Mapping[str, str] = os.environ) ->
         name: _build(section, name, values[name], environ) for name, section in SECTIONS.items()
     }
     sections["capture"] = _complete_capture(sections["capture"])
-    _check_limits(sections["limits"])
+    _check_limits(sections["limits"], sections["proxy"])
     _check_claims(sections["claims"])
     customers = _customers(document.get("customers", []), environ)
     settings = Settings(customers=customers, **sections)
@@ -1074,13 +1079,20 @@ def _build[T](
 # Rules across keys
 
 
-def _check_limits(limits: Limits) -> None:
-    """The request line is part of the head, so the head's bound cannot be the smaller."""
+def _check_limits(limits: Limits, proxy: ProxySettings) -> None:
+    """The request line is part of the head, so the head's bound cannot be the smaller; a
+    listener must be able to hold one body of the size it holds rather than streams."""
     if limits.header_size < limits.request_line:
         raise ConfigError(
             "limits.header_size",
             f"must be at least limits.request_line ({limits.request_line} bytes)",
             got=str(limits.header_size),
+        )
+    if limits.bodies < proxy.max_body_size:
+        raise ConfigError(
+            "limits.bodies",
+            f"must be at least proxy.max_body_size ({proxy.max_body_size} bytes)",
+            got=str(limits.bodies),
         )
 
 
