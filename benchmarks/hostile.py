@@ -237,7 +237,8 @@ HELD = body_head("/held", LINK_HOST, HELD_BODY) + b"h" * (HELD_BODY - 1)
 
 def held_bodies(edge: Edge) -> Row:
     """Three times as many bodies as the capture listener holds (``limits.bodies``), each
-    sent but for its last byte and kept: those that fit are held unanswered, the rest 503."""
+    sent but for its last byte and kept: those that fit are held unanswered, the rest
+    refused (503, or reset while still sending)."""
     count = 3 * BODIES_HELD
     seen = edge.observe(lambda: flood(edge.at("capture"), count, HELD, timeout=1.0))
     try:
@@ -306,7 +307,7 @@ def report(rows: list[Row]) -> None:
         "inject; 200 from the app for forged links) and nothing forwarded that is refused; "
         f"RSS growth < {RSS_MB} MB and log growth < {LOG_BYTES // 1_000_000} MB (heads, links, "
         f"slow heads and bodies, floods); VmHWM growth < {HWM_MB} MB (bombs, held bodies: "
-        f"{BODIES_HELD} held, the rest 503); /healthz p95 < "
+        f"{BODIES_HELD} held, the rest refused); /healthz p95 < "
         f"{P95_S * 1000:.0f} ms, max < {MAX_S:.0f} s, none failed; slow heads and bodies all "
         f"refused within {TRICKLE_S:.0f} s; a flood leaves {CONNECTIONS} connections open, no "
         f"more; after the forged links, /status.json under {STATUS_BYTES // 1000} KB without a "
