@@ -27,7 +27,9 @@ from typing import Any
 import httpx
 from tests.hostile import (
     ADMIN_TOKEN_ENV,
+    BODIES_HELD,
     GIB,
+    HELD,
     LINK_HOST,
     PROVIDER_SECRET_ENV,
     Address,
@@ -53,15 +55,11 @@ from tests.hostile import (
 from tests.support import PROVIDER_SECRET, App, Customer, World, api_request, start_sidecar
 
 from claimgate.limits import Limits
-from claimgate.settings import ProxySettings
 from claimgate.testing import ApiDouble, make_claim, make_secret
 
 RSS_MB, LOG_BYTES, HWM_MB = 30, 1_000_000, 100
 CONNECTIONS = Limits().connections
 """What one listener holds open on the defaults (``limits.connections``)."""
-HELD_BODY = ProxySettings().max_body_size
-BODIES_HELD = Limits().bodies // (HELD_BODY - 1)
-"""How many bodies of ``HELD_BODY - 1`` bytes one listener holds on the defaults."""
 P95_S, MAX_S = 0.2, 1.0
 TRICKLE_S = 20.0
 STATUS_BYTES = 100_000
@@ -229,10 +227,6 @@ def connection_flood(edge: Edge, args: argparse.Namespace, request: bytes, kind:
         return Row(name, tally(outcomes), seen, contract, "rss")
     finally:
         seen.result.close()
-
-
-HELD = body_head("/held", LINK_HOST, HELD_BODY) + b"h" * (HELD_BODY - 1)
-"""A body as large as is held, but for its last byte: held until its connection ends."""
 
 
 def held_bodies(edge: Edge) -> Row:

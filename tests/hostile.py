@@ -28,6 +28,8 @@ from urllib.parse import quote_plus, urlencode
 
 import httpx
 
+from claimgate.limits import Limits
+from claimgate.settings import ProxySettings
 from claimgate.testing import ApiDouble, make_claim
 from tests.support import forward_proxy
 
@@ -286,6 +288,14 @@ def request_bytes(
 def body_head(target: str, host: str = "hostile.example", length: int = 64 * KIB) -> bytes:
     """A POST head announcing ``length`` bytes of body: a :data:`Slow.lead` for a slow body."""
     return f"POST {target} HTTP/1.1\r\nHost: {host}\r\nContent-Length: {length}\r\n\r\n".encode()
+
+
+HELD_BODY = ProxySettings().max_body_size
+"""The largest body a listener holds rather than streams, on the defaults."""
+BODIES_HELD = Limits().bodies // (HELD_BODY - 1)
+"""How many bodies of ``HELD_BODY - 1`` bytes one listener holds on the defaults."""
+HELD = body_head("/held", LINK_HOST, HELD_BODY) + b"h" * (HELD_BODY - 1)
+"""A body as large as is held, but for its last byte: held until its connection ends."""
 
 
 def exchange(

@@ -27,11 +27,12 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from claimgate.limits import Limits
-from claimgate.settings import ProxySettings
 from claimgate.testing import ApiDouble, make_claim, make_secret, service_call_url
 from tests.hostile import (
     ADMIN_TOKEN_ENV,
+    BODIES_HELD,
+    HELD,
+    HELD_BODY,
     KIB,
     LINK_HOST,
     MIB,
@@ -189,30 +190,28 @@ def from_upstream(answer: Answer) -> bool:
     return answer.server.startswith(UPSTREAM_SERVERS)
 
 
-def violations(edge: Edge) -> Counter[str]:
-    """``claimgate_violations_total`` by kind."""
+def counted_by(edge: Edge, sample_name: str, label: str) -> Counter[str]:
+    """The counter ``sample_name`` scraped from the sidecar, by the value of ``label``."""
     admin = edge.world.sidecar.listeners["admin"]
     text = httpx.get(f"http://{admin}/metrics", trust_env=False).text
     return Counter(
         {
-            sample.labels["kind"]: int(sample.value)
+            sample.labels[label]: int(sample.value)
             for family in text_string_to_metric_families(text)
             for sample in family.samples
-            if sample.name == "claimgate_violations_total"
+            if sample.name == sample_name
         }
     )
 
 
+def violations(edge: Edge) -> Counter[str]:
+    """``claimgate_violations_total`` by kind."""
+    return counted_by(edge, "claimgate_violations_total", "kind")
+
+
 def refused_total(edge: Edge, reason: str) -> int:
     """``claimgate_requests_refused_total`` of ``reason``."""
-    admin = edge.world.sidecar.listeners["admin"]
-    text = httpx.get(f"http://{admin}/metrics", trust_env=False).text
-    return next(
-        int(sample.value)
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-        if sample.name == "claimgate_requests_refused_total" and sample.labels["reason"] == reason
-    )
+    return counted_by(edge, "claimgate_requests_refused_total", "reason")[reason]
 
 
 def customers_listed(status: Any) -> set[str]:
@@ -493,19 +492,14 @@ def test_a_gzip_bomb_answer_reaches_the_client_untouched(injecting, listener):
 
 # --- request bodies held at once ---------------------------------------------------------
 
-HELD_BODY = ProxySettings().max_body_size
-BODIES_HELD = Limits().bodies // (HELD_BODY - 1)
-"""How many bodies of ``HELD_BODY - 1`` bytes a listener holds on the defaults."""
-
 
 def test_bodies_past_what_a_listener_holds_are_refused_and_memory_stays_near_it(enforcing):
     """Twice as many bodies as ``limits.bodies`` holds, each sent but for its last byte and
     kept: a body's worth of them are held, unanswered; the rest are refused (503, or closed
     while still sending); memory grows by about what is held, not by all that was sent."""
     count = 2 * BODIES_HELD
-    held_body = body_head("/held", LINK_HOST, HELD_BODY) + b"h" * (HELD_BODY - 1)
     refused = refused_total(enforcing, "too_many_body_bytes")
-    seen = enforcing.observe(lambda: flood(enforcing.at("capture"), count, held_body, 0.5))
+    seen = enforcing.observe(lambda: flood(enforcing.at("capture"), count, HELD, 0.5))
     try:
         assert set(seen.result.outcomes) <= {"timeout", "503", "closed"}
         assert refused_total(enforcing, "too_many_body_bytes") == refused + count - BODIES_HELD

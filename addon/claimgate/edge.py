@@ -111,7 +111,6 @@ class BoundedHttp1Server(Http1Server):
         self._body_passed = 0
         self._body_held = 0
         """Of them, those held for it."""
-        self._holding = False
         self._timer: commands.RequestWakeup | None = None
 
     def _handle_event(self, event: events.Event) -> layer.CommandGenerator[None]:
@@ -138,8 +137,9 @@ class BoundedHttp1Server(Http1Server):
     def read_body(self, event: events.Event) -> layer.CommandGenerator[None]:
         """mitmproxy's, counting the body's bytes first: all in the buffer were received."""
         if self._body_stream != self.stream_id:  # the first call for this request's body
+            self._free()  # nothing: the last request's bytes went back at its answer
             self._body_stream, self._body_since = self.stream_id, None
-            self._body_received = self._body_passed = self._body_held = 0
+            self._body_received = self._body_passed = 0
         if isinstance(event, events.DataReceived) and not (yield from self._received()):
             return
         before = len(self.buf)
@@ -160,13 +160,11 @@ class BoundedHttp1Server(Http1Server):
                 yield from self._refuse_body(Refusal.BODIES)
                 return False
             self._body_held += more
-            self._holding = True
         return True
 
     def _free(self) -> None:
-        if self._holding:
+        if self._body_held:
             self.free()
-            self._holding = False
             self._body_held = 0
 
     def _refused(self, data: bytes) -> layer.CommandGenerator[bool]:
