@@ -10,6 +10,7 @@ import ssl
 import sys
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from prometheus_client.parser import text_string_to_metric_families
 
 from claimgate import onoffice
 from claimgate.testing import (
@@ -168,6 +170,51 @@ def admin_get(world: "World", path: str, timeout: float = 5.0) -> httpx.Response
         trust_env=False,
         timeout=timeout,
     )
+
+
+class Scrape:
+    """One GET of a sidecar's ``/metrics``, read by prometheus-client's own parser.
+
+    A series that is not there fails the lookup rather than reading as zero: claimgate
+    declares every labelled series when it starts, so an absent one is a misspelt name.
+    """
+
+    def __init__(self, text: str) -> None:
+        self._samples = {
+            (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+            for family in text_string_to_metric_families(text)
+            for sample in family.samples
+        }
+
+    def value(self, name: str, **labels: str) -> float:
+        """The sample ``name`` with exactly ``labels``."""
+        series = (name, tuple(sorted(labels.items())))
+        if series not in self._samples:
+            raise AssertionError(f"no sample {name} with labels {labels}")
+        return self._samples[series]
+
+    def by(self, name: str, label: str) -> Counter[str]:
+        """The samples ``name`` (whole counts), by the value of their one ``label``."""
+        counts = Counter(
+            {
+                dict(labels)[label]: int(value)
+                for (sample, labels), value in self._samples.items()
+                if sample == name
+            }
+        )
+        if not counts:
+            raise AssertionError(f"no sample {name}")
+        return counts
+
+    def labels(self) -> set[str]:
+        """Every label value in the scrape."""
+        return {value for _, labels in self._samples for _, value in labels}
+
+
+def scrape(world: "World") -> Scrape:
+    """The world's sidecar's metrics, as a Prometheus server reads them (no token)."""
+    address = world.sidecar.listeners["admin"]
+    return Scrape(httpx.get(f"http://{address}/metrics", trust_env=False, timeout=5.0).text)
 
 
 def wait_until(condition: Callable[[], object], timeout: float) -> float:

@@ -16,7 +16,6 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 from wsproto import ConnectionType, WSConnection
 from wsproto.events import AcceptConnection
 from wsproto.events import Request as WebSocketRequest
@@ -26,10 +25,12 @@ from tests.support import (
     PROVIDER_SECRET,
     App,
     Customer,
+    Scrape,
     World,
     api_request,
     forward_proxy,
     run_world,
+    scrape,
 )
 
 HEADER_TIMEOUT = 1.0
@@ -102,14 +103,7 @@ def status_of(answer: bytes) -> int | None:
 
 
 def refused_total(world: World, reason: str) -> float:
-    text = httpx.get(f"http://{world.sidecar.listeners['admin']}/metrics", trust_env=False).text
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name == "claimgate_requests_refused_total" and sample.labels == {
-                "reason": reason
-            }:
-                return sample.value
-    raise AssertionError(f"no claimgate_requests_refused_total for {reason}")
+    return scrape(world).value("claimgate_requests_refused_total", reason=reason)
 
 
 def long_line(length: int) -> bytes:
@@ -328,16 +322,7 @@ def crowded(tmp_path_factory) -> Iterator[World]:
         yield from run_world(tmp, config, {}, app, api, [])
 
 
-def scrape(world: World) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    text = httpx.get(f"http://{world.sidecar.listeners['admin']}/metrics", trust_env=False).text
-    return {
-        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-    }
-
-
-def scrape_once_admitted(world: World) -> tuple[dict, int]:
+def scrape_once_admitted(world: World) -> tuple[Scrape, int]:
     """A scrape, tried again while the admin listener is full; and how many tries it refused
     (each counted as a refused connection too)."""
     deadline = time.monotonic() + 30  # a bound on waiting, not a measured time
@@ -388,18 +373,18 @@ def closed_by_claimgate(connection: socket.socket) -> bool:
         return True
 
 
-REFUSED = ("claimgate_requests_refused_total", (("reason", "too_many_connections"),))
+REFUSED = "too_many_connections"
 LIMITED = ("capture", "admin")
 
 
 @pytest.mark.parametrize("listener", LIMITED)
 def test_with_every_place_busy_a_new_connection_is_closed_counted_and_logged(crowded, listener):
-    open_now = ("claimgate_connections_open", (("listener", listener),))
+    open_now = "claimgate_connections_open"
     scraping = listener == "admin"  # a scrape takes a place of the admin listener itself
-    before = scrape(crowded)[REFUSED]
+    before = refused_total(crowded, REFUSED)
     busy = [busy_connection(crowded, listener) for _ in range(PLACES - 1)]
     try:
-        assert scrape(crowded)[open_now] == PLACES - 1 + scraping
+        assert scrape(crowded).value(open_now, listener=listener) == PLACES - 1 + scraping
         busy.append(busy_connection(crowded, listener))  # now every place is busy
         assert exchange(crowded, listener, b"GET / HTTP/1.1\r\nHost: h\r\n\r\n") == b""
         line = crowded.sidecar.wait_for(
@@ -412,12 +397,13 @@ def test_with_every_place_busy_a_new_connection_is_closed_counted_and_logged(cro
             assert httpx.get(f"http://{admin}/readyz", trust_env=False).status_code == 200
             forward = exchange(crowded, "forward", b"GET /x HTTP/1.1\r\nHost: h\r\n\r\n")
             assert status_of(forward) is not None
-            assert scrape(crowded)[open_now] == PLACES
+            assert scrape(crowded).value(open_now, listener=listener) == PLACES
         busy.pop().close()
         metrics, refused_tries = scrape_once_admitted(crowded)
-        assert metrics[REFUSED] == before + 1 + refused_tries
+        refused = metrics.value("claimgate_requests_refused_total", reason=REFUSED)
+        assert refused == before + 1 + refused_tries
         deadline = time.monotonic() + 30  # a bound on waiting, not a measured time
-        while metrics[open_now] > PLACES - 1 + scraping:
+        while metrics.value(open_now, listener=listener) > PLACES - 1 + scraping:
             assert time.monotonic() < deadline, "a closed connection kept its place"
             time.sleep(0.05)
             metrics = scrape(crowded)
@@ -430,7 +416,7 @@ def test_with_every_place_busy_a_new_connection_is_closed_counted_and_logged(cro
 
 @pytest.mark.parametrize("listener", LIMITED)
 def test_a_full_listener_closes_its_connection_idle_longest_to_serve_a_new_one(crowded, listener):
-    before = scrape(crowded)[REFUSED]
+    before = refused_total(crowded, REFUSED)
     idle = [idle_connection(crowded, listener, "/healthz") for _ in range(PLACES)]
     try:
         request = b"GET /healthz HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n"
@@ -438,7 +424,7 @@ def test_a_full_listener_closes_its_connection_idle_longest_to_serve_a_new_one(c
         assert closed_by_claimgate(idle[0])
         idle[1].sendall(request)  # the others serve on
         assert status_of(answer_head(idle[1])) == 200
-        assert scrape(crowded)[REFUSED] == before
+        assert refused_total(crowded, REFUSED) == before
     finally:
         for connection in idle:
             connection.close()
@@ -454,7 +440,7 @@ def test_a_tunnel_keeps_its_place_to_its_end(crowded):
 def fill_the_forward_listener(world: World, opening: bytes, status: int) -> None:
     """Open every place of the forward listener with ``opening`` (each answered ``status``);
     with none of them taken for idle, a new connection is refused."""
-    before = scrape(world)[REFUSED]
+    before = refused_total(world, REFUSED)
     held = []
     try:
         for _ in range(PLACES):
@@ -463,7 +449,7 @@ def fill_the_forward_listener(world: World, opening: bytes, status: int) -> None
             assert status_of(answer_head(connection)) == status
             held.append(connection)
         assert exchange(world, "forward", opening) == b""
-        assert scrape(world)[REFUSED] == before + 1
+        assert refused_total(world, REFUSED) == before + 1
     finally:
         for connection in held:
             connection.close()
@@ -517,7 +503,7 @@ def test_a_websocket_keeps_its_place_to_its_end(crowded, websocket_server):
 
 
 def held(world: World, listener: str) -> float:
-    return scrape(world)[("claimgate_request_bodies_held_bytes", (("listener", listener),))]
+    return scrape(world).value("claimgate_request_bodies_held_bytes", listener=listener)
 
 
 def wait_until_held(world: World, listener: str, size: int) -> None:
@@ -534,7 +520,7 @@ def body_under_way(world: World, listener: str, length: int, sent: int) -> socke
     return connection
 
 
-BODY_REFUSED = ("claimgate_requests_refused_total", (("reason", "too_many_body_bytes"),))
+BODY_REFUSED = "too_many_body_bytes"
 
 
 @pytest.mark.parametrize("listener", ["capture", "forward"])
@@ -546,7 +532,7 @@ def test_a_body_past_its_listeners_bound_is_refused_503_and_the_bound_frees_at_t
     first is answered its bytes are free for the next."""
     other = "forward" if listener == "capture" else "capture"
     length = HELD_BODY - 100
-    before, received = scrape(crowded)[BODY_REFUSED], len(crowded.app.received)
+    before, received = refused_total(crowded, BODY_REFUSED), len(crowded.app.received)
     first = body_under_way(crowded, listener, length, length - 1000)
     try:
         wait_until_held(crowded, listener, length - 1000)
@@ -558,7 +544,7 @@ def test_a_body_past_its_listeners_bound_is_refused_503_and_the_bound_frees_at_t
             lambda e: e["reason"] == "too_many_body_bytes" and e["listener"] == listener,
         )
         assert (line["status"], line["client"]) == (503, "127.0.0.1")
-        assert scrape(crowded)[BODY_REFUSED] == before + 1
+        assert refused_total(crowded, BODY_REFUSED) == before + 1
         assert len(crowded.app.received) == received  # the refused body went nowhere
         wait_until_held(crowded, listener, length - 1000)  # its bytes are held no more
 

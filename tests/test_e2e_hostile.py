@@ -25,7 +25,6 @@ from typing import Any
 
 import httpx
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from claimgate.testing import ApiDouble, make_claim, make_secret, service_call_url
 from tests.hostile import (
@@ -69,6 +68,7 @@ from tests.support import (
     World,
     api_request,
     run_world,
+    scrape,
     service_call_link,
 )
 
@@ -190,28 +190,14 @@ def from_upstream(answer: Answer) -> bool:
     return answer.server.startswith(UPSTREAM_SERVERS)
 
 
-def counted_by(edge: Edge, sample_name: str, label: str) -> Counter[str]:
-    """The counter ``sample_name`` scraped from the sidecar, by the value of ``label``."""
-    admin = edge.world.sidecar.listeners["admin"]
-    text = httpx.get(f"http://{admin}/metrics", trust_env=False).text
-    return Counter(
-        {
-            sample.labels[label]: int(sample.value)
-            for family in text_string_to_metric_families(text)
-            for sample in family.samples
-            if sample.name == sample_name
-        }
-    )
-
-
 def violations(edge: Edge) -> Counter[str]:
     """``claimgate_violations_total`` by kind."""
-    return counted_by(edge, "claimgate_violations_total", "kind")
+    return scrape(edge.world).by("claimgate_violations_total", "kind")
 
 
 def refused_total(edge: Edge, reason: str) -> int:
     """``claimgate_requests_refused_total`` of ``reason``."""
-    return counted_by(edge, "claimgate_requests_refused_total", "reason")[reason]
+    return scrape(edge.world).by("claimgate_requests_refused_total", "reason")[reason]
 
 
 def customers_listed(status: Any) -> set[str]:

@@ -11,7 +11,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from claimgate.fingerprint import fingerprint
 from claimgate.testing import ApiDouble, make_claim
@@ -27,6 +26,7 @@ from tests.support import (
     capture_section,
     forward_proxy,
     run_world,
+    scrape,
     wait_until,
 )
 
@@ -96,16 +96,8 @@ def replicas(tmp_path_factory, redis, backends, customers) -> Iterator[tuple[Wor
             worlds.close()
 
 
-def scrape(world: World) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    return {
-        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
-        for family in text_string_to_metric_families(admin_get(world, "/metrics").text)
-        for sample in family.samples
-    }
-
-
 def rejected(world: World) -> float:
-    return scrape(world).get(("claimgate_violations_total", (("kind", "rejected_claim"),)), 0.0)
+    return scrape(world).value("claimgate_violations_total", kind="rejected_claim")
 
 
 def service_call(world: World, customer: Customer, age: int) -> str:
@@ -152,11 +144,11 @@ def test_a_refused_claim_is_retired_everywhere_until_a_newer_service_call(replic
 def test_the_refusal_and_the_expiring_customer_show_in_metrics_and_status(replicas, customer):
     a, b = replicas
     metrics = scrape(a)
-    assert metrics[("claimgate_claim_age_at_rejection_seconds_count", ())] >= 1
-    assert metrics[("claimgate_claim_age_seconds_count", ())] >= 2
+    assert metrics.value("claimgate_claim_age_at_rejection_seconds_count") >= 1
+    assert metrics.value("claimgate_claim_age_seconds_count") >= 2
     # The newest claim is 30 s from the API's lifetime and inside claimgate's warning window.
-    assert metrics[("claimgate_claims_expiring", ())] == 1
-    assert scrape(b)[("claimgate_claims_expiring", ())] == 1
+    assert metrics.value("claimgate_claims_expiring") == 1
+    assert scrape(b).value("claimgate_claims_expiring") == 1
     status = admin_get(a, "/status.json").json()
     (row,) = [r for r in status["customers"] if r["customer"] == customer.web_id]
     assert row["expiring"] and not row["refused"] and 0 < row["expires_in"] <= WARN_BEFORE
@@ -174,8 +166,8 @@ def test_a_customer_whose_only_claim_was_refused_counts_as_expired(replicas, cus
     service_call(a, other, age=LIFETIME + 10)
     refused, _ = a.call_api(api_request(other))
     assert refused.results == (201,)
-    wait_until(lambda: scrape(a)[("claimgate_claims_expired", ())] == 1, SHARED_WITHIN)
-    wait_until(lambda: scrape(b)[("claimgate_claims_expired", ())] == 1, SHARED_WITHIN)
+    wait_until(lambda: scrape(a).value("claimgate_claims_expired") == 1, SHARED_WITHIN)
+    wait_until(lambda: scrape(b).value("claimgate_claims_expired") == 1, SHARED_WITHIN)
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from claimgate.fingerprint import fingerprint
 from claimgate.testing import ApiDouble, make_claim, make_secret
@@ -27,6 +26,7 @@ from tests.support import (
     api_request,
     forward_proxy,
     run_world,
+    scrape,
     service_call_link,
     tunnel,
 )
@@ -74,19 +74,6 @@ def admin(world: World, method: str, path: str, token: str | None = ADMIN_TOKEN,
     )
 
 
-def metrics(world: World) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    text = admin(world, "GET", "/metrics", token=None).text
-    return {
-        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-    }
-
-
-def value(scrape: dict, name: str, **labels: str) -> float:
-    return scrape.get((name, tuple(sorted(labels.items()))), 0.0)
-
-
 def test_probes_answer_without_a_token(world):
     assert admin(world, "GET", "/healthz", token=None).json() == {"status": "ok"}
     ready = admin(world, "GET", "/readyz", token=None)
@@ -97,31 +84,25 @@ def test_metrics_count_real_traffic(world, customers):
     fed, starved = customers[0], customers[1]
     world.activate(fed)
     world.activate(starved)
-    before = metrics(world)
+    before = scrape(world)
     claim = make_claim()
     world.service_call(fed, claim)
     world.call_api(api_request(fed))
     world.call_api(api_request(fed, "estate", "address"))
     world.call_api(api_request(starved))
-    after = metrics(world)
+    after = scrape(world)
 
     def delta(name: str, **labels: str) -> float:
-        return value(after, name, **labels) - value(before, name, **labels)
+        return after.value(name, **labels) - before.value(name, **labels)
 
     assert delta("claimgate_claims_captured_total", source="link") == 1
     assert delta("claimgate_api_requests_total", decision="injected") == 2
     assert delta("claimgate_api_requests_total", decision="passed") == 1
     assert delta("claimgate_violations_total", kind="missing_claim") == 1
     assert delta("claimgate_request_duration_seconds_count") == 3
-    assert value(after, "claimgate_claims_cached") >= 1
-    assert value(after, "claimgate_store_errors_total") == 0
-    text = admin(world, "GET", "/metrics", token=None).text
-    label_values = {
-        value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-        for value in sample.labels.values()
-    }
+    assert after.value("claimgate_claims_cached") >= 1
+    assert after.value("claimgate_store_errors_total") == 0
+    label_values = after.labels()
     assert label_values and "injected" in label_values  # the parse saw the labels
     for secret in (claim, fed.token, fed.web_id, starved.token, starved.web_id):
         assert secret not in label_values  # no label carries a claim, a token or a customer
@@ -210,7 +191,7 @@ def test_every_violation_kind_is_logged_and_counted(world, customers):
     a, b, c, d = customers[5:9]
     for customer in (a, b, c, d):
         world.activate(customer)
-    before = metrics(world)
+    before = scrape(world)
     now = int(time.time())
     a_claim, c_old, c_new = make_claim(), make_claim(), make_claim()
     world.service_call(a, a_claim)
@@ -229,13 +210,13 @@ def test_every_violation_kind_is_logged_and_counted(world, customers):
     world.api.mark_outdated(c_new)
     world.call_api(api_request(c))  # api_rejected_claim
     world.call_api(api_request(c))  # rejected_claim: c_new is retired until a newer capture
-    after = metrics(world)
+    after = scrape(world)
 
     # store_unavailable needs Redis going away: tests/test_e2e_replicas.py provokes it.
     for kind in (k for k in VIOLATION_KINDS if k != "store_unavailable"):
         world.sidecar.wait_for("violation", lambda e, kind=kind: e["kind"] == kind)
-        counted = value(after, "claimgate_violations_total", kind=kind)
-        assert counted - value(before, "claimgate_violations_total", kind=kind) >= 1, kind
+        counted = after.value("claimgate_violations_total", kind=kind)
+        assert counted - before.value("claimgate_violations_total", kind=kind) >= 1, kind
     foreign = world.sidecar.wait_for("violation", lambda e: e["kind"] == "foreign_claim")
     assert foreign["claim_owner"] == a.web_id and foreign["customer"] == c.web_id
     rejected = world.sidecar.wait_for(
