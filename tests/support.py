@@ -447,12 +447,14 @@ def run_world(
         )
 
 
-def tunnel(world: World, host: str, port: int) -> ssl.SSLSocket:
+def tunnel(world: World, host: str, port: int, alpn: Sequence[str] = ()) -> ssl.SSLSocket:
     """A TLS connection through the forward listener to ``host:port``, as an HTTPS_PROXY
-    client makes it."""
+    client makes it (offering the protocols ``alpn``, if any)."""
     proxy_host, proxy_port = world.sidecar.listeners["forward"].rsplit(":", 1)
     raw = socket.create_connection((proxy_host, int(proxy_port)), timeout=5)
     raw.sendall(f"CONNECT {host}:{port} HTTP/1.1\r\nHost: {host}:{port}\r\n\r\n".encode())
     assert raw.recv(4096).startswith(b"HTTP/1.1 200")
     context = ssl.create_default_context(cafile=str(world.sidecar.ca_path))
+    if alpn:
+        context.set_alpn_protocols(list(alpn))
     return context.wrap_socket(raw, server_hostname=host)

@@ -7,19 +7,25 @@ answers under attack; this file pins each answer and what the operator sees of i
 
 import contextlib
 import http.client
+import json
 import select
 import socket
 import ssl
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
+import h2.config
+import h2.connection
+import h2.errors
+import h2.events
 import httpx
 import pytest
 from wsproto import ConnectionType, WSConnection
 from wsproto.events import AcceptConnection
 from wsproto.events import Request as WebSocketRequest
 
+from claimgate.limits import Refusal
 from claimgate.testing import ApiDouble, make_claim
 from tests.support import (
     PROVIDER_SECRET,
@@ -31,6 +37,7 @@ from tests.support import (
     forward_proxy,
     run_world,
     scrape,
+    tunnel,
 )
 
 HEADER_TIMEOUT = 1.0
@@ -584,3 +591,161 @@ def test_a_body_mitmproxy_streams_holds_nothing_however_large(crowded):
     finally:
         streamed.close()
     assert crowded.app.received[-1].body == b"h" * length
+
+
+class Http2Client:
+    """An HTTP/2 connection to the API double through the forward listener, frame by frame,
+    so that a test can leave a stream's body unfinished."""
+
+    def __init__(self, world: World) -> None:
+        self.tls = tunnel(world, "localhost", world.api.port, alpn=["h2"])
+        assert self.tls.selected_alpn_protocol() == "h2"
+        self.authority = f"localhost:{world.api.port}".encode()
+        self.h2 = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+        self.h2.initiate_connection()
+        self.events: list[h2.events.Event] = []
+        self._flush()
+        # mitmproxy opens its windows at once; until then 64 KiB would hold the body up.
+        self._read_until(lambda: self.h2.outbound_flow_control_window > 2**20)
+
+    def post(self, length: int) -> int:
+        """A new stream: the head of a POST of ``length`` bytes; its id."""
+        stream = self.h2.get_next_available_stream_id()
+        headers = [
+            (b":method", b"POST"),
+            (b":scheme", b"https"),
+            (b":authority", self.authority),
+            (b":path", b"/api/stable/api.php"),
+            (b"content-type", b"application/octet-stream"),
+            (b"content-length", b"%d" % length),
+        ]
+        self.h2.send_headers(stream, headers)
+        self._flush()
+        return stream
+
+    def body_under_way(self, world: World, length: int, sent: int) -> int:
+        """A POST of ``length`` bytes of which ``sent`` were sent and are held; its stream."""
+        stream = self.post(length)
+        self.send(stream, b"h" * sent)
+        wait_until_held(world, "forward", sent)
+        return stream
+
+    def send(self, stream: int, data: bytes, end: bool = False) -> None:
+        size = self.h2.max_outbound_frame_size
+        for start in range(0, len(data), size):
+            self.h2.send_data(stream, data[start : start + size])
+        if end:
+            self.h2.end_stream(stream)
+        self._flush()
+
+    def reset(self, stream: int) -> None:
+        self.h2.reset_stream(stream, h2.errors.ErrorCodes.CANCEL)
+        self._flush()
+
+    def answer(self, stream: int) -> tuple[int, bytes, list[h2.events.Event]]:
+        """The status and body claimgate answered on ``stream``, and the stream's events
+        (read until it ended and, if claimgate ends it so, was reset)."""
+
+        def mine() -> list[h2.events.Event]:
+            return [e for e in self.events if getattr(e, "stream_id", None) == stream]
+
+        def over() -> bool:
+            kinds = {type(e) for e in mine()}
+            return h2.events.StreamReset in kinds or (
+                h2.events.StreamEnded in kinds and self.h2.streams[stream].closed
+            )
+
+        self._read_until(over)
+        status, body = 0, b""
+        for event in mine():
+            if isinstance(event, h2.events.ResponseReceived):
+                status = int(dict(event.headers)[b":status"])
+            elif isinstance(event, h2.events.DataReceived):
+                body += event.data
+        return status, body, mine()
+
+    def close(self) -> None:
+        self.tls.close()
+
+    def _flush(self) -> None:
+        self.tls.sendall(self.h2.data_to_send())
+
+    def _read_until(self, condition: Callable[[], bool]) -> None:
+        deadline = time.monotonic() + 30  # a bound on waiting, not a measured time
+        while not condition():
+            assert time.monotonic() < deadline, "claimgate never answered"
+            data = self.tls.recv(65536)
+            assert data, "claimgate closed the connection"
+            for event in self.h2.receive_data(data):
+                if isinstance(event, h2.events.DataReceived):
+                    self.h2.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+                self.events.append(event)
+            self._flush()
+
+
+@pytest.mark.parametrize("whole", [False, True], ids=["still-sending", "sent-whole"])
+def test_an_http2_stream_past_the_listeners_bound_is_refused_503_alone(crowded, whole):
+    """HTTP/2 bodies hold the listener's bytes too: a stream that would go past them gets a
+    complete 503 and, if its client is still sending, a reset asking it to stop (RFC 9113
+    8.1), while the held stream on the same connection goes on to the API and frees its
+    bytes at its answer."""
+    length = HELD_BODY - 100
+    before, received = refused_total(crowded, BODY_REFUSED), len(crowded.api.requests)
+    crashes = len(crowded.sidecar.events("mitmproxy has crashed!"))
+    client = Http2Client(crowded)
+    try:
+        kept = client.body_under_way(crowded, length, length - 1000)
+        refused = client.post(length)
+        client.send(refused, b"s" * (length if whole else length - 1), end=whole)
+        status, body, events = client.answer(refused)
+        assert (status, json.loads(body)) == (503, {"error": Refusal.BODIES.message})
+        resets = [e.error_code for e in events if isinstance(e, h2.events.StreamReset)]
+        assert resets == ([] if whole else [h2.errors.ErrorCodes.NO_ERROR])
+        line = crowded.sidecar.wait_for(
+            "request_refused",
+            lambda e: e["reason"] == BODY_REFUSED and e["listener"] == "forward",
+        )
+        assert (line["status"], line["client"]) == (503, "127.0.0.1")
+        assert refused_total(crowded, BODY_REFUSED) == before + 1
+        assert held(crowded, "forward") == length - 1000  # the refused stream holds none
+
+        client.send(kept, b"h" * 1000, end=True)
+        status, _, _ = client.answer(kept)
+        assert status != 503
+        (sent,) = crowded.api.wait_for_requests(received + 1)[received:]
+        assert sent.body == b"h" * length  # unchanged, whole
+        wait_until_held(crowded, "forward", 0)
+    finally:
+        client.close()
+    assert len(crowded.sidecar.events("mitmproxy has crashed!")) == crashes
+
+
+def test_an_http2_body_reset_or_cut_off_frees_its_bytes(crowded):
+    client = Http2Client(crowded)
+    try:
+        client.reset(client.body_under_way(crowded, HELD_BODY, 5000))  # the connection goes on
+        wait_until_held(crowded, "forward", 0)
+        client.body_under_way(crowded, HELD_BODY, 7000)
+    finally:
+        client.close()
+    wait_until_held(crowded, "forward", 0)
+
+
+def test_an_http2_body_mitmproxy_streams_holds_nothing(crowded):
+    """A body declared larger than ``proxy.max_body_size`` streams to the API as it comes:
+    beside a body held most of the way, three times the listener's bound goes through."""
+    length = 3 * BODIES
+    received = len(crowded.api.requests)
+    client = Http2Client(crowded)
+    try:
+        client.body_under_way(crowded, HELD_BODY, HELD_BODY - 1000)
+        streamed = client.post(length)
+        client.send(streamed, b"b" * length, end=True)
+        status, _, _ = client.answer(streamed)
+        assert status != 503
+        (sent,) = crowded.api.wait_for_requests(received + 1)[received:]
+        assert sent.body == b"b" * length
+        assert held(crowded, "forward") == HELD_BODY - 1000
+    finally:
+        client.close()
+    wait_until_held(crowded, "forward", 0)

@@ -158,14 +158,20 @@ def test_a_full_listener_takes_no_place_on_another_and_gives_up_its_idle_longest
 
 @given(
     st.lists(
-        st.tuples(st.sampled_from(["hold", "free"]), LISTENERS, CONNECTION_IDS, st.integers(0, 40)),
+        st.tuples(
+            st.sampled_from(["hold", "free", "free_all"]),
+            LISTENERS,
+            CONNECTION_IDS,
+            st.integers(0, 40),
+        ),
         max_size=80,
     )
 )
 def test_a_listener_holds_body_bytes_to_its_limit_and_a_refused_hold_holds_nothing(steps):
     """Against a model: per listener, the bytes each connection holds; a hold that would
-    take its listener past the limit is refused whole, and ``free`` gives a connection's all
-    back (nothing when it holds none)."""
+    take its listener past the limit is refused whole, and ``free`` gives back a body's
+    bytes (never more than the connection holds) or a connection's all (nothing when it
+    holds none)."""
     limit = 60
     bodies = HeldBodies(limit)
     model: dict[str, dict[str, int]] = {"capture": {}, "forward": {}}
@@ -176,6 +182,12 @@ def test_a_listener_holds_body_bytes_to_its_limit_and_a_refused_hold_holds_nothi
             assert bodies.hold(listener, connection, size) is fits
             if fits:
                 held[connection] = held.get(connection, 0) + size
+        elif step == "free":
+            bodies.free(listener, connection, size)
+            if (left := held.get(connection, 0) - size) > 0:
+                held[connection] = left
+            else:
+                held.pop(connection, None)
         else:
             bodies.free(listener, connection)
             held.pop(connection, None)

@@ -252,6 +252,19 @@ class Claimgate:
             connect_allowed=role is Role.FORWARD,
         )
 
+    def http2_server(self, context: Context) -> edge.BoundedHttp2Server:
+        """The HTTP/2 server of a client connection (``edge.install``); only the forward
+        listener's TLS to an API host offers HTTP/2. Not a hook, as ``http1_server``."""
+        client = context.client
+        listener = self._listener_of(client)
+        return edge.BoundedHttp2Server(
+            context,
+            self._head_refused,
+            functools.partial(self.bodies.hold, listener, client.id),
+            functools.partial(self.bodies.free, listener, client.id),
+            streamed_past=self.settings.proxy.max_body_size,
+        )
+
     @_guarded
     def _admin_head_refused(self, refusal: Refusal, peer: str) -> None:
         self.monitor.request_refused(refusal, "admin", peer)

@@ -1,4 +1,4 @@
-"""Every listener's HTTP/1 server, with bounds on each request head (``claimgate.limits``).
+"""Every listener's HTTP/1 and HTTP/2 servers, with bounds on each request (``claimgate.limits``).
 
 mitmproxy's HTTP/1 server buffers a request head until its blank line arrives, however large
 it grows and however slowly it comes, and answers nothing before then. ``BoundedHttp1Server``
@@ -13,12 +13,14 @@ listener's ``limits.bodies`` as they arrive, from the buffer mitmproxy reads the
 its answer (a body mitmproxy streams is not held); one that would go past it gets a 503 the
 same way.
 
-``install`` has mitmproxy's HTTP layers build one of these for every HTTP/1 client on every
+HTTP/2 heads are bounded by the h2 library itself (64 KiB of decoded header list, at most 64
+CONTINUATION frames), but nothing bounds the bodies of the streams: ``BoundedHttp2Server``
+holds each against ``limits.bodies`` as well, and answers a stream past it alone.
+
+``install`` has mitmproxy's HTTP layers build one of these for every client on every
 listener. Before a connection has such a server, it has ``FirstRequestDeadlines``: a client
 that sends nothing, trickles a TLS ClientHello, or opens HTTP/2 and asks nothing is closed
-once the header timeout has passed without a request. HTTP/2 heads are bounded by the h2
-library itself (64 KiB of decoded header list, at most 64 CONTINUATION frames), so HTTP/2
-connections keep mitmproxy's own server.
+once the header timeout has passed without a request.
 
 mitmproxy's layers are not its public API; the exact version pin in ``pyproject.toml`` and
 the end-to-end tests are what keep this in step with it.
@@ -27,9 +29,12 @@ the end-to-end tests are what keep this in step with it.
 import asyncio
 import time
 from collections.abc import Callable
+from typing import Protocol
 
+import h2.errors
+import h2.events
 from h11._receivebuffer import ReceiveBuffer
-from mitmproxy import connection, ctx
+from mitmproxy import connection, ctx, http
 from mitmproxy.proxy import commands, events, layer
 from mitmproxy.proxy.context import Context
 from mitmproxy.proxy.layers import http as http_layers
@@ -37,20 +42,33 @@ from mitmproxy.proxy.layers.http._base import ReceiveHttp
 from mitmproxy.proxy.layers.http._events import (
     ErrorCode,
     HttpEvent,
+    RequestHeaders,
     RequestProtocolError,
     ResponseEndOfMessage,
     ResponseProtocolError,
 )
 from mitmproxy.proxy.layers.http._http1 import Http1Server
+from mitmproxy.proxy.layers.http._http2 import Http2Server
 from mitmproxy.utils import asyncio_utils
 
-from claimgate.limits import Limits, Refusal, body_deadline, head_refusal, refusal_response
+from claimgate.limits import (
+    Limits,
+    Refusal,
+    body_deadline,
+    error_body,
+    head_refusal,
+    refusal_response,
+)
 
 type OnRefusal = Callable[[Refusal, connection.Client], None]
 type Hold = Callable[[int], bool]
 """Hold so many more body bytes for this connection, unless its listener is full."""
-type Free = Callable[[], None]
-"""Give back every body byte this connection holds."""
+
+
+class Free(Protocol):
+    def __call__(self, size: int | None = None) -> None:
+        """Give back ``size`` of the body bytes this connection holds, or all of them."""
+
 
 CONNECT_REFUSED = "CONNECT is only accepted on the forward listener"
 
@@ -254,6 +272,111 @@ class BoundedHttp1Server(Http1Server):
         yield from super().send(event)
 
 
+class BoundedHttp2Server(Http2Server):
+    """mitmproxy's HTTP/2 server that holds each stream's request body against its
+    listener's ``limits.bodies`` as ``BoundedHttp1Server`` does, and answers a stream that
+    would go past it 503 alone: its connection and the other streams go on.
+
+    mitmproxy opens every stream's flow-control window to 2 GiB and acknowledges data as it
+    comes, so flow control bounds nothing here; h2 allows 100 streams at once. A stream
+    gives its bytes back at its answer, its refusal or its reset by the client, and the
+    connection's end all of them (the addon's ``client_disconnected``).
+    """
+
+    def __init__(
+        self, context: Context, on_refusal: OnRefusal, hold: Hold, free: Free, *, streamed_past: int
+    ) -> None:
+        super().__init__(context)
+        self.on_refusal = on_refusal
+        self.hold = hold
+        self.free = free
+        self.streamed_past = streamed_past
+        self._requests: dict[int, http.Request] = {}
+        """The streams whose bodies may be held: from their heads to their answers."""
+        self._held: dict[int, int] = {}
+        """The bytes each of them holds (none: no entry)."""
+
+    def handle_h2_event(self, event: h2.events.Event) -> layer.CommandGenerator[bool]:
+        if isinstance(event, h2.events.RequestReceived):
+            return (yield from _showing(super().handle_h2_event(event), self._on_command))
+        if isinstance(event, h2.events.DataReceived) and event.stream_id in self._requests:
+            if not self._received(event.stream_id, len(event.data)):
+                yield from self._refuse(event.stream_id)
+        elif isinstance(event, h2.events.StreamReset):
+            self._done(event.stream_id)
+        return (yield from super().handle_h2_event(event))
+
+    def _on_command(self, command: commands.Command) -> None:
+        if isinstance(command, ReceiveHttp) and isinstance(command.event, RequestHeaders):
+            self._requests[command.event.stream_id] = command.event.request
+
+    def _received(self, stream_id: int, size: int) -> bool:
+        """Hold ``size`` more bytes of a stream's body, to ``streamed_past``; none once
+        mitmproxy streams it. False if its listener cannot hold them."""
+        held = self._held.get(stream_id, 0)
+        if self._requests[stream_id].stream:
+            self._give_back(stream_id)
+        elif (more := min(size, self.streamed_past - held)) > 0:
+            if not self.hold(more):
+                return False
+            self._held[stream_id] = held + more
+        return True
+
+    def _refuse(self, stream_id: int) -> layer.CommandGenerator[None]:
+        """Answer the stream 503 and ask its client to stop sending (RFC 9113 8.1: a
+        complete answer, then RST_STREAM NO_ERROR); its flow ends in the error hook, as
+        mitmproxy ends one whose body it cannot read."""
+        refusal = Refusal.BODIES
+        self.on_refusal(refusal, self.conn)
+        self._done(stream_id)
+        stream = self.h2_conn.streams.get(stream_id)
+        if stream is not None and self.is_open_for_us(stream_id):
+            if not stream.state_machine.headers_sent:
+                body = error_body(refusal.message)
+                headers = [
+                    (b":status", b"%d" % refusal.status),
+                    (b"content-type", b"application/json"),
+                    (b"content-length", b"%d" % len(body)),
+                ]
+                self.h2_conn.send_headers(stream_id, headers)
+                self.h2_conn.send_data(stream_id, body, end_stream=True)
+            # A client that sent all of its body has closed the stream with our answer; one
+            # still sending is asked to stop, unless the answer still waits for its window.
+            if not self.is_closed(stream_id) and not self.h2_conn.stream_buffers.get(stream_id):
+                self.h2_conn.reset_stream(stream_id, h2.errors.ErrorCodes.NO_ERROR)
+            yield commands.SendData(self.conn, self.h2_conn.data_to_send())
+        if self.streams.pop(stream_id, None) is not None:
+            error = RequestProtocolError(stream_id, refusal.message, ErrorCode.GENERIC_CLIENT_ERROR)
+            yield ReceiveHttp(error)
+
+    def _give_back(self, stream_id: int) -> None:
+        if held := self._held.pop(stream_id, 0):
+            self.free(held)
+
+    def _done(self, stream_id: int) -> None:
+        """A stream answered, refused or reset: its bytes are free, and no more are held."""
+        self._give_back(stream_id)
+        self._requests.pop(stream_id, None)
+
+    def _handle_event(self, event: events.Event) -> layer.CommandGenerator[None]:
+        if isinstance(event, ResponseEndOfMessage | ResponseProtocolError):
+            self._done(event.stream_id)
+        yield from super()._handle_event(event)
+
+
+def _showing[T](
+    inner: layer.CommandGenerator[T], seen: Callable[[commands.Command], None]
+) -> layer.CommandGenerator[T]:
+    """``yield from inner``, each command shown to ``seen`` before it is yielded."""
+    try:
+        command = next(inner)
+        while True:
+            seen(command)
+            command = inner.send((yield command))
+    except StopIteration as end:
+        return end.value
+
+
 class FirstRequestDeadlines:
     """Each connection must start a request within ``timeout`` seconds of connecting.
 
@@ -290,12 +413,16 @@ def close(client_id: str) -> bool:
     return True
 
 
-def install(make: Callable[[Context], Http1Server]) -> None:
-    """Have mitmproxy's HTTP layers build every client's HTTP/1 server with ``make``.
+def install(
+    make_http1: Callable[[Context], Http1Server], make_http2: Callable[[Context], Http2Server]
+) -> None:
+    """Have mitmproxy's HTTP layers build every client's HTTP/1 and HTTP/2 servers with
+    ``make_http1`` and ``make_http2``.
 
     ``HttpLayer`` picks its client connection's server when it starts, after any TLS
-    handshake, by the module name ``Http1Server`` (HTTP/2 and HTTP/3 by theirs): pointing
-    that name at ``make`` keeps mitmproxy's own choice of protocol. Once per process, before
-    the listeners accept.
+    handshake, by the module names ``Http1Server`` and ``Http2Server`` (HTTP/3 by its own):
+    pointing those names at ours keeps mitmproxy's own choice of protocol. Once per
+    process, before the listeners accept.
     """
-    http_layers.Http1Server = make  # type: ignore[misc, assignment]
+    http_layers.Http1Server = make_http1  # type: ignore[misc, assignment]
+    http_layers.Http2Server = make_http2  # type: ignore[misc, assignment]

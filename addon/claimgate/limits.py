@@ -152,10 +152,10 @@ class OpenConnections:
 class HeldBodies:
     """The request body bytes held on each listener, each listener held to its own ``limit``.
 
-    A connection holds the body of the request it carries, as it arrives, until the answer
-    (HTTP/1 carries one request at a time); ``free`` gives all of it back, and may be
-    called again when nothing is held, so the end of a request and of its connection can
-    both call it.
+    A connection holds the bodies of the requests it carries, as they arrive, until their
+    answers (HTTP/1 carries one at a time, HTTP/2 several); ``free`` gives back one body's
+    bytes or all the connection holds, and may be called again when nothing is held, so the
+    end of a request and of its connection can both call it.
     """
 
     def __init__(self, limit: int) -> None:
@@ -175,10 +175,18 @@ class HeldBodies:
         self._total[listener] = total
         return True
 
-    def free(self, listener: str, connection: str) -> None:
-        size = self._held.get(listener, {}).pop(connection, 0)
-        if size:
-            self._total[listener] -= size
+    def free(self, listener: str, connection: str, size: int | None = None) -> None:
+        """Give back ``size`` of the bytes ``connection`` holds (at most all), or all."""
+        held = self._held.get(listener, {})
+        holding = held.get(connection, 0)
+        given = holding if size is None else min(size, holding)
+        if not given:
+            return
+        if given == holding:
+            del held[connection]
+        else:
+            held[connection] = holding - given
+        self._total[listener] -= given
 
     def held(self, listener: str) -> int:
         return self._total.get(listener, 0)

@@ -148,7 +148,7 @@ async def serve(
     monitor.metrics.count_expiry_with(store.held, settings.claims.ttl, settings.claims.warn_before)
     await store.start()
     addon = Claimgate(settings, store, monitor)
-    edge.install(addon.http1_server)
+    edge.install(addon.http1_server, addon.http2_server)
     master.addons.add(addon)
     master.options.update(**mitmproxy_options(settings))
 
