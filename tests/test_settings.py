@@ -552,6 +552,16 @@ ERRORS = [
         {"EMPTY": ""},
         "admin.token: environment variable EMPTY is empty",
     ),
+    (
+        '[admin]\ntoken = "env:BYTES"',
+        {"BYTES": "t\udcff"},
+        "admin.token: environment variable BYTES is not UTF-8 text",
+    ),
+    (
+        None,
+        {"CLAIMGATE_CLAIMS_STORE_PREFIX": "p\udcff:"},
+        "claims.store_prefix: CLAIMGATE_CLAIMS_STORE_PREFIX is not UTF-8 text",
+    ),
     ('[admin]\ntoken = "env:"', {}, "admin.token: expected a variable name after env:"),
     ('[admin]\ntoken = "file:"', {}, "admin.token: expected a path after file:"),
     ('[admin]\ntoken = ""', {}, "admin.token: the secret is empty"),
@@ -746,6 +756,8 @@ def test_a_secret_never_shows_its_value() -> None:
             {},
         ),
         ("[admin]\ntoken = 'file:/no/such/file'", {"ADMIN_TOKEN": SECRET}),
+        ("[admin]\ntoken = 'env:ADMIN_TOKEN'", {"ADMIN_TOKEN": SECRET + "\udcff"}),
+        (None, {"CLAIMGATE_POLICY_PROVIDER_TOKENS": SECRET + "\udcff"}),
     ],
 )
 def test_no_error_shows_a_secret(tmp_path: Path, text: str | None, env: dict[str, str]) -> None:

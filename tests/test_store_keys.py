@@ -8,7 +8,10 @@ from claimgate.capture import ONOFFICE_ID
 from claimgate.store.keys import KeyLayout
 
 customers = st.from_regex(ONOFFICE_ID, fullmatch=True)
-prefixes = st.text(alphabet=st.characters(exclude_characters="{}"), max_size=20)
+prefixes = st.text(
+    alphabet=st.characters(exclude_characters="{}", exclude_categories=["Cs"]), max_size=20
+)
+"""What ``store.prefix`` may be: a TOML or environment string, never a lone surrogate."""
 
 
 @given(customers, prefixes)

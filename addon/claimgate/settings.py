@@ -506,7 +506,19 @@ def _from_environment(name: str, key: str, environ: Mapping[str, str]) -> str:
         raise ConfigError(key, f"environment variable {name} is not set")
     if not value:
         raise ConfigError(key, f"environment variable {name} is empty")
+    if not _is_utf8(value):
+        raise ConfigError(key, f"environment variable {name} is not UTF-8 text")
     return value
+
+
+def _is_utf8(text: str) -> bool:
+    """False for text Python decoded from bytes that are not UTF-8 (it keeps them as lone
+    surrogates, which no log line, key or signature can encode later)."""
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _from_file(name: str, key: str) -> str:
@@ -1044,6 +1056,8 @@ def _apply_environment(values: dict[str, dict[str, object]], environ: Mapping[st
         section, name, key = target
         if text == "":
             values[section].pop(name, None)
+        elif not _is_utf8(text):
+            raise ConfigError(f"{section}.{name}", f"{variable} is not UTF-8 text")
         else:
             values[section][name] = key.variable(text, f"{section}.{name}")
 
