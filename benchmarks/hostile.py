@@ -43,6 +43,7 @@ from tests.hostile import (
     forged_id,
     forged_links,
     hostile_config,
+    http2_held,
     huge_headers,
     huge_url,
     observe,
@@ -246,6 +247,24 @@ def held_bodies(edge: Edge) -> Row:
         seen.result.close()
 
 
+def http2_held_bodies(edge: Edge) -> Row:
+    """The same on one HTTP/2 connection through the forward listener (the app's): those
+    that fit are held, the rest answered 503 alone."""
+    count = 3 * BODIES_HELD
+    seen = edge.observe(lambda: http2_held(edge.world, count))
+    client, statuses = seen.result
+    try:
+        contract = {
+            f"{count - len(statuses)} held": count - len(statuses) == BODIES_HELD,
+            "answers": set(statuses.values()) <= {503},
+        }
+        outcomes = [str(status) for status in statuses.values()]
+        outcomes += ["held"] * (count - len(statuses))
+        return Row(f"HTTP/2 held bodies x{count}", tally(outcomes), seen, contract, "hwm")
+    finally:
+        client.close()
+
+
 def request_bomb(edge: Edge, listener: str, mode: str) -> Row:
     """1 GiB of zeros gzipped into a request: 413 in enforce, forwarded untouched in inject."""
     api, body = edge.world.api, bomb("gzip", GIB, tag=secrets.randbits(32) | 1)
@@ -301,7 +320,7 @@ def report(rows: list[Row]) -> None:
         "inject; 200 from the app for forged links) and nothing forwarded that is refused; "
         f"RSS growth < {RSS_MB} MB and log growth < {LOG_BYTES // 1_000_000} MB (heads, links, "
         f"slow heads and bodies, floods); VmHWM growth < {HWM_MB} MB (bombs, held bodies: "
-        f"{BODIES_HELD} held, the rest refused); /healthz p95 < "
+        f"{BODIES_HELD} held, the rest refused, on HTTP/1 and HTTP/2); /healthz p95 < "
         f"{P95_S * 1000:.0f} ms, max < {MAX_S:.0f} s, none failed; slow heads and bodies all "
         f"refused within {TRICKLE_S:.0f} s; a flood leaves {CONNECTIONS} connections open, no "
         f"more; after the forged links, /status.json under {STATUS_BYTES // 1000} KB without a "
@@ -326,6 +345,7 @@ def main(argv: list[str] | None = None) -> None:
             rows.append(connection_flood(edge, args, BUSY, "busy"))
             rows.append(connection_flood(edge, args, IDLE, "idle"))
             rows.append(held_bodies(edge))
+            rows.append(http2_held_bodies(edge))
             rows += [request_bomb(edge, listener, "enforce") for listener in ("forward", "api")]
         with running(Path(tmp) / "inject", "inject") as edge:
             rows += [request_bomb(edge, listener, "inject") for listener in ("forward", "api")]

@@ -31,7 +31,7 @@ import httpx
 from claimgate.limits import Limits
 from claimgate.settings import ProxySettings
 from claimgate.testing import ApiDouble, make_claim
-from tests.support import forward_proxy
+from tests.support import Http2Client, World, forward_proxy
 
 KIB = 1024
 MIB = 1024 * KIB
@@ -592,6 +592,22 @@ def flood(address: Address, count: int, request: bytes, timeout: float = 10.0) -
         held.close()
         raise
     return held
+
+
+def http2_held(world: World, count: int) -> tuple[Http2Client, dict[int, int]]:
+    """``count`` streams on one HTTP/2 connection through the forward listener, each a body
+    as large as is held but for its last byte; the connection (kept open) and the status of
+    each stream answered once the last was sent and its refusal, if due, came."""
+    client = Http2Client(world)
+    try:
+        for _ in range(count):
+            client.send(client.post(HELD_BODY), b"h" * (HELD_BODY - 1))
+        refusals = max(0, count - BODIES_HELD)
+        client.read_until(lambda: len(client.statuses()) >= refusals)
+    except BaseException:
+        client.close()
+        raise
+    return client, client.statuses()
 
 
 # --- compressed bodies -------------------------------------------------------------------

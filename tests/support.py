@@ -17,6 +17,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import h2.config
+import h2.connection
+import h2.errors
+import h2.events
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -458,3 +462,95 @@ def tunnel(world: World, host: str, port: int, alpn: Sequence[str] = ()) -> ssl.
     if alpn:
         context.set_alpn_protocols(list(alpn))
     return context.wrap_socket(raw, server_hostname=host)
+
+
+class Http2Client:
+    """An HTTP/2 connection to the API double through the forward listener, frame by frame,
+    so that a test can leave a stream's body unfinished."""
+
+    def __init__(self, world: World) -> None:
+        self.tls = tunnel(world, "localhost", world.api.port, alpn=["h2"])
+        assert self.tls.selected_alpn_protocol() == "h2"
+        self.authority = f"localhost:{world.api.port}".encode()
+        self.h2 = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+        self.h2.initiate_connection()
+        self.events: list[h2.events.Event] = []
+        self._flush()
+        # mitmproxy opens its windows at once; until then 64 KiB would hold the body up.
+        self.read_until(lambda: self.h2.outbound_flow_control_window > 2**20)
+
+    def post(self, length: int) -> int:
+        """A new stream: the head of a POST of ``length`` bytes; its id."""
+        stream = self.h2.get_next_available_stream_id()
+        headers = [
+            (b":method", b"POST"),
+            (b":scheme", b"https"),
+            (b":authority", self.authority),
+            (b":path", b"/api/stable/api.php"),
+            (b"content-type", b"application/octet-stream"),
+            (b"content-length", b"%d" % length),
+        ]
+        self.h2.send_headers(stream, headers)
+        self._flush()
+        return stream
+
+    def send(self, stream: int, data: bytes, end: bool = False) -> None:
+        size = self.h2.max_outbound_frame_size
+        for start in range(0, len(data), size):
+            self.h2.send_data(stream, data[start : start + size])
+        if end:
+            self.h2.end_stream(stream)
+        self._flush()
+
+    def reset(self, stream: int) -> None:
+        self.h2.reset_stream(stream, h2.errors.ErrorCodes.CANCEL)
+        self._flush()
+
+    def answer(self, stream: int) -> tuple[int, bytes, list[h2.events.Event]]:
+        """The status and body claimgate answered on ``stream``, and the stream's events
+        (read until it ended and, if claimgate ends it so, was reset)."""
+
+        def mine() -> list[h2.events.Event]:
+            return [e for e in self.events if getattr(e, "stream_id", None) == stream]
+
+        def over() -> bool:
+            kinds = {type(e) for e in mine()}
+            return h2.events.StreamReset in kinds or (
+                h2.events.StreamEnded in kinds and self.h2.streams[stream].closed
+            )
+
+        self.read_until(over)
+        status, body = 0, b""
+        for event in mine():
+            if isinstance(event, h2.events.ResponseReceived):
+                status = int(dict(event.headers)[b":status"])
+            elif isinstance(event, h2.events.DataReceived):
+                body += event.data
+        return status, body, mine()
+
+    def statuses(self) -> dict[int, int]:
+        """The status of each stream answered so far."""
+        return {
+            event.stream_id: int(dict(event.headers)[b":status"])
+            for event in self.events
+            if isinstance(event, h2.events.ResponseReceived)
+        }
+
+    def close(self) -> None:
+        self.tls.close()
+
+    def _flush(self) -> None:
+        self.tls.sendall(self.h2.data_to_send())
+
+    def read_until(self, condition: Callable[[], bool]) -> None:
+        """Read what claimgate sends until ``condition()`` holds (at most 30 s)."""
+        deadline = time.monotonic() + 30  # a bound on waiting, not a measured time
+        while not condition():
+            assert time.monotonic() < deadline, "claimgate never answered"
+            data = self.tls.recv(65536)
+            assert data, "claimgate closed the connection"
+            for event in self.h2.receive_data(data):
+                if isinstance(event, h2.events.DataReceived):
+                    self.h2.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+                self.events.append(event)
+            self._flush()

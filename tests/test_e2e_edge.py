@@ -13,10 +13,8 @@ import socket
 import ssl
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
-import h2.config
-import h2.connection
 import h2.errors
 import h2.events
 import httpx
@@ -31,13 +29,13 @@ from tests.support import (
     PROVIDER_SECRET,
     App,
     Customer,
+    Http2Client,
     Scrape,
     World,
     api_request,
     forward_proxy,
     run_world,
     scrape,
-    tunnel,
 )
 
 HEADER_TIMEOUT = 1.0
@@ -593,94 +591,12 @@ def test_a_body_mitmproxy_streams_holds_nothing_however_large(crowded):
     assert crowded.app.received[-1].body == b"h" * length
 
 
-class Http2Client:
-    """An HTTP/2 connection to the API double through the forward listener, frame by frame,
-    so that a test can leave a stream's body unfinished."""
-
-    def __init__(self, world: World) -> None:
-        self.tls = tunnel(world, "localhost", world.api.port, alpn=["h2"])
-        assert self.tls.selected_alpn_protocol() == "h2"
-        self.authority = f"localhost:{world.api.port}".encode()
-        self.h2 = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
-        self.h2.initiate_connection()
-        self.events: list[h2.events.Event] = []
-        self._flush()
-        # mitmproxy opens its windows at once; until then 64 KiB would hold the body up.
-        self._read_until(lambda: self.h2.outbound_flow_control_window > 2**20)
-
-    def post(self, length: int) -> int:
-        """A new stream: the head of a POST of ``length`` bytes; its id."""
-        stream = self.h2.get_next_available_stream_id()
-        headers = [
-            (b":method", b"POST"),
-            (b":scheme", b"https"),
-            (b":authority", self.authority),
-            (b":path", b"/api/stable/api.php"),
-            (b"content-type", b"application/octet-stream"),
-            (b"content-length", b"%d" % length),
-        ]
-        self.h2.send_headers(stream, headers)
-        self._flush()
-        return stream
-
-    def body_under_way(self, world: World, length: int, sent: int) -> int:
-        """A POST of ``length`` bytes of which ``sent`` were sent and are held; its stream."""
-        stream = self.post(length)
-        self.send(stream, b"h" * sent)
-        wait_until_held(world, "forward", sent)
-        return stream
-
-    def send(self, stream: int, data: bytes, end: bool = False) -> None:
-        size = self.h2.max_outbound_frame_size
-        for start in range(0, len(data), size):
-            self.h2.send_data(stream, data[start : start + size])
-        if end:
-            self.h2.end_stream(stream)
-        self._flush()
-
-    def reset(self, stream: int) -> None:
-        self.h2.reset_stream(stream, h2.errors.ErrorCodes.CANCEL)
-        self._flush()
-
-    def answer(self, stream: int) -> tuple[int, bytes, list[h2.events.Event]]:
-        """The status and body claimgate answered on ``stream``, and the stream's events
-        (read until it ended and, if claimgate ends it so, was reset)."""
-
-        def mine() -> list[h2.events.Event]:
-            return [e for e in self.events if getattr(e, "stream_id", None) == stream]
-
-        def over() -> bool:
-            kinds = {type(e) for e in mine()}
-            return h2.events.StreamReset in kinds or (
-                h2.events.StreamEnded in kinds and self.h2.streams[stream].closed
-            )
-
-        self._read_until(over)
-        status, body = 0, b""
-        for event in mine():
-            if isinstance(event, h2.events.ResponseReceived):
-                status = int(dict(event.headers)[b":status"])
-            elif isinstance(event, h2.events.DataReceived):
-                body += event.data
-        return status, body, mine()
-
-    def close(self) -> None:
-        self.tls.close()
-
-    def _flush(self) -> None:
-        self.tls.sendall(self.h2.data_to_send())
-
-    def _read_until(self, condition: Callable[[], bool]) -> None:
-        deadline = time.monotonic() + 30  # a bound on waiting, not a measured time
-        while not condition():
-            assert time.monotonic() < deadline, "claimgate never answered"
-            data = self.tls.recv(65536)
-            assert data, "claimgate closed the connection"
-            for event in self.h2.receive_data(data):
-                if isinstance(event, h2.events.DataReceived):
-                    self.h2.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
-                self.events.append(event)
-            self._flush()
+def h2_body_under_way(client: Http2Client, world: World, length: int, sent: int) -> int:
+    """A POST of ``length`` bytes on a new stream, ``sent`` of them sent and held; its id."""
+    stream = client.post(length)
+    client.send(stream, b"h" * sent)
+    wait_until_held(world, "forward", sent)
+    return stream
 
 
 @pytest.mark.parametrize("whole", [False, True], ids=["still-sending", "sent-whole"])
@@ -694,7 +610,7 @@ def test_an_http2_stream_past_the_listeners_bound_is_refused_503_alone(crowded, 
     crashes = len(crowded.sidecar.events("mitmproxy has crashed!"))
     client = Http2Client(crowded)
     try:
-        kept = client.body_under_way(crowded, length, length - 1000)
+        kept = h2_body_under_way(client, crowded, length, length - 1000)
         refused = client.post(length)
         client.send(refused, b"s" * (length if whole else length - 1), end=whole)
         status, body, events = client.answer(refused)
@@ -723,9 +639,9 @@ def test_an_http2_stream_past_the_listeners_bound_is_refused_503_alone(crowded, 
 def test_an_http2_body_reset_or_cut_off_frees_its_bytes(crowded):
     client = Http2Client(crowded)
     try:
-        client.reset(client.body_under_way(crowded, HELD_BODY, 5000))  # the connection goes on
+        client.reset(h2_body_under_way(client, crowded, HELD_BODY, 5000))  # the connection goes on
         wait_until_held(crowded, "forward", 0)
-        client.body_under_way(crowded, HELD_BODY, 7000)
+        h2_body_under_way(client, crowded, HELD_BODY, 7000)
     finally:
         client.close()
     wait_until_held(crowded, "forward", 0)
@@ -738,7 +654,7 @@ def test_an_http2_body_mitmproxy_streams_holds_nothing(crowded):
     received = len(crowded.api.requests)
     client = Http2Client(crowded)
     try:
-        client.body_under_way(crowded, HELD_BODY, HELD_BODY - 1000)
+        h2_body_under_way(client, crowded, HELD_BODY, HELD_BODY - 1000)
         streamed = client.post(length)
         client.send(streamed, b"b" * length, end=True)
         status, _, _ = client.answer(streamed)

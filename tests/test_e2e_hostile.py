@@ -51,6 +51,7 @@ from tests.hostile import (
     forged_id,
     forged_links,
     hostile_config,
+    http2_held,
     huge_headers,
     huge_url,
     observe,
@@ -498,6 +499,29 @@ def test_bodies_past_what_a_listener_holds_are_refused_and_memory_stays_near_it(
         assert_probes_answered(seen.probes)
     finally:
         seen.result.close()
+
+
+def test_http2_bodies_past_what_a_listener_holds_are_refused_and_memory_stays_near_it(
+    enforcing,
+):
+    """The same on one HTTP/2 connection of the app's: a body's worth of streams held, the
+    rest answered 503 alone, memory near what is held."""
+    count = 2 * BODIES_HELD
+    refused = refused_total(enforcing, "too_many_body_bytes")
+    seen = enforcing.observe(lambda: http2_held(enforcing.world, count))
+    client, statuses = seen.result
+    try:
+        assert list(statuses.values()) == [503] * (count - BODIES_HELD)
+        assert refused_total(enforcing, "too_many_body_bytes") == refused + count - BODIES_HELD
+        held_bytes = BODIES_HELD * (HELD_BODY - 1)
+        held_now = scrape(enforcing.world).value(
+            "claimgate_request_bodies_held_bytes", listener="forward"
+        )
+        assert held_now == held_bytes
+        assert seen.rss_growth_mb < 1.5 * held_bytes / MIB, f"RSS grew {seen.rss_growth_mb:.0f} MB"
+        assert_probes_answered(seen.probes)
+    finally:
+        client.close()
 
 
 # --- a claim never travels in clear ---------------------------------------------------
