@@ -36,6 +36,7 @@ from tests.support import (
     forward_proxy,
     run_world,
     scrape,
+    wait_until,
 )
 
 HEADER_TIMEOUT = 1.0
@@ -421,18 +422,30 @@ def test_with_every_place_busy_a_new_connection_is_closed_counted_and_logged(cro
 
 @pytest.mark.parametrize("listener", LIMITED)
 def test_a_full_listener_closes_its_connection_idle_longest_to_serve_a_new_one(crowded, listener):
+    """Counted and logged as an idle connection closed, not as a refusal."""
+    closed_before = idle_closed(crowded, listener)
+    logged = len(crowded.sidecar.events("idle_connection_closed"))
     before = refused_total(crowded, REFUSED)
     idle = [idle_connection(crowded, listener, "/healthz") for _ in range(PLACES)]
     try:
         request = b"GET /healthz HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n"
         assert status_of(exchange(crowded, listener, request)) == 200
         assert closed_by_claimgate(idle[0])
+        wait_until(lambda: len(crowded.sidecar.events("idle_connection_closed")) > logged, 5)
+        line = crowded.sidecar.events("idle_connection_closed")[logged]
+        assert (line["listener"], line["client"]) == (listener, "127.0.0.1")
         idle[1].sendall(request)  # the others serve on
         assert status_of(answer_head(idle[1])) == 200
         assert refused_total(crowded, REFUSED) == before
+        # each scrape of the admin listener takes a place there, and may close another
+        assert idle_closed(crowded, listener) >= closed_before + 1
     finally:
         for connection in idle:
             connection.close()
+
+
+def idle_closed(world: World, listener: str) -> float:
+    return scrape(world).value("claimgate_idle_connections_closed_total", listener=listener)
 
 
 def test_a_tunnel_keeps_its_place_to_its_end(crowded):

@@ -124,6 +124,28 @@ def test_refusal_lines_past_the_budget_are_reported_in_one_line_later():
     )
 
 
+def test_idle_connections_closed_are_counted_per_listener_and_logged_within_the_budget():
+    scheduled: list[tuple[float, Callable[[], None]]] = []
+    monitor = Monitor(Metrics(), Activity(), call_later=lambda d, f: scheduled.append((d, f)))
+    monitor.metrics.count_connections_with("capture", lambda: 0)
+    monitor.metrics.count_connections_with("admin", lambda: 0)
+    assert counter(monitor, "claimgate_idle_connections_closed_total", listener="admin") == 0
+    budget = monitor.refusal_lines.per_second
+    with capture_logs() as logs:
+        for _ in range(budget + 5):
+            monitor.idle_connection_closed("capture", "192.0.2.7")
+    assert logs[0] == {
+        "event": "idle_connection_closed",
+        "listener": "capture",
+        "client": "192.0.2.7",
+        "log_level": "info",
+    }
+    assert len(logs) <= budget + 1 and len(scheduled) == 1  # as for refusals
+    closed = budget + 5
+    assert counter(monitor, "claimgate_idle_connections_closed_total", listener="capture") == closed
+    assert counter(monitor, "claimgate_idle_connections_closed_total", listener="admin") == 0
+
+
 def test_a_refused_path_reaches_the_log_capped_and_printable():
     monitor = new_monitor()
     with capture_logs() as logs:

@@ -142,7 +142,11 @@ class Claimgate:
             settings, store, monitor, self.generation.intake, self.listeners, self._proxy_problem
         )
         self.admin = AdminServer(
-            settings.admin, self.backend, settings.limits, self._admin_head_refused
+            settings.admin,
+            self.backend,
+            settings.limits,
+            self._admin_head_refused,
+            functools.partial(self.monitor.idle_connection_closed, "admin"),
         )
         self.connections = OpenConnections(settings.limits.connections)
         """The client connections open on each proxy listener (the admin port counts its own)."""
@@ -271,8 +275,7 @@ class Claimgate:
 
     @_guarded
     def _head_refused(self, refusal: Refusal, client: connection.Client) -> None:
-        peer = client.peername[0] if client.peername else ""
-        self.monitor.request_refused(refusal, self._listener_of(client), peer)
+        self.monitor.request_refused(refusal, self._listener_of(client), _peer(client))
 
     @_guarded
     def client_connected(self, client: connection.Client) -> None:
@@ -284,8 +287,8 @@ class Claimgate:
             client.error = Refusal.CONNECTIONS.message
             self._head_refused(Refusal.CONNECTIONS, client)
             return
-        if given_up is not None:
-            edge.close(given_up)
+        if given_up is not None and (closed := edge.close(given_up)) is not None:
+            self.monitor.idle_connection_closed(self._listener_of(closed), _peer(closed))
         self.first_requests.connected(client)
 
     @_guarded
@@ -447,6 +450,11 @@ class Claimgate:
 
 
 # --- helpers outside the class: no state, testable alone -------------------------------
+
+
+def _peer(client: connection.Client) -> str:
+    """The client's address as the log lines name it."""
+    return client.peername[0] if client.peername else ""
 
 
 def _name(role: Role | None) -> str:

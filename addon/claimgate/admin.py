@@ -16,7 +16,14 @@ from typing import Any, Protocol
 from urllib.parse import unquote
 
 from claimgate import capture, signature, status_page
-from claimgate.http_listener import HttpListener, OnRefusal, Request, Response, json_error
+from claimgate.http_listener import (
+    HttpListener,
+    OnIdleClosed,
+    OnRefusal,
+    Request,
+    Response,
+    json_error,
+)
 from claimgate.intake import Ingested
 from claimgate.limits import Limits
 from claimgate.settings import AdminSettings, Secret
@@ -127,6 +134,7 @@ class AdminServer:
         backend: AdminBackend,
         limits: Limits,
         on_refusal: OnRefusal | None = None,
+        on_idle_closed: OnIdleClosed | None = None,
     ) -> None:
         self.settings = settings
         self.backend = backend
@@ -140,6 +148,7 @@ class AdminServer:
             body_limit=MAX_BODY,
             body_timeout=limits.header_timeout,
             on_refusal=on_refusal,
+            on_idle_closed=on_idle_closed,
         )
         self.routes: dict[str, dict[str, Route]] = {
             "/healthz": {"GET": self.health},

@@ -400,17 +400,18 @@ class FirstRequestDeadlines:
             timer.cancel()
 
     def _expire(self, client: connection.Client) -> None:
-        if self._pending.pop(client.id, None) is not None and close(client.id):
+        if self._pending.pop(client.id, None) is not None and close(client.id) is not None:
             self.on_expiry(client)
 
 
-def close(client_id: str) -> bool:
-    """Close a client connection as mitmproxy closes an idle one; False if it is gone."""
+def close(client_id: str) -> connection.Client | None:
+    """Close a client connection as mitmproxy closes an idle one; the client closed, None
+    if it is gone."""
     handler = ctx.master.addons.get("proxyserver").connections.get(client_id)
     if handler is None:
-        return False
+        return None
     asyncio_utils.create_task(handler.on_timeout(), name="claimgate close", keep_ref=True)
-    return True
+    return handler.client
 
 
 def install(

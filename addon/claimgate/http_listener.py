@@ -81,6 +81,8 @@ def json_error(status: int, message: str, *headers: tuple[str, str]) -> Response
 
 type OnRefusal = Callable[[Refusal, str], None]
 """Told of each head refused on a bound, with the client's address."""
+type OnIdleClosed = Callable[[str], None]
+"""Told of each idle connection closed to make room, with its client's address."""
 
 
 class _Closed(Exception):
@@ -105,7 +107,8 @@ class HttpListener:
 
     ``body_limit`` None reads any body and keeps none of it (a sink). ``body_timeout`` bounds
     the seconds from a request's head to its body's end (None: no bound). ``on_refusal`` is
-    told of every head refused on one of ``limits``' bounds.
+    told of every head refused on one of ``limits``' bounds, ``on_idle_closed`` of every idle
+    connection closed to make room for a new one.
     """
 
     def __init__(
@@ -117,15 +120,18 @@ class HttpListener:
         body_limit: int | None,
         body_timeout: float | None,
         on_refusal: OnRefusal | None = None,
+        on_idle_closed: OnIdleClosed | None = None,
     ) -> None:
         self.handler = handler
         self.on_refusal = on_refusal
+        self.on_idle_closed = on_idle_closed
         self.limits = limits
         self.name = name
         self.body_limit = body_limit
         self.body_timeout = body_timeout
         self._server: asyncio.Server | None = None
-        self._connections: dict[str, asyncio.Task[None]] = {}
+        self._connections: dict[str, tuple[asyncio.Task[None], str]] = {}
+        """Each connection's task and client address."""
         self._places = OpenConnections(limits.connections)
         self._numbers = itertools.count()
 
@@ -139,7 +145,7 @@ class HttpListener:
         if self._server is None:
             return
         self._server.close()
-        tasks = list(self._connections.values())
+        tasks = [task for task, _ in self._connections.values()]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -157,10 +163,13 @@ class HttpListener:
             writer.close()
             return
         if given_up is not None:
-            self._connections[given_up].cancel()
+            idle, idle_peer = self._connections[given_up]
+            idle.cancel()
+            if self.on_idle_closed is not None:
+                self.on_idle_closed(idle_peer)
         task = asyncio.current_task()
         assert task is not None  # asyncio runs every connection in a task of its own
-        self._connections[key] = task
+        self._connections[key] = task, _peer(writer)
         try:
             await self._exchanges(reader, writer, key)
         except (_Closed, ConnectionError, asyncio.CancelledError):  # by ``stop``, or given up

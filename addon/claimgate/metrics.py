@@ -148,6 +148,12 @@ class Metrics:
             AGE_BUCKETS,
             self.registry,
         )
+        self.idle_connections_closed = Counter(
+            "claimgate_idle_connections_closed",
+            "Idle connections a full listener closed to make room for a new one, by listener.",
+            ["listener"],
+            registry=self.registry,
+        )
         self.connections_open = Gauge(
             "claimgate_connections_open",
             "Client connections open on each listener (each held to limits.connections).",
@@ -186,8 +192,10 @@ class Metrics:
         self.claims_cached.set_function(count)
 
     def count_connections_with(self, listener: str, count: Callable[[], int]) -> None:
-        """Read ``listener``'s ``claimgate_connections_open`` from ``count`` at every scrape."""
+        """Read ``listener``'s ``claimgate_connections_open`` from ``count`` at every scrape;
+        its ``claimgate_idle_connections_closed_total`` starts at 0."""
         self.connections_open.labels(listener).set_function(count)
+        self.idle_connections_closed.labels(listener)
 
     def count_bodies_with(self, listener: str, held: Callable[[], int]) -> None:
         """Read ``listener``'s ``claimgate_request_bodies_held_bytes`` from ``held`` at every

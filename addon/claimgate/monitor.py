@@ -106,6 +106,12 @@ class Monitor:
                 client=client,
             )
 
+    def idle_connection_closed(self, listener: str, client: str) -> None:
+        """A full listener closed its connection idle longest (``client``'s) to make room."""
+        self.metrics.idle_connections_closed.labels(listener).inc()
+        if self._refusal_line_admitted():
+            log.info("idle_connection_closed", listener=listener, client=client)
+
     def _refusal_line_admitted(self) -> bool:
         if self.refusal_lines.admit():
             return True
