@@ -1,6 +1,8 @@
 """The project's documents: every citation in code and tests names a section that exists,
-and nothing cites a document outside the repository."""
+nothing cites a document outside the repository, and docs/design.md 6.1 lists every module
+that reaches into mitmproxy past its addon API."""
 
+import ast
 import re
 from pathlib import Path
 
@@ -65,3 +67,62 @@ def test_nothing_cites_a_document_outside_the_repository():
         if path != Path(__file__).resolve() and outside.search(path.read_text(errors="replace"))
     ]
     assert not offenders
+
+
+def listed_in_design_6_1() -> set[str]:
+    """The modules named in the first column of docs/design.md 6.1's table."""
+    text = (ROOT / "docs" / "design.md").read_text()
+    section = text[text.index("### 6.1") : text.index("### 6.2")]
+    rows = [line for line in section.splitlines() if line.startswith("| `")]
+    return {name for row in rows for name in re.findall(r"`(\w+)\.py`", row.split("|")[1])}
+
+
+def reaches_into_mitmproxy(source: str) -> bool:
+    """Whether a module imports a private mitmproxy module (a ``_`` part), or assigns to an
+    attribute of anything it imported from mitmproxy (replacing mitmproxy's own)."""
+    tree = ast.parse(source)
+    imported: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "mitmproxy":
+            if any(part.startswith("_") for part in (node.module or "").split(".")):
+                return True
+            imported |= {alias.asname or alias.name for alias in node.names}
+        elif isinstance(node, ast.Import):
+            imported |= {
+                alias.asname or alias.name.split(".")[0]
+                for alias in node.names
+                if alias.name.split(".")[0] == "mitmproxy"
+            }
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Assign | ast.AugAssign | ast.AnnAssign):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            for target in targets:
+                root = target
+                while isinstance(root, ast.Attribute):
+                    root = root.value
+                if target is not root and isinstance(root, ast.Name) and root.id in imported:
+                    return True
+    return False
+
+
+def test_every_module_reaching_into_mitmproxy_is_listed_in_design_6_1():
+    modules = sorted((ROOT / "addon" / "claimgate").glob("*.py"))
+    reaching = {path.stem for path in modules if reaches_into_mitmproxy(path.read_text())}
+    assert {"edge", "connection_close", "message_checks", "runner"} <= reaching  # it sees them
+    listed = listed_in_design_6_1()
+    assert reaching <= listed, f"not in docs/design.md 6.1: {sorted(reaching - listed)}"
+    assert listed <= {path.stem for path in modules}, "6.1 names a module that is not there"
+
+
+@pytest.mark.parametrize(
+    ("source", "reaches"),
+    [
+        ("from mitmproxy.proxy.layers.http._http1 import Http1Server", True),
+        ("from mitmproxy import http\nhttp.MessageData.check = None", True),
+        ("import mitmproxy.proxy.server as server\nserver.X.y = 1", True),
+        ("from mitmproxy import http\nflow: http.HTTPFlow\nflow.response = None", False),
+        ("from mitmproxy import ctx\nvalue = ctx.options.mode", False),
+    ],
+)
+def test_reaching_into_mitmproxy_is_told_from_using_it(source, reaches):
+    assert reaches_into_mitmproxy(source) is reaches

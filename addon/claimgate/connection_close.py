@@ -13,7 +13,8 @@ so without this every refused connection lingered with megabytes of buffers.
 
 ``install`` wraps mitmproxy's ``handle_connection``: when it ends by a cancel while its
 connection is still among the handler's transports, the transport is removed and its writer
-closed, as the loop's own end does.
+closed, as the loop's own end does. A fix upstream would let this module go
+(docs/design.md 6.2).
 """
 
 import asyncio

@@ -23,7 +23,7 @@ that sends nothing, trickles a TLS ClientHello, or opens HTTP/2 and asks nothing
 once the header timeout has passed without a request.
 
 mitmproxy's layers are not its public API; the exact version pin in ``pyproject.toml`` and
-the end-to-end tests are what keep this in step with it.
+the end-to-end tests are what keep this in step with it (docs/design.md 6.1, 6.3).
 """
 
 import asyncio

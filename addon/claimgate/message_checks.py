@@ -10,7 +10,8 @@ checks themselves an eighth of its CPU per request (docs/performance.md, "Own wo
 
 ``install`` puts a check in its place that decides by ``isinstance`` with the classes each
 field's type allows, and leaves every value it does not accept to mitmproxy's own check:
-the same values pass and the same ``TypeError`` is raised, with no exception on the way.
+the same values pass and the same ``TypeError`` is raised, with no exception on the way
+(docs/design.md 6.2).
 """
 
 import dataclasses
