@@ -3,6 +3,7 @@ violation kind in the log and in the metric, and a graceful stop with a request 
 """
 
 import base64
+import datetime
 import json
 import signal
 import socket
@@ -13,6 +14,10 @@ from pathlib import Path
 
 import httpx
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from claimgate.fingerprint import fingerprint
 from claimgate.testing import ApiDouble, make_claim, make_secret
@@ -359,3 +364,68 @@ def test_sigterm_with_open_connections_on_every_listener_logs_no_error(tmp_path)
             for client in clients:
                 client.close()
             worlds.close()
+
+
+def ca_not_after(world: World) -> float:
+    """The notAfter of the CA certificate the world's claimgate uses, in Unix time."""
+    pem = world.sidecar.ca_path.read_bytes()
+    return x509.load_pem_x509_certificate(pem).not_valid_after_utc.timestamp()
+
+
+def test_the_interception_ca_s_expiry_is_a_metric(world):
+    """mitmproxy made this CA (valid for years): exposed, and nothing said about it."""
+    assert scrape(world).value("claimgate_ca_expiry_timestamp_seconds") == ca_not_after(world)
+    assert not world.sidecar.events("ca_expiring") and not world.sidecar.events("ca_expired")
+
+
+def write_ca(directory: Path, not_after: datetime.datetime) -> None:
+    """An interception CA as mitmproxy keeps one (key and certificate in
+    ``mitmproxy-ca.pem``, the certificate alone in ``mitmproxy-ca-cert.pem``)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "an operator's CA")])
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(not_after - datetime.timedelta(days=365))
+        .not_valid_after(not_after)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_pem = certificate.public_bytes(serialization.Encoding.PEM)
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.TraditionalOpenSSL,
+        serialization.NoEncryption(),
+    )
+    directory.mkdir(parents=True)
+    (directory / "mitmproxy-ca.pem").write_bytes(key_pem + cert_pem)
+    (directory / "mitmproxy-ca-cert.pem").write_bytes(cert_pem)
+
+
+@pytest.mark.parametrize(
+    ("days", "event", "level"), [(10, "ca_expiring", "warning"), (-1, "ca_expired", "error")]
+)
+def test_an_interception_ca_near_or_past_its_end_is_said_at_start(tmp_path, days, event, level):
+    """An operator's CA (``proxy.ca_dir``) that expires within 30 days, or has expired: one
+    line at start with its expiry, and the metric an alert can watch."""
+    customer = Customer("41200")
+    not_after = datetime.datetime.now(datetime.UTC).replace(microsecond=0)
+    not_after += datetime.timedelta(days=days)
+    with App() as app, ApiDouble({customer.token: customer.secret}) as api:
+        config = config_for(tmp_path, app, api)
+        write_ca(Path(config["proxy"]["ca_dir"]), not_after)
+        for world in run_world(tmp_path, config, SECRETS_ENV, app, api, [customer]):
+            (line,) = world.sidecar.events(event)
+            assert (line["level"], line["expires" if days > 0 else "expired"]) == (
+                level,
+                not_after.isoformat(),
+            )
+            if days > 0:
+                assert line["days_left"] == days - 1  # a few seconds short of ten days
+            assert scrape(world).value("claimgate_ca_expiry_timestamp_seconds") == ca_not_after(
+                world
+            )
+            assert ca_not_after(world) == not_after.timestamp()

@@ -10,7 +10,7 @@ from claimgate.fingerprint import fingerprint
 from claimgate.lifetime import Lifetime
 from claimgate.limits import Refusal
 from claimgate.metrics import Metrics
-from claimgate.monitor import Monitor, RequestContext
+from claimgate.monitor import CA_WARN_BEFORE, DAY, Monitor, RequestContext
 from claimgate.policy import Decision, Kind, Verdict, Violation
 from claimgate.store import Claim
 
@@ -144,6 +144,25 @@ def test_idle_connections_closed_are_counted_per_listener_and_logged_within_the_
     closed = budget + 5
     assert counter(monitor, "claimgate_idle_connections_closed_total", listener="capture") == closed
     assert counter(monitor, "claimgate_idle_connections_closed_total", listener="admin") == 0
+
+
+def test_the_ca_s_expiry_is_exposed_and_said_only_when_near_or_past():
+    now = 1_800_000_000.0
+    said = {}
+    for left in (-1.0, 0.0, DAY * 3.5, CA_WARN_BEFORE - 1, CA_WARN_BEFORE, 3650 * DAY):
+        monitor = new_monitor()
+        with capture_logs() as logs:
+            monitor.ca_loaded(now + left, now)
+        assert counter(monitor, "claimgate_ca_expiry_timestamp_seconds") == now + left
+        said[left] = [(line["event"], line.get("days_left")) for line in logs]
+    assert said == {
+        -1.0: [("ca_expired", None)],
+        0.0: [("ca_expired", None)],
+        DAY * 3.5: [("ca_expiring", 3)],
+        CA_WARN_BEFORE - 1: [("ca_expiring", 29)],
+        CA_WARN_BEFORE: [],
+        3650 * DAY: [],
+    }
 
 
 def test_a_refused_path_reaches_the_log_capped_and_printable():

@@ -340,6 +340,7 @@ def signals() -> dict[str, tuple[str, dict[str, str]]]:
     (store_errors,) = sample_names(metrics.store_errors)
     (reloads,) = sample_names(metrics.config_reloads)
     (refused,) = sample_names(metrics.requests_refused)
+    (ca_expiry,) = sample_names(metrics.ca_expiry)
     assert "rejected" in RELOAD_RESULTS
     return {
         "rejected claims": (violations, {"kind": Kind.REJECTED_CLAIM.value}),
@@ -350,6 +351,7 @@ def signals() -> dict[str, tuple[str, dict[str, str]]]:
         "missing claims": (violations, {"kind": Kind.MISSING_CLAIM.value}),
         "rejected reloads": (reloads, {"result": "rejected"}),
         "refused connections": (refused, {"reason": Refusal.CONNECTIONS.value}),
+        "the interception CA's expiry": (ca_expiry, {}),
     }
 
 
@@ -644,7 +646,7 @@ BREAKS: dict[str, tuple[Callable[[Shipped], Problems], Callable[[Shipped], None]
     ),
     "dashboard panels overlapping": (
         dashboard_well_formed,
-        lambda s: s.dashboard["panels"][-1]["gridPos"].update(x=6),
+        lambda s: s.dashboard["panels"][-1]["gridPos"].update(s.dashboard["panels"][0]["gridPos"]),
     ),
     "dashboard without a data source variable": (
         dashboard_well_formed,

@@ -196,6 +196,8 @@ class Claimgate:
             )
             metrics.count_bodies_with(role.value, functools.partial(self.bodies.held, role.value))
         metrics.count_connections_with("admin", self.admin.listener.open_connections)
+        certstore = ctx.master.addons.get("tlsconfig").certstore
+        self.monitor.ca_loaded(certstore.default_ca.notafter.timestamp(), time.time())
         await self.oversize.start()
         collector.start()  # what exists now lives as long as the process
         log.info("claimgate_ready", listeners=self.listeners, mode=self.settings.policy.mode.value)

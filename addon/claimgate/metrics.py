@@ -166,6 +166,11 @@ class Metrics:
             ["listener"],
             registry=self.registry,
         )
+        self.ca_expiry = Gauge(
+            "claimgate_ca_expiry_timestamp_seconds",
+            "When the interception CA's certificate expires, in Unix time.",
+            registry=self.registry,
+        )
         self.claims_expiring = Gauge(
             "claimgate_claims_expiring",
             "Customers whose freshest claim expires within claims.warn_before (this process).",

@@ -5,6 +5,7 @@ can never be logged without being counted, or counted without showing on the sta
 Everything reported names secrets by fingerprint only.
 """
 
+import datetime
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,6 +24,11 @@ from claimgate.telemetry import get_logger, info_line, printable
 from claimgate.throttle import LineBudget
 
 log = get_logger()
+
+DAY = 86_400.0
+CA_WARN_BEFORE = 30 * DAY
+"""How long before the interception CA expires claimgate says so when it starts (the
+``ClaimgateCAExpiring`` alert, deploy/prometheus, warns as long before)."""
 
 
 @dataclass(slots=True)
@@ -105,6 +111,17 @@ class Monitor:
                 listener=listener,
                 client=client,
             )
+
+    def ca_loaded(self, not_after: float, now: float) -> None:
+        """The interception CA in use, valid until ``not_after`` (Unix time): in the metrics,
+        and a line at start when it expires within ``CA_WARN_BEFORE`` or has expired, since
+        every client that checks the chain then refuses what claimgate presents."""
+        self.metrics.ca_expiry.set(not_after)
+        expires = datetime.datetime.fromtimestamp(not_after, datetime.UTC).isoformat()
+        if not_after <= now:
+            log.error("ca_expired", expired=expires)
+        elif not_after - now < CA_WARN_BEFORE:
+            log.warning("ca_expiring", expires=expires, days_left=int((not_after - now) // DAY))
 
     def idle_connection_closed(self, listener: str, client: str) -> None:
         """A full listener closed its connection idle longest (``client``'s) to make room."""
