@@ -18,7 +18,9 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+from mitmproxy import version as mitmproxy_version
 
+from claimgate import __version__
 from claimgate.fingerprint import fingerprint
 from claimgate.testing import ApiDouble, make_claim, make_secret
 from tests.support import (
@@ -429,3 +431,14 @@ def test_an_interception_ca_near_or_past_its_end_is_said_at_start(tmp_path, days
                 world
             )
             assert ca_not_after(world) == not_after.timestamp()
+
+
+def test_each_replica_says_which_version_it_runs(world):
+    """In its ready line and in the metrics, as a roll-out needs to see."""
+    (ready,) = world.sidecar.events("claimgate_ready")
+    assert ready["version"] == __version__
+    metrics = scrape(world)
+    built = metrics.value(
+        "claimgate_build_info", version=__version__, mitmproxy=mitmproxy_version.VERSION
+    )
+    assert built == 1

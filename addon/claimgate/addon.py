@@ -31,7 +31,7 @@ from mitmproxy.net.http import url
 from mitmproxy.proxy import mode_specs
 from mitmproxy.proxy.context import Context
 
-from claimgate import capture, collector, decoding, edge
+from claimgate import __version__, capture, collector, decoding, edge
 from claimgate.admin import AdminServer
 from claimgate.backend import Backend
 from claimgate.flow_state import METADATA_KEY, FlowState, Generation
@@ -200,7 +200,12 @@ class Claimgate:
         self.monitor.ca_loaded(certstore.default_ca.notafter.timestamp(), time.time())
         await self.oversize.start()
         collector.start()  # what exists now lives as long as the process
-        log.info("claimgate_ready", listeners=self.listeners, mode=self.settings.policy.mode.value)
+        log.info(
+            "claimgate_ready",
+            listeners=self.listeners,
+            mode=self.settings.policy.mode.value,
+            version=__version__,
+        )
 
     async def done(self) -> None:
         await self.admin.stop()

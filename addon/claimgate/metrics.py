@@ -166,6 +166,12 @@ class Metrics:
             ["listener"],
             registry=self.registry,
         )
+        self.build_info = Gauge(
+            "claimgate_build_info",
+            "claimgate's version and the mitmproxy it runs on, as labels; always 1.",
+            ["version", "mitmproxy"],
+            registry=self.registry,
+        )
         self.ca_expiry = Gauge(
             "claimgate_ca_expiry_timestamp_seconds",
             "When the interception CA's certificate expires, in Unix time.",
@@ -191,6 +197,10 @@ class Metrics:
             self.config_reloads.labels(result)
         for refusal in Refusal:
             self.requests_refused.labels(refusal.value)
+
+    def count_build(self, version: str, mitmproxy: str) -> None:
+        """``claimgate_build_info``: which version each replica runs, during a roll-out."""
+        self.build_info.labels(version, mitmproxy).set(1)
 
     def count_claims_with(self, count: Callable[[], int]) -> None:
         """Read ``claimgate_claims_cached`` from ``count`` at every scrape."""

@@ -16,6 +16,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives import serialization
 from mitmproxy import certs, options
+from mitmproxy import version as mitmproxy_version
 from mitmproxy.addons import (
     block,
     core,
@@ -28,7 +29,7 @@ from mitmproxy.addons import (
 )
 from mitmproxy.master import Master
 
-from claimgate import connection_close, edge, message_checks, telemetry
+from claimgate import __version__, connection_close, edge, message_checks, telemetry
 from claimgate.activity import Activity
 from claimgate.addon import Claimgate, listener_modes
 from claimgate.lifetime import Lifetime
@@ -143,6 +144,7 @@ async def serve(
     loop = asyncio.get_running_loop()
     lifetime = Lifetime(settings.claims.ttl)
     monitor = Monitor(Metrics(), Activity(), call_later=loop.call_later, lifetime=lifetime)
+    monitor.metrics.count_build(__version__, mitmproxy_version.VERSION)
     store = make_store(settings, monitor)
     monitor.metrics.count_claims_with(store.__len__)
     monitor.metrics.count_expiry_with(store.held, settings.claims.ttl, settings.claims.warn_before)
