@@ -351,6 +351,7 @@ def signals() -> dict[str, tuple[str, dict[str, str]]]:
         "missing claims": (violations, {"kind": Kind.MISSING_CLAIM.value}),
         "rejected reloads": (reloads, {"result": "rejected"}),
         "refused connections": (refused, {"reason": Refusal.CONNECTIONS.value}),
+        "refused bodies": (refused, {"reason": Refusal.BODIES.value}),
         "the interception CA's expiry": (ca_expiry, {}),
     }
 
