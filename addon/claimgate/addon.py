@@ -146,7 +146,7 @@ class Claimgate:
             self.backend,
             settings.limits,
             self._admin_head_refused,
-            functools.partial(self.monitor.idle_connection_closed, "admin"),
+            self._admin_idle_closed,
         )
         self.connections = OpenConnections(settings.limits.connections)
         """The client connections open on each proxy listener (the admin port counts its own)."""
@@ -279,6 +279,10 @@ class Claimgate:
     @_guarded
     def _admin_head_refused(self, refusal: Refusal, peer: str) -> None:
         self.monitor.request_refused(refusal, "admin", peer)
+
+    @_guarded
+    def _admin_idle_closed(self, peer: str) -> None:
+        self.monitor.idle_connection_closed("admin", peer)
 
     @_guarded
     def _head_refused(self, refusal: Refusal, client: connection.Client) -> None:

@@ -57,9 +57,9 @@ type CallLater = Callable[[float, Callable[[], None]], object]
 class Monitor:
     """The one place that logs, counts and remembers what claimgate saw.
 
-    What strangers can provoke (refused links, refused request heads) is always counted but
-    logged within a ``LineBudget``; ``call_later`` (the event loop's) reports the lines left
-    out a second later, in one line.
+    What strangers can provoke (refused links, heads, bodies and connections, idle
+    connections closed to make room) is always counted but logged within a ``LineBudget``;
+    ``call_later`` (the event loop's) reports the lines left out a second later, in one line.
     """
 
     def __init__(
