@@ -107,3 +107,9 @@ def test_the_configuration_changes_no_other_field():
     assert {k: v for k, v in status.items() if k != "config"} == {
         k: v for k, v in report(claims, activity).items() if k != "config"
     }
+
+
+def test_the_version_and_the_ca_s_expiry_are_reported_as_given():
+    assert (report([])["version"], report([])["ca_expires_at"]) == (None, None)
+    given = report([], version="0.1.0", ca_expires_at=2_100_000_000.0)
+    assert (given["version"], given["ca_expires_at"]) == ("0.1.0", 2_100_000_000.0)

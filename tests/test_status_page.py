@@ -49,6 +49,7 @@ from tests.support import (
     api_request,
     forward_proxy,
     run_world,
+    scrape,
     service_call_link,
 )
 
@@ -61,7 +62,7 @@ MARKUP_ID = '<img src="x" onerror="window.__injected = 1"><b id="injected">x</b>
 PREFIX = "/claimgate/"
 """Where the reverse proxy below serves the admin listener, as an ingress path would."""
 REGIONS = (
-    *("ready", "mode", "listeners", "config", "generated"),
+    *("ready", "mode", "listeners", "config", "version", "ca-expires", "generated"),
     *("customers", "lifetime", "violations-hour", "decisions-hour", "recent"),
 )
 """The elements the server renders and the script refreshes."""
@@ -275,6 +276,12 @@ def test_the_page_shows_captures_and_violations_as_they_happen(
         assert page.title() == "claimgate status"
         expect(page.locator("#ready")).to_have_text("ready", timeout=WAIT_MS)
         expect(page.locator("#mode")).to_have_text("inject")
+        expect(page.locator("#version")).to_have_text(claimgate.__version__)
+        # the CA claimgate made in its ca_dir, as the metric says it
+        expires = datetime.fromtimestamp(
+            scrape(world).value("claimgate_ca_expiry_timestamp_seconds"), UTC
+        )
+        expect(page.locator("#ca-expires")).to_have_text(f"{expires:%Y-%m-%d %H:%M:%S} UTC")
         expect(page.locator("#status-error")).to_be_hidden()
 
         # A real signed service call through the capture listener becomes a customer row.
@@ -343,6 +350,8 @@ def test_the_page_shows_captures_and_violations_as_they_happen(
 CRAFTED = {
     "generated_at": 1800000000.0,
     "mode": "enforce",
+    "version": "0.1.0<b>x</b>",
+    "ca_expires_at": 2100000000.5,
     "ready": False,
     "listeners": {"forward": "127.0.0.1:8080", "admin": "127.0.0.1:8082"},
     "config": config(),
@@ -451,6 +460,9 @@ def test_the_page_words_every_field_of_the_contract(page_url: str):
         expect(page.locator("#listeners")).to_contain_text("admin 127.0.0.1:8082")
         expect(page.locator("#config")).to_have_text(CONFIG_SHOWN[0])
         expect(page.locator("#config")).to_have_attribute("title", CONFIG_SHOWN[1])
+        expect(page.locator("#version")).to_have_text("0.1.0<b>x</b>")
+        expect(page.locator("#ca-expires")).to_have_text("2036-07-18 13:20:00 UTC")
+        expect(page.locator("#ca-expires")).to_have_attribute("title", "2036-07-18T13:20:00.500Z")
 
         def cells(customer: str) -> list[str]:
             row = page.locator(f'#customers tr[data-customer="{customer}"] td')

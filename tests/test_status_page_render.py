@@ -326,7 +326,24 @@ def test_the_configuration_is_shown_after_the_listeners():
     page = parse(status_page.render(report([])))
     assert configuration(page) == CONFIG_SHOWN
     terms = [dt.text for dt in page.find_all("dl")[0].find_all("dt")]
-    assert terms == ["Ready", "Mode", "Listeners", "Configuration", "Generated"]
+    assert terms == [
+        *("Ready", "Mode", "Listeners", "Configuration"),
+        *("Version", "CA expires", "Generated"),
+    ]
+
+
+def test_the_version_and_the_ca_s_expiry_are_shown_as_reported():
+    """Text, never markup; a time as every other, a dash without one."""
+    document = report([]) | {"version": "0.1.0 <b>rc</b>", "ca_expires_at": 2_100_000_000.5}
+    page = parse(status_page.render(document))
+    assert page.by_id("version").text == "0.1.0 <b>rc</b>" and page.find_all("b") == []
+    expires = page.by_id("ca-expires")
+    assert (expires.text, expires.attrs["title"]) == (
+        "2036-07-18 13:20:00 UTC",
+        "2036-07-18T13:20:00.500Z",
+    )
+    bare = parse(status_page.render(report([])))
+    assert (bare.by_id("version").text, bare.by_id("ca-expires").text) == ("\u2014", "\u2014")
 
 
 def test_the_configuration_shows_a_fingerprint_and_a_time_only():

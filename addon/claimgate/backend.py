@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from claimgate import capture
+from claimgate import __version__, capture
 from claimgate.intake import Ingested, Intake
 from claimgate.monitor import Monitor
 from claimgate.reloading import Loaded
@@ -77,6 +77,8 @@ class Backend:
             warn_before=self.warn_before,
             lifetime=self.monitor.lifetime,
             config={"fingerprint": self.config.fingerprint, "loaded_at": self.config.loaded_at},
+            version=__version__,
+            ca_expires_at=self.monitor.ca_not_after,
         )
 
     async def claim_status(self, customer_web_id: str) -> dict[str, Any] | None:

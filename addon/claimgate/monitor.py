@@ -74,6 +74,8 @@ class Monitor:
         self.lifetime = lifetime or Lifetime(ClaimsSettings().ttl)
         """Measured against ``claims.ttl`` (the default one unless told)."""
         self.refusal_lines = LineBudget()
+        self.ca_not_after: float | None = None
+        """When the interception CA expires (Unix time), once ``ca_loaded`` was told."""
         self._call_later = call_later
         self._report_pending = False
 
@@ -117,6 +119,7 @@ class Monitor:
         and a line at start when it expires within ``CA_WARN_BEFORE`` or has expired, since
         every client that checks the chain then refuses what claimgate presents."""
         self.metrics.ca_expiry.set(not_after)
+        self.ca_not_after = not_after
         expires = datetime.datetime.fromtimestamp(not_after, datetime.UTC).isoformat()
         if not_after <= now:
             log.error("ca_expired", expired=expires)

@@ -74,11 +74,14 @@ def status_report(
     warn_before: float = 0.0,
     lifetime: Lifetime | None = None,
     config: Mapping[str, Any] | None = None,
+    version: str | None = None,
+    ca_expires_at: float | None = None,
 ) -> dict[str, Any]:
     """The document behind the status page (``GET /status.json``).
 
     ``config`` is the configuration running (its ``fingerprint`` and ``loaded_at``, Unix
-    seconds); without it, both are null.
+    seconds); without it, both are null. ``version`` is claimgate's, ``ca_expires_at`` when
+    the interception CA expires (Unix seconds); either may be null.
     """
     rows: dict[str, dict[str, Any]] = {}
     for claim in claims:
@@ -100,6 +103,8 @@ def status_report(
         "ready": ready,
         "listeners": listeners,
         "config": {key: (config or {}).get(key) for key in CONFIG_FIELDS},
+        "version": version,
+        "ca_expires_at": ca_expires_at,
         "lifetime": (lifetime or Lifetime(ttl)).report(),
         "customers_total": len(rows),
         "customers": ordered,

@@ -84,6 +84,7 @@ def render(document: Mapping[str, Any]) -> bytes:
     listeners = _mapping(document.get("listeners"))
     config = _mapping(document.get("config"))
     loaded, loaded_iso = _stamp(_utc(config.get("loaded_at")))
+    ca_expires, ca_expires_iso = _stamp(_utc(document.get("ca_expires_at")))
     lifetime = _mapping(document.get("lifetime"))
     slots = {
         "ready_state": "true" if document.get("ready") is True else "false",
@@ -92,6 +93,9 @@ def render(document: Mapping[str, Any]) -> bytes:
         "listeners": _e(", ".join(f"{name} {addr}" for name, addr in listeners.items()) or DASH),
         "config": _e(f"{_config_fingerprint(config.get('fingerprint'))}, loaded {loaded}"),
         "config_iso": loaded_iso,
+        "version": _e(_text(document.get("version"))),
+        "ca_expires": ca_expires,
+        "ca_expires_iso": ca_expires_iso,
         "generated": shown,
         "generated_iso": iso,
         "customers": _customers(document.get("customers")),
