@@ -479,16 +479,23 @@ class Http2Client:
         # mitmproxy opens its windows at once; until then 64 KiB would hold the body up.
         self.read_until(lambda: self.h2.outbound_flow_control_window > 2**20)
 
-    def post(self, length: int) -> int:
-        """A new stream: the head of a POST of ``length`` bytes; its id."""
+    def post(
+        self,
+        length: int,
+        path: bytes = b"/api/stable/api.php",
+        extra: Sequence[tuple[bytes, bytes]] = (),
+    ) -> int:
+        """A new stream: the head of a POST of ``length`` bytes to ``path``, with the fields
+        ``extra`` too; its id."""
         stream = self.h2.get_next_available_stream_id()
         headers = [
             (b":method", b"POST"),
             (b":scheme", b"https"),
             (b":authority", self.authority),
-            (b":path", b"/api/stable/api.php"),
+            (b":path", path),
             (b"content-type", b"application/octet-stream"),
             (b"content-length", b"%d" % length),
+            *extra,
         ]
         self.h2.send_headers(stream, headers)
         self._flush()

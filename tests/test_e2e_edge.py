@@ -604,6 +604,43 @@ def test_a_body_mitmproxy_streams_holds_nothing_however_large(crowded):
     assert crowded.app.received[-1].body == b"h" * length
 
 
+@pytest.mark.parametrize(
+    ("path", "fields", "refusal"),
+    [
+        (b"/" + b"p" * 17 * 1024, 0, Refusal.REQUEST_LINE),
+        (b"/api/stable/api.php", 30, Refusal.HEADER_COUNT),  # with content-type and -length
+    ],
+    ids=["request-line", "header-count"],
+)
+def test_an_http2_head_past_a_bound_is_refused_alone_and_never_becomes_a_flow(
+    world, path, fields, refusal
+):
+    """Judged as the HTTP/1 head it stands for (limits.request_line 16 KiB, header_count 30
+    here): the stream's own 414 or 431 and a reset, counted and logged; nothing reaches the
+    API, and the next stream on the connection is served."""
+    before, sent = refused_total(world, refusal.value), len(world.api.requests)
+    client = Http2Client(world)
+    try:
+        extra = [(b"x-field-%d" % i, b"1") for i in range(fields)]
+        refused = client.post(100, path=path, extra=extra)
+        status, body, events = client.answer(refused)
+        assert (status, json.loads(body)) == (refusal.status, {"error": refusal.message})
+        resets = [e.error_code for e in events if isinstance(e, h2.events.StreamReset)]
+        assert resets == [h2.errors.ErrorCodes.NO_ERROR]  # the body was never sent
+        line = world.sidecar.wait_for(
+            "request_refused", lambda e: e["reason"] == refusal.value and e["listener"] == "forward"
+        )
+        assert (line["status"], line["client"]) == (refusal.status, "127.0.0.1")
+        assert refused_total(world, refusal.value) == before + 1
+
+        served = client.post(5)
+        client.send(served, b"after", end=True)
+        assert client.answer(served)[0] != refusal.status
+        assert [r.body for r in world.api.wait_for_requests(sent + 1)[sent:]] == [b"after"]
+    finally:
+        client.close()
+
+
 def h2_body_under_way(client: Http2Client, world: World, length: int, sent: int) -> int:
     """A POST of ``length`` bytes on a new stream, ``sent`` of them sent and held; its id."""
     stream = client.post(length)

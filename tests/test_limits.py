@@ -14,6 +14,7 @@ from claimgate.limits import (
     Refusal,
     body_deadline,
     head_refusal,
+    header_list_refusal,
     refusal_response,
 )
 
@@ -222,3 +223,34 @@ def test_a_sender_below_the_rate_is_due_in_the_end(pace):
     moment = BODY_LIMITS.header_timeout / (1 - pace) + 1.0
     received = int(pace * BODY_LIMITS.body_rate * moment)
     assert body_deadline(0.0, received, BODY_LIMITS) <= moment
+
+
+def h2_head(path_length: int, *fields: tuple[bytes, bytes]) -> list[tuple[bytes, bytes]]:
+    """An HTTP/2 request's decoded header list whose HTTP/1 request line is
+    ``GET <path> HTTP/1.1``, the path ``path_length`` bytes."""
+    path = b"/" + b"a" * (path_length - 1)
+    return [(b":method", b"GET"), (b":scheme", b"https"), (b":path", path), *fields]
+
+
+def test_an_http2_request_line_is_bounded_as_the_http1_line_it_stands_for():
+    at_bound = 100 - len(b"GET  HTTP/1.1")
+    assert header_list_refusal(h2_head(at_bound), LIMITS) is None
+    assert header_list_refusal(h2_head(at_bound + 1), LIMITS) is Refusal.REQUEST_LINE
+
+
+def test_http2_fields_count_with_the_authority_as_host_and_no_other_pseudo_field():
+    fields = [(b"x-%d" % i, b"1") for i in range(LIMITS.header_count)]
+    assert header_list_refusal(h2_head(10, *fields), LIMITS) is None
+    authority = (b":authority", b"h")
+    assert header_list_refusal(h2_head(10, authority, *fields), LIMITS) is Refusal.HEADER_COUNT
+    assert header_list_refusal(h2_head(10, authority, *fields[1:]), LIMITS) is None
+
+
+@given(st.integers(0, 400))
+def test_an_http2_header_list_is_as_large_as_its_http1_head(value_length: int):
+    """Refused for its size exactly when the HTTP/1 head with the same fields is."""
+    fields = [(b":authority", b"example"), (b"x-long", b"v" * value_length)]
+    http1 = b"GET /aaaaaaaaa HTTP/1.1\r\nhost: example\r\nx-long: " + b"v" * value_length
+    expected = head_refusal(http1 + b"\r\n\r\n", LIMITS)
+    assert expected in (None, Refusal.HEADER_SIZE)
+    assert header_list_refusal(h2_head(10, *fields), LIMITS) is expected

@@ -251,29 +251,26 @@ class Claimgate:
         """
         client = context.client
         self.first_requests.met(client)  # the server keeps the time from now on
-        role = self.role_of(client.proxy_mode)
-        listener = _name(role)
+        connect_allowed = self.role_of(client.proxy_mode) is Role.FORWARD
         return edge.BoundedHttp1Server(
-            context,
-            self.settings.limits,
-            self._head_refused,
-            functools.partial(self.bodies.hold, listener, client.id),
-            functools.partial(self.bodies.free, listener, client.id),
-            streamed_past=self.settings.proxy.max_body_size,
-            connect_allowed=role is Role.FORWARD,
+            context, self._bounds(client), connect_allowed=connect_allowed
         )
 
     def http2_server(self, context: Context) -> edge.BoundedHttp2Server:
         """The HTTP/2 server of a client connection (``edge.install``); only the forward
         listener's TLS to an API host offers HTTP/2. Not a hook, as ``http1_server``."""
-        client = context.client
+        return edge.BoundedHttp2Server(context, self._bounds(context.client))
+
+    def _bounds(self, client: connection.Client) -> edge.Bounds:
+        """What ``client``'s server holds it to: the limits running, its listener's body
+        bytes (counted per connection), and where refusals go."""
         listener = self._listener_of(client)
-        return edge.BoundedHttp2Server(
-            context,
+        return edge.Bounds(
+            self.settings.limits,
             self._head_refused,
             functools.partial(self.bodies.hold, listener, client.id),
             functools.partial(self.bodies.free, listener, client.id),
-            streamed_past=self.settings.proxy.max_body_size,
+            self.settings.proxy.max_body_size,
         )
 
     @_guarded

@@ -14,8 +14,9 @@ its answer (a body mitmproxy streams is not held); one that would go past it get
 same way.
 
 HTTP/2 heads are bounded by the h2 library itself (64 KiB of decoded header list, at most 64
-CONTINUATION frames), but nothing bounds the bodies of the streams: ``BoundedHttp2Server``
-holds each against ``limits.bodies`` as well, and answers a stream past it alone.
+CONTINUATION frames), but not by ``limits``, and nothing bounds the bodies of the streams:
+``BoundedHttp2Server`` judges each stream's head as the HTTP/1 head it stands for, holds
+each body against ``limits.bodies`` as well, and answers a stream past either alone.
 
 ``install`` has mitmproxy's HTTP layers build one of these for every client on every
 listener. Before a connection has such a server, it has ``FirstRequestDeadlines``: a client
@@ -29,6 +30,7 @@ the end-to-end tests are what keep this in step with it (docs/design.md 6.1, 6.3
 import asyncio
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Protocol
 
 import h2.errors
@@ -57,6 +59,7 @@ from claimgate.limits import (
     body_deadline,
     error_body,
     head_refusal,
+    header_list_refusal,
     refusal_response,
 )
 
@@ -71,6 +74,19 @@ class Free(Protocol):
 
 
 CONNECT_REFUSED = "CONNECT is only accepted on the forward listener"
+
+
+@dataclass(frozen=True, slots=True)
+class Bounds:
+    """What one client connection's server holds it to, and whom it tells."""
+
+    limits: Limits
+    on_refusal: OnRefusal
+    hold: Hold
+    free: Free
+    streamed_past: int
+    """mitmproxy streams a body larger than this (``stream_large_bodies``), so no body holds
+    more."""
 
 
 class _HeadBuffer(ReceiveBuffer):
@@ -97,27 +113,11 @@ class BoundedHttp1Server(Http1Server):
     """mitmproxy's HTTP/1 server that refuses heads breaking ``limits`` (414, 431, 408),
     bodies slower than ``limits.body_rate`` (408), and bodies its listener cannot hold (503)."""
 
-    def __init__(
-        self,
-        context: Context,
-        limits: Limits,
-        on_refusal: OnRefusal,
-        hold: Hold,
-        free: Free,
-        *,
-        streamed_past: int,
-        connect_allowed: bool,
-    ) -> None:
+    def __init__(self, context: Context, bounds: Bounds, *, connect_allowed: bool) -> None:
         super().__init__(context)
-        self.buf = _HeadBuffer(limits.header_count + 1)  # the request line, then the fields
-        self.limits = limits
-        self.on_refusal = on_refusal
+        self.bounds = bounds
+        self.buf = _HeadBuffer(bounds.limits.header_count + 1)  # the request line, the fields
         self.connect_allowed = connect_allowed
-        self.hold = hold
-        self.free = free
-        self.streamed_past = streamed_past
-        """mitmproxy streams a body larger than this (``stream_large_bodies``), so no body
-        holds more."""
         self._head_since: float | None = None
         """When the head being read began: the connection's start, or its first byte."""
         self._body_since: float | None = None
@@ -150,7 +150,7 @@ class BoundedHttp1Server(Http1Server):
         elif self._body_since is None:  # a head just ended, its body follows
             self._body_since = time.monotonic()
             if self._timer is None:
-                yield from self._arm(self.limits.header_timeout)
+                yield from self._arm(self.bounds.limits.header_timeout)
 
     def read_body(self, event: events.Event) -> layer.CommandGenerator[None]:
         """mitmproxy's, counting the body's bytes first: all in the buffer were received."""
@@ -173,8 +173,8 @@ class BoundedHttp1Server(Http1Server):
         assert self.request is not None  # a body is read for a request
         if self.request.stream:
             self._free()
-        elif (more := min(arrived, self.streamed_past - self._body_held)) > 0:
-            if not self.hold(more):
+        elif (more := min(arrived, self.bounds.streamed_past - self._body_held)) > 0:
+            if not self.bounds.hold(more):
                 yield from self._refuse_body(Refusal.BODIES)
                 return False
             self._body_held += more
@@ -182,7 +182,7 @@ class BoundedHttp1Server(Http1Server):
 
     def _free(self) -> None:
         if self._body_held:
-            self.free()
+            self.bounds.free()
             self._body_held = 0
 
     def _refused(self, data: bytes) -> layer.CommandGenerator[bool]:
@@ -190,16 +190,16 @@ class BoundedHttp1Server(Http1Server):
         if self.state == self.read_headers:
             if self._head_since is None:
                 yield from self._start_clock()
-            if len(self.buf) + len(data) > self.limits.request_line:
+            if len(self.buf) + len(data) > self.bounds.limits.request_line:
                 received = bytes(self.buf) + data if self.buf else data
-                refusal = head_refusal(received, self.limits)
+                refusal = head_refusal(received, self.bounds.limits)
                 if refusal is not None:
                     yield from self._refuse(refusal)
                     return True
-        elif self.state == self.wait and len(self.buf) + len(data) > self.limits.header_size:
+        elif self.state == self.wait and len(self.buf) + len(data) > self.bounds.limits.header_size:
             # A pipelined request waits here for the current answer; no answer can be put
             # in front of that one, so an oversized pipelined head only closes the connection.
-            self.on_refusal(Refusal.HEADER_SIZE, self.conn)
+            self.bounds.on_refusal(Refusal.HEADER_SIZE, self.conn)
             yield commands.CloseConnection(self.conn)
             self.state = self.done
             return True
@@ -208,7 +208,7 @@ class BoundedHttp1Server(Http1Server):
     def _start_clock(self) -> layer.CommandGenerator[None]:
         self._head_since = time.monotonic()
         if self._timer is None:  # one timer at a time; it re-arms for the head it finds
-            yield from self._arm(self.limits.header_timeout)
+            yield from self._arm(self.bounds.limits.header_timeout)
 
     def _arm(self, delay: float) -> layer.CommandGenerator[None]:
         self._timer = commands.RequestWakeup(delay)
@@ -217,10 +217,11 @@ class BoundedHttp1Server(Http1Server):
     def _on_timer(self) -> layer.CommandGenerator[None]:
         """Refuse the head or body being read if its time is up, else wait for when it is."""
         self._timer = None
+        limits = self.bounds.limits
         if self.state == self.read_headers and self._head_since is not None:
-            refusal, due = Refusal.HEADER_TIMEOUT, self._head_since + self.limits.header_timeout
+            refusal, due = Refusal.HEADER_TIMEOUT, self._head_since + limits.header_timeout
         elif self.state == self.read_body and self._body_since is not None:
-            due = body_deadline(self._body_since, self._body_received, self.limits)
+            due = body_deadline(self._body_since, self._body_received, limits)
             refusal = Refusal.BODY_RATE
         else:
             return
@@ -232,7 +233,7 @@ class BoundedHttp1Server(Http1Server):
             yield from self._refuse(refusal)
 
     def _refuse(self, refusal: Refusal) -> layer.CommandGenerator[None]:
-        self.on_refusal(refusal, self.conn)
+        self.bounds.on_refusal(refusal, self.conn)
         yield from self._answer_and_close(refusal.status, refusal.message)
         self._head_since = None
 
@@ -240,7 +241,7 @@ class BoundedHttp1Server(Http1Server):
         """As mitmproxy meets a body it cannot read: the connection closed, then the stream
         told, so the flow ends in the error hook (and a body streaming upstream is cut)."""
         assert self.stream_id is not None  # a body is read for a request
-        self.on_refusal(refusal, self.conn)
+        self.bounds.on_refusal(refusal, self.conn)
         yield from self._answer_and_close(refusal.status, refusal.message)
         error = RequestProtocolError(
             self.stream_id, refusal.message, ErrorCode.GENERIC_CLIENT_ERROR
@@ -273,9 +274,11 @@ class BoundedHttp1Server(Http1Server):
 
 
 class BoundedHttp2Server(Http2Server):
-    """mitmproxy's HTTP/2 server that holds each stream's request body against its
-    listener's ``limits.bodies`` as ``BoundedHttp1Server`` does, and answers a stream that
-    would go past it 503 alone: its connection and the other streams go on.
+    """mitmproxy's HTTP/2 server that judges each stream's head by ``limits`` as the HTTP/1
+    head it stands for (414, 431) and holds each stream's request body against its
+    listener's ``limits.bodies`` as ``BoundedHttp1Server`` does (503). A refused stream is
+    answered alone: its connection and the other streams go on. A refused head never becomes
+    a flow.
 
     mitmproxy opens every stream's flow-control window to 2 GiB and acknowledges data as it
     comes, so flow control bounds nothing here; h2 allows 100 streams at once. A stream
@@ -283,14 +286,9 @@ class BoundedHttp2Server(Http2Server):
     connection's end all of them (the addon's ``client_disconnected``).
     """
 
-    def __init__(
-        self, context: Context, on_refusal: OnRefusal, hold: Hold, free: Free, *, streamed_past: int
-    ) -> None:
+    def __init__(self, context: Context, bounds: Bounds) -> None:
         super().__init__(context)
-        self.on_refusal = on_refusal
-        self.hold = hold
-        self.free = free
-        self.streamed_past = streamed_past
+        self.bounds = bounds
         self._requests: dict[int, http.Request] = {}
         """The streams whose bodies may be held: from their heads to their answers."""
         self._held: dict[int, int] = {}
@@ -298,10 +296,15 @@ class BoundedHttp2Server(Http2Server):
 
     def handle_h2_event(self, event: h2.events.Event) -> layer.CommandGenerator[bool]:
         if isinstance(event, h2.events.RequestReceived):
+            refusal = header_list_refusal(event.headers, self.bounds.limits)
+            if refusal is not None:  # mitmproxy never learns of the stream
+                self.bounds.on_refusal(refusal, self.conn)
+                yield from self._answer(event.stream_id, refusal)
+                return False
             return (yield from _showing(super().handle_h2_event(event), self._on_command))
         if isinstance(event, h2.events.DataReceived) and event.stream_id in self._requests:
             if not self._received(event.stream_id, len(event.data)):
-                yield from self._refuse(event.stream_id)
+                yield from self._refuse_body(event.stream_id)
         elif isinstance(event, h2.events.StreamReset):
             self._done(event.stream_id)
         return (yield from super().handle_h2_event(event))
@@ -316,42 +319,48 @@ class BoundedHttp2Server(Http2Server):
         held = self._held.get(stream_id, 0)
         if self._requests[stream_id].stream:
             self._give_back(stream_id)
-        elif (more := min(size, self.streamed_past - held)) > 0:
-            if not self.hold(more):
+        elif (more := min(size, self.bounds.streamed_past - held)) > 0:
+            if not self.bounds.hold(more):
                 return False
             self._held[stream_id] = held + more
         return True
 
-    def _refuse(self, stream_id: int) -> layer.CommandGenerator[None]:
+    def _refuse_body(self, stream_id: int) -> layer.CommandGenerator[None]:
         """Answer the stream 503 and ask its client to stop sending (RFC 9113 8.1: a
         complete answer, then RST_STREAM NO_ERROR); its flow ends in the error hook, as
         mitmproxy ends one whose body it cannot read."""
         refusal = Refusal.BODIES
-        self.on_refusal(refusal, self.conn)
+        self.bounds.on_refusal(refusal, self.conn)
         self._done(stream_id)
-        stream = self.h2_conn.streams.get(stream_id)
-        if stream is not None and self.is_open_for_us(stream_id):
-            if not stream.state_machine.headers_sent:
-                body = error_body(refusal.message)
-                headers = [
-                    (b":status", b"%d" % refusal.status),
-                    (b"content-type", b"application/json"),
-                    (b"content-length", b"%d" % len(body)),
-                ]
-                self.h2_conn.send_headers(stream_id, headers)
-                self.h2_conn.send_data(stream_id, body, end_stream=True)
-            # A client that sent all of its body has closed the stream with our answer; one
-            # still sending is asked to stop, unless the answer still waits for its window.
-            if not self.is_closed(stream_id) and not self.h2_conn.stream_buffers.get(stream_id):
-                self.h2_conn.reset_stream(stream_id, h2.errors.ErrorCodes.NO_ERROR)
-            yield commands.SendData(self.conn, self.h2_conn.data_to_send())
+        yield from self._answer(stream_id, refusal)
         if self.streams.pop(stream_id, None) is not None:
             error = RequestProtocolError(stream_id, refusal.message, ErrorCode.GENERIC_CLIENT_ERROR)
             yield ReceiveHttp(error)
 
+    def _answer(self, stream_id: int, refusal: Refusal) -> layer.CommandGenerator[None]:
+        """The refusal's JSON error as the stream's complete answer (unless one began), then
+        a reset asking a client still sending to stop (RFC 9113 8.1)."""
+        stream = self.h2_conn.streams.get(stream_id)
+        if stream is None or not self.is_open_for_us(stream_id):
+            return
+        if not stream.state_machine.headers_sent:
+            body = error_body(refusal.message)
+            headers = [
+                (b":status", b"%d" % refusal.status),
+                (b"content-type", b"application/json"),
+                (b"content-length", b"%d" % len(body)),
+            ]
+            self.h2_conn.send_headers(stream_id, headers)
+            self.h2_conn.send_data(stream_id, body, end_stream=True)
+        # A client that sent all of its request has closed the stream with our answer; one
+        # still sending is asked to stop, unless the answer still waits for its window.
+        if not self.is_closed(stream_id) and not self.h2_conn.stream_buffers.get(stream_id):
+            self.h2_conn.reset_stream(stream_id, h2.errors.ErrorCodes.NO_ERROR)
+        yield commands.SendData(self.conn, self.h2_conn.data_to_send())
+
     def _give_back(self, stream_id: int) -> None:
         if held := self._held.pop(stream_id, 0):
-            self.free(held)
+            self.bounds.free(held)
 
     def _done(self, stream_id: int) -> None:
         """A stream answered, refused or reset: its bytes are free, and no more are held."""

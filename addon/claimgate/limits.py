@@ -22,6 +22,7 @@ each listener's request bodies to ``Limits.bodies`` bytes together.
 
 import json
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from http import HTTPStatus
@@ -213,6 +214,27 @@ def head_refusal(received: bytes, limits: Limits) -> Refusal | None:
     if head_end is None:
         return Refusal.HEADER_SIZE if len(received) > limits.header_size else None
     return Refusal.HEADER_SIZE if head_end.start() > limits.header_size else None
+
+
+def header_list_refusal(headers: Sequence[tuple[bytes, bytes]], limits: Limits) -> Refusal | None:
+    """Whether an HTTP/2 request's decoded header list breaks a bound of ``limits``, judged
+    as the HTTP/1 head it stands for: ``:method :path HTTP/1.1``, then ``:authority`` as
+    ``Host`` and each other field as a line of its own. So one limit means the same on
+    both protocols."""
+    pseudo: dict[bytes, bytes] = {}
+    fields: list[bytes] = []
+    for name, value in headers:
+        if name.startswith(b":"):
+            pseudo[name] = value
+        else:
+            fields.append(name + b": " + value)
+    if b":authority" in pseudo:
+        fields.insert(0, b"host: " + pseudo[b":authority"])
+    line = pseudo.get(b":method", b"") + b" " + pseudo.get(b":path", b"") + b" HTTP/1.1"
+    refusal = head_refusal(b"\r\n".join([line, *fields]) + b"\r\n\r\n", limits)
+    if refusal is None and len(fields) > limits.header_count:
+        return Refusal.HEADER_COUNT
+    return refusal
 
 
 def error_body(message: str) -> bytes:
