@@ -88,6 +88,14 @@ class Bounds:
     """mitmproxy streams a body larger than this (``stream_large_bodies``), so no body holds
     more."""
 
+    def held_after(self, held: int, arrived: int) -> int | None:
+        """What a body holding ``held`` bytes holds once ``arrived`` more came (never past
+        ``streamed_past``); None, and nothing more held, if its listener cannot hold them."""
+        more = min(arrived, self.streamed_past - held)
+        if more <= 0:
+            return held
+        return held + more if self.hold(more) else None
+
 
 class _HeadBuffer(ReceiveBuffer):
     """mitmproxy's receive buffer, withholding a head with more lines than allowed.
@@ -173,11 +181,11 @@ class BoundedHttp1Server(Http1Server):
         assert self.request is not None  # a body is read for a request
         if self.request.stream:
             self._free()
-        elif (more := min(arrived, self.bounds.streamed_past - self._body_held)) > 0:
-            if not self.bounds.hold(more):
-                yield from self._refuse_body(Refusal.BODIES)
-                return False
-            self._body_held += more
+        elif (held := self.bounds.held_after(self._body_held, arrived)) is None:
+            yield from self._refuse_body(Refusal.BODIES)
+            return False
+        else:
+            self._body_held = held
         return True
 
     def _free(self) -> None:
@@ -316,13 +324,12 @@ class BoundedHttp2Server(Http2Server):
     def _received(self, stream_id: int, size: int) -> bool:
         """Hold ``size`` more bytes of a stream's body, to ``streamed_past``; none once
         mitmproxy streams it. False if its listener cannot hold them."""
-        held = self._held.get(stream_id, 0)
         if self._requests[stream_id].stream:
             self._give_back(stream_id)
-        elif (more := min(size, self.bounds.streamed_past - held)) > 0:
-            if not self.bounds.hold(more):
-                return False
-            self._held[stream_id] = held + more
+        elif (held := self.bounds.held_after(self._held.get(stream_id, 0), size)) is None:
+            return False
+        elif held:
+            self._held[stream_id] = held
         return True
 
     def _refuse_body(self, stream_id: int) -> layer.CommandGenerator[None]:
