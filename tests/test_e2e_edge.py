@@ -108,8 +108,8 @@ def status_of(answer: bytes) -> int | None:
     return int(answer.split(b" ", 2)[1])
 
 
-def refused_total(world: World, reason: str) -> float:
-    return scrape(world).value("claimgate_requests_refused_total", reason=reason)
+def refused_total(world: World, listener: str, reason: str) -> float:
+    return scrape(world).value("claimgate_requests_refused_total", listener=listener, reason=reason)
 
 
 def long_line(length: int) -> bytes:
@@ -148,19 +148,19 @@ def test_a_head_that_ends_within_the_bounds_is_served(world):
 
 @pytest.mark.parametrize("listener", LISTENERS)
 def test_a_head_trickling_in_is_answered_408_once_its_time_is_up(world, listener):
-    before = refused_total(world, "header_timeout")
+    before = refused_total(world, listener, "header_timeout")
     started = time.monotonic()
     answer = exchange(world, listener, *(bytes([b]) for b in b"GET / HTTP/1.1\r\nHo"), pause=0.1)
     assert status_of(answer) == 408
     assert time.monotonic() - started >= HEADER_TIMEOUT  # never before the bound
-    assert refused_total(world, "header_timeout") == before + 1
+    assert refused_total(world, listener, "header_timeout") == before + 1
 
 
 @pytest.mark.parametrize("listener", LISTENERS)
 def test_a_connection_that_sends_nothing_is_closed_after_the_header_timeout(world, listener):
-    before = refused_total(world, "header_timeout")
+    before = refused_total(world, listener, "header_timeout")
     assert exchange(world, listener) == b""  # closed, with nothing to answer
-    assert refused_total(world, "header_timeout") == before + 1
+    assert refused_total(world, listener, "header_timeout") == before + 1
 
 
 def post_head(world: World, listener: str, length: int, *, last: bool = False) -> bytes:
@@ -192,14 +192,14 @@ def trickle_body(world: World, listener: str, interval: float, most: int = 200) 
 
 @pytest.mark.parametrize("listener", PROXY_LISTENERS)
 def test_a_body_trickling_in_is_answered_408_once_below_the_rate(world, listener):
-    before = refused_total(world, "body_too_slow"), len(world.app.received)
+    before = refused_total(world, listener, "body_too_slow"), len(world.app.received)
     requests, errors = len(world.api.requests), len(world.sidecar.events("internal_error"))
     started = time.monotonic()
     answer = trickle_body(world, listener, interval=0.1)  # 10 bytes a second, of 100
     assert status_of(answer) == 408
     assert b"limits.body_rate" in answer
     assert time.monotonic() - started >= HEADER_TIMEOUT  # never within the grace
-    assert (refused_total(world, "body_too_slow"), len(world.app.received)) == (
+    assert (refused_total(world, listener, "body_too_slow"), len(world.app.received)) == (
         before[0] + 1,
         before[1],
     )
@@ -266,14 +266,14 @@ def test_an_idle_keep_alive_connection_is_not_cut_by_the_header_timeout(world):
 
 @pytest.mark.parametrize("listener", ("capture", "admin"))
 def test_a_refused_head_is_logged_with_listener_and_reason(world, listener):
-    before = refused_total(world, "request_line_too_long")
+    before = refused_total(world, listener, "request_line_too_long")
     exchange(world, listener, long_line(20 * 1024))
     line = world.sidecar.wait_for(
         "request_refused",
         lambda e: e["reason"] == "request_line_too_long" and e["listener"] == listener,
     )
     assert (line["status"], line["client"]) == (414, "127.0.0.1")
-    assert refused_total(world, "request_line_too_long") == before + 1
+    assert refused_total(world, listener, "request_line_too_long") == before + 1
 
 
 @pytest.mark.parametrize("listener", ("capture", "mirror", "api"))
@@ -387,7 +387,7 @@ LIMITED = ("capture", "admin")
 def test_with_every_place_busy_a_new_connection_is_closed_counted_and_logged(crowded, listener):
     open_now = "claimgate_connections_open"
     scraping = listener == "admin"  # a scrape takes a place of the admin listener itself
-    before = refused_total(crowded, REFUSED)
+    before = refused_total(crowded, listener, REFUSED)
     busy = [busy_connection(crowded, listener) for _ in range(PLACES - 1)]
     try:
         assert scrape(crowded).value(open_now, listener=listener) == PLACES - 1 + scraping
@@ -406,7 +406,9 @@ def test_with_every_place_busy_a_new_connection_is_closed_counted_and_logged(cro
             assert scrape(crowded).value(open_now, listener=listener) == PLACES
         busy.pop().close()
         metrics, refused_tries = scrape_once_admitted(crowded)
-        refused = metrics.value("claimgate_requests_refused_total", reason=REFUSED)
+        refused = metrics.value(
+            "claimgate_requests_refused_total", listener=listener, reason=REFUSED
+        )
         assert refused == before + 1 + refused_tries
         deadline = time.monotonic() + 30  # a bound on waiting, not a measured time
         while metrics.value(open_now, listener=listener) > PLACES - 1 + scraping:
@@ -425,7 +427,7 @@ def test_a_full_listener_closes_its_connection_idle_longest_to_serve_a_new_one(c
     """Counted and logged as an idle connection closed, not as a refusal."""
     closed_before = idle_closed(crowded, listener)
     logged = len(crowded.sidecar.events("idle_connection_closed"))
-    before = refused_total(crowded, REFUSED)
+    before = refused_total(crowded, listener, REFUSED)
     idle = [idle_connection(crowded, listener, "/healthz") for _ in range(PLACES)]
     try:
         request = b"GET /healthz HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n"
@@ -436,7 +438,7 @@ def test_a_full_listener_closes_its_connection_idle_longest_to_serve_a_new_one(c
         assert (line["listener"], line["client"]) == (listener, "127.0.0.1")
         idle[1].sendall(request)  # the others serve on
         assert status_of(answer_head(idle[1])) == 200
-        assert refused_total(crowded, REFUSED) == before
+        assert refused_total(crowded, listener, REFUSED) == before
         # each scrape of the admin listener takes a place there, and may close another
         assert idle_closed(crowded, listener) >= closed_before + 1
     finally:
@@ -458,7 +460,7 @@ def test_a_tunnel_keeps_its_place_to_its_end(crowded):
 def fill_the_forward_listener(world: World, opening: bytes, status: int) -> None:
     """Open every place of the forward listener with ``opening`` (each answered ``status``);
     with none of them taken for idle, a new connection is refused."""
-    before = refused_total(world, REFUSED)
+    before = refused_total(world, "forward", REFUSED)
     held = []
     try:
         for _ in range(PLACES):
@@ -467,7 +469,7 @@ def fill_the_forward_listener(world: World, opening: bytes, status: int) -> None
             assert status_of(answer_head(connection)) == status
             held.append(connection)
         assert exchange(world, "forward", opening) == b""
-        assert refused_total(world, REFUSED) == before + 1
+        assert refused_total(world, "forward", REFUSED) == before + 1
     finally:
         for connection in held:
             connection.close()
@@ -550,7 +552,8 @@ def test_a_body_past_its_listeners_bound_is_refused_503_and_the_bound_frees_at_t
     first is answered its bytes are free for the next."""
     other = "forward" if listener == "capture" else "capture"
     length = HELD_BODY - 100
-    before, received = refused_total(crowded, BODY_REFUSED), len(crowded.app.received)
+    before, received = refused_total(crowded, listener, BODY_REFUSED), len(crowded.app.received)
+    before_other = refused_total(crowded, other, BODY_REFUSED)
     first = body_under_way(crowded, listener, length, length - 1000)
     try:
         wait_until_held(crowded, listener, length - 1000)
@@ -562,7 +565,7 @@ def test_a_body_past_its_listeners_bound_is_refused_503_and_the_bound_frees_at_t
             lambda e: e["reason"] == "too_many_body_bytes" and e["listener"] == listener,
         )
         assert (line["status"], line["client"]) == (503, "127.0.0.1")
-        assert refused_total(crowded, BODY_REFUSED) == before + 1
+        assert refused_total(crowded, listener, BODY_REFUSED) == before + 1
         assert len(crowded.app.received) == received  # the refused body went nowhere
         wait_until_held(crowded, listener, length - 1000)  # its bytes are held no more
 
@@ -570,6 +573,7 @@ def test_a_body_past_its_listeners_bound_is_refused_503_and_the_bound_frees_at_t
             crowded, other, post_head(crowded, other, length, last=True), b"o" * length
         )
         assert status_of(beside) == 200  # counted apart
+        assert refused_total(crowded, other, BODY_REFUSED) == before_other
 
         first.sendall(b"h" * 1000)
         assert status_of(answer_head(first)) == 200
@@ -618,7 +622,7 @@ def test_an_http2_head_past_a_bound_is_refused_alone_and_never_becomes_a_flow(
     """Judged as the HTTP/1 head it stands for (limits.request_line 16 KiB, header_count 30
     here): the stream's own 414 or 431 and a reset, counted and logged; nothing reaches the
     API, and the next stream on the connection is served."""
-    before, sent = refused_total(world, refusal.value), len(world.api.requests)
+    before, sent = refused_total(world, "forward", refusal.value), len(world.api.requests)
     client = Http2Client(world)
     try:
         extra = [(b"x-field-%d" % i, b"1") for i in range(fields)]
@@ -631,7 +635,7 @@ def test_an_http2_head_past_a_bound_is_refused_alone_and_never_becomes_a_flow(
             "request_refused", lambda e: e["reason"] == refusal.value and e["listener"] == "forward"
         )
         assert (line["status"], line["client"]) == (refusal.status, "127.0.0.1")
-        assert refused_total(world, refusal.value) == before + 1
+        assert refused_total(world, "forward", refusal.value) == before + 1
 
         served = client.post(5)
         client.send(served, b"after", end=True)
@@ -656,7 +660,7 @@ def test_an_http2_stream_past_the_listeners_bound_is_refused_503_alone(crowded, 
     8.1), while the held stream on the same connection goes on to the API and frees its
     bytes at its answer."""
     length = HELD_BODY - 100
-    before, received = refused_total(crowded, BODY_REFUSED), len(crowded.api.requests)
+    before, received = refused_total(crowded, "forward", BODY_REFUSED), len(crowded.api.requests)
     crashes = len(crowded.sidecar.events("mitmproxy has crashed!"))
     client = Http2Client(crowded)
     try:
@@ -672,7 +676,7 @@ def test_an_http2_stream_past_the_listeners_bound_is_refused_503_alone(crowded, 
             lambda e: e["reason"] == BODY_REFUSED and e["listener"] == "forward",
         )
         assert (line["status"], line["client"]) == (503, "127.0.0.1")
-        assert refused_total(crowded, BODY_REFUSED) == before + 1
+        assert refused_total(crowded, "forward", BODY_REFUSED) == before + 1
         assert held(crowded, "forward") == length - 1000  # the refused stream holds none
 
         client.send(kept, b"h" * 1000, end=True)

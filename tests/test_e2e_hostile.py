@@ -196,9 +196,11 @@ def violations(edge: Edge) -> Counter[str]:
     return scrape(edge.world).by("claimgate_violations_total", "kind")
 
 
-def refused_total(edge: Edge, reason: str) -> int:
-    """``claimgate_requests_refused_total`` of ``reason``."""
-    return scrape(edge.world).by("claimgate_requests_refused_total", "reason")[reason]
+def refused_total(edge: Edge, listener: str, reason: str) -> float:
+    """``claimgate_requests_refused_total`` of ``listener`` and ``reason``."""
+    return scrape(edge.world).value(
+        "claimgate_requests_refused_total", listener=listener, reason=reason
+    )
 
 
 def customers_listed(status: Any) -> set[str]:
@@ -485,11 +487,14 @@ def test_bodies_past_what_a_listener_holds_are_refused_and_memory_stays_near_it(
     kept: a body's worth of them are held, unanswered; the rest are refused (503, or closed
     while still sending); memory grows by about what is held, not by all that was sent."""
     count = 2 * BODIES_HELD
-    refused = refused_total(enforcing, "too_many_body_bytes")
+    refused = refused_total(enforcing, "capture", "too_many_body_bytes")
     seen = enforcing.observe(lambda: flood(enforcing.at("capture"), count, HELD, 0.5))
     try:
         assert set(seen.result.outcomes) <= {"timeout", "503", "closed"}
-        assert refused_total(enforcing, "too_many_body_bytes") == refused + count - BODIES_HELD
+        assert (
+            refused_total(enforcing, "capture", "too_many_body_bytes")
+            == refused + count - BODIES_HELD
+        )
         deadline = time.monotonic() + 30  # a bound on waiting for the last closes, not a time
         while (still_open := seen.result.still_open()) != BODIES_HELD:
             assert time.monotonic() < deadline, f"{still_open} open, not {BODIES_HELD}"
@@ -507,12 +512,15 @@ def test_http2_bodies_past_what_a_listener_holds_are_refused_and_memory_stays_ne
     """The same on one HTTP/2 connection of the app's: a body's worth of streams held, the
     rest answered 503 alone, memory near what is held."""
     count = 2 * BODIES_HELD
-    refused = refused_total(enforcing, "too_many_body_bytes")
+    refused = refused_total(enforcing, "forward", "too_many_body_bytes")
     seen = enforcing.observe(lambda: http2_held(enforcing.world, count))
     client, statuses = seen.result
     try:
         assert list(statuses.values()) == [503] * (count - BODIES_HELD)
-        assert refused_total(enforcing, "too_many_body_bytes") == refused + count - BODIES_HELD
+        assert (
+            refused_total(enforcing, "forward", "too_many_body_bytes")
+            == refused + count - BODIES_HELD
+        )
         held_bytes = BODIES_HELD * (HELD_BODY - 1)
         held_now = scrape(enforcing.world).value(
             "claimgate_request_bodies_held_bytes", listener="forward"

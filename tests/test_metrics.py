@@ -20,6 +20,8 @@ def samples(metrics: Metrics) -> dict[tuple[str, tuple], float]:
 def test_names_are_the_contract_and_every_label_value_exists_at_zero():
     metrics = Metrics()
     metrics.count_claims_with(lambda: 7)
+    for listener in ("capture", "admin"):
+        metrics.count_connections_with(listener, lambda: 0)
     scrape = samples(metrics)
     for decision in Decision:
         assert scrape[("claimgate_api_requests_total", (("decision", decision.value),))] == 0
@@ -35,8 +37,11 @@ def test_names_are_the_contract_and_every_label_value_exists_at_zero():
         "header_timeout",
         "body_too_slow",
         "too_many_connections",
+        "too_many_body_bytes",
     ):
-        assert scrape[("claimgate_requests_refused_total", (("reason", reason),))] == 0
+        for listener in ("admin", "capture"):
+            series = (("listener", listener), ("reason", reason))
+            assert scrape[("claimgate_requests_refused_total", series)] == 0
     assert scrape[("claimgate_claims_cached", ())] == 7
     assert scrape[("claimgate_store_errors_total", ())] == 0
     assert scrape[("claimgate_request_duration_seconds_count", ())] == 0

@@ -119,7 +119,12 @@ def test_refusal_lines_past_the_budget_are_reported_in_one_line_later():
     assert line["suppressed"] + len(logs) == 2 * (budget + 25)
     assert counter(monitor, "claimgate_violations_total", kind="bad_signature") == budget + 25
     assert (
-        counter(monitor, "claimgate_requests_refused_total", reason="headers_too_large")
+        counter(
+            monitor,
+            "claimgate_requests_refused_total",
+            listener="capture",
+            reason="headers_too_large",
+        )
         == budget + 25
     )
 

@@ -38,7 +38,10 @@ DOCS = ROOT / "docs" / "deploy.md"
 
 SEVERITIES = frozenset({"info", "warning", "critical"})
 DEPLOYMENT_LABELS = frozenset({"namespace", "job"})
-"""What one deployment's replicas share: every alert aggregates by exactly these."""
+"""What one deployment's replicas share: every alert aggregates by these."""
+PART_LABELS = frozenset({"listener"})
+"""A deployment's fixed parts, the same in every replica and naming no customer: an alert
+may also split by these, where the advice differs from one to the next."""
 
 type Doc = dict[str, Any]
 type Problems = list[str]
@@ -334,6 +337,7 @@ def signals() -> dict[str, tuple[str, dict[str, str]]]:
     """What the issues ask an alert for: (sample name, label values it must select), from
     code."""
     metrics = Metrics()
+    metrics.count_connections_with("capture", lambda: 0)  # refusals are counted per listener
     (violations,) = sample_names(metrics.violations)
     (expiring,) = sample_names(metrics.claims_expiring)
     (expired,) = sample_names(metrics.claims_expired)
@@ -400,14 +404,14 @@ def alerts_say_what_to_do(s: Shipped) -> Problems:
 
 
 def alerts_are_per_deployment(s: Shipped) -> Problems:
-    """One alert per deployment, not per replica; annotations name only the labels kept
-    (which carry no customer id: docs/design.md 3.5)."""
+    """One alert per deployment (or per part of one), not per replica; annotations name only
+    the labels kept (which carry no customer id: docs/design.md 3.5)."""
     problems = []
     for rule in s.rules:
         kept: set[str] = set()
         for by in re.findall(r"\b(by|without)\s*\(([^()]*)\)", rule["expr"]):
             listed = {label.strip() for label in by[1].split(",") if label.strip()}
-            if by[0] != "by" or listed != DEPLOYMENT_LABELS:
+            if by[0] != "by" or not DEPLOYMENT_LABELS <= listed <= DEPLOYMENT_LABELS | PART_LABELS:
                 problems.append(f"{rule['alert']}: aggregates {by[0]} {sorted(listed)}")
             kept |= listed
         if not kept:
@@ -630,6 +634,14 @@ BREAKS: dict[str, tuple[Callable[[Shipped], Problems], Callable[[Shipped], None]
     "alert per replica": (
         alerts_are_per_deployment,
         lambda s: rename_in(rule(s, "ClaimgateStoreErrors"), "(namespace, job)", "(instance)"),
+    ),
+    "alert split per replica beside its listener": (
+        alerts_are_per_deployment,
+        lambda s: rename_in(
+            rule(s, "ClaimgateBodiesRefused"),
+            "(namespace, job, listener)",
+            "(namespace, job, instance)",
+        ),
     ),
     "annotation naming a dropped label": (
         alerts_are_per_deployment,

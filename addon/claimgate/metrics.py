@@ -132,8 +132,8 @@ class Metrics:
         )
         self.requests_refused = Counter(
             "claimgate_requests_refused",
-            "Request heads, request bodies and connections refused at a listener, by reason.",
-            ["reason"],
+            "Request heads, request bodies and connections refused, by listener and reason.",
+            ["listener", "reason"],
             registry=self.registry,
         )
         self.claim_age = LoopHistogram(
@@ -195,8 +195,6 @@ class Metrics:
             self.claims_captured.labels(source)
         for result in RELOAD_RESULTS:
             self.config_reloads.labels(result)
-        for refusal in Refusal:
-            self.requests_refused.labels(refusal.value)
 
     def count_build(self, version: str, mitmproxy: str) -> None:
         """``claimgate_build_info``: which version each replica runs, during a roll-out."""
@@ -208,9 +206,12 @@ class Metrics:
 
     def count_connections_with(self, listener: str, count: Callable[[], int]) -> None:
         """Read ``listener``'s ``claimgate_connections_open`` from ``count`` at every scrape;
-        its ``claimgate_idle_connections_closed_total`` starts at 0."""
+        its ``claimgate_idle_connections_closed_total`` and every reason of its
+        ``claimgate_requests_refused_total`` start at 0."""
         self.connections_open.labels(listener).set_function(count)
         self.idle_connections_closed.labels(listener)
+        for refusal in Refusal:
+            self.requests_refused.labels(listener, refusal.value)
 
     def count_bodies_with(self, listener: str, held: Callable[[], int]) -> None:
         """Read ``listener``'s ``claimgate_request_bodies_held_bytes`` from ``held`` at every

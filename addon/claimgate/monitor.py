@@ -104,7 +104,7 @@ class Monitor:
 
     def request_refused(self, refusal: Refusal, listener: str, client: str) -> None:
         """A request head, a request body or a connection refused at a listener."""
-        self.metrics.requests_refused.labels(refusal.value).inc()
+        self.metrics.requests_refused.labels(listener, refusal.value).inc()
         if self._refusal_line_admitted():
             log.warning(
                 "request_refused",
