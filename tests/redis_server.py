@@ -195,6 +195,17 @@ class RedisProcess:
             process.kill()
             process.wait(STOP_TIMEOUT)
 
+    @contextlib.contextmanager
+    def frozen(self) -> Iterator[None]:
+        """SIGSTOP for the block, SIGCONT after: connections stay open and nothing answers,
+        as with a server stalled in a long command or a paused VM."""
+        assert self._process is not None
+        self._process.send_signal(signal.SIGSTOP)
+        try:
+            yield
+        finally:
+            self._process.send_signal(signal.SIGCONT)
+
     def restart(self) -> None:
         """Stop (if running) and start again on the same port, empty."""
         self.stop()

@@ -27,6 +27,7 @@ from tests.support import (
     capture_section,
     forward_proxy,
     run_world,
+    scrape,
     wait_until,
 )
 
@@ -92,7 +93,9 @@ def test_a_claim_captured_on_one_replica_is_used_by_another(replica_a, replica_b
     customer = customers[0]
     replica_a.activate(customer)
     first, second = make_claim(), make_claim()
+    puts = stores_timed(replica_a, "put")
     replica_a.service_call(customer, first, int(time.time()) - 5)
+    assert stores_timed(replica_a, "put") == puts + 1  # the capture's one write, timed
     received, _ = replica_b.call_api(api_request(customer))
     assert received.claims() == [first]
     # B now holds `first` locally: only the published update can bring it `second`.
@@ -109,6 +112,11 @@ def test_a_claim_captured_on_one_replica_is_used_by_another(replica_a, replica_b
     # B has no capture listener: both claims reached it through the store alone.
     assert "capture" not in replica_b.sidecar.listeners
     assert not replica_b.sidecar.events("claim_captured")
+
+
+def stores_timed(world: World, operation: str) -> float:
+    """How many of ``operation`` ``claimgate_store_duration_seconds`` has counted."""
+    return scrape(world).value("claimgate_store_duration_seconds_count", operation=operation)
 
 
 def test_redis_killed_and_restarted_mid_traffic_loses_no_request(

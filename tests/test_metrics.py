@@ -6,7 +6,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from claimgate.metrics import DURATION_BUCKETS, LoopHistogram, Metrics, exposition
 from claimgate.policy import Decision, Kind
-from claimgate.store import Claim
+from claimgate.store import Claim, Operation
 
 
 def samples(metrics: Metrics) -> dict[tuple[str, tuple], float]:
@@ -44,6 +44,9 @@ def test_names_are_the_contract_and_every_label_value_exists_at_zero():
             assert scrape[("claimgate_requests_refused_total", series)] == 0
     assert scrape[("claimgate_claims_cached", ())] == 7
     assert scrape[("claimgate_store_errors_total", ())] == 0
+    for operation in Operation:
+        series = (("operation", operation.value),)
+        assert scrape[("claimgate_store_duration_seconds_count", series)] == 0
     assert scrape[("claimgate_request_duration_seconds_count", ())] == 0
 
 
@@ -70,14 +73,23 @@ def test_counts_move_and_registries_are_separate():
     assert samples(other)[("claimgate_violations_total", (("kind", "missing_claim"),))] == 0
 
 
-def test_no_label_but_decision_kind_source_reason_result_and_listener():
+def test_no_label_but_decision_kind_source_reason_result_listener_and_operation():
     metrics = Metrics()
     metrics.count_connections_with("capture", lambda: 1)
     labels: dict[bool, set[str]] = {True: set(), False: set()}
     for family in text_string_to_metric_families(metrics.render().decode()):
         for sample in family.samples:
             labels[sample.name.startswith("claimgate_")].update(sample.labels)
-    assert labels[True] <= {"decision", "kind", "source", "reason", "result", "listener", "le"}
+    assert labels[True] <= {
+        "decision",
+        "kind",
+        "source",
+        "reason",
+        "result",
+        "listener",
+        "operation",
+        "le",
+    }
     # prometheus-client's process and interpreter series: nothing from requests either.
     assert labels[False] <= {
         "generation",

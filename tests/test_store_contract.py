@@ -26,10 +26,17 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from redis.exceptions import AskError
 
-from claimgate.store import DEFAULT_MAX_USERS, Claim, ClaimOwner, ClaimStore, secret_key
+from claimgate.store import (
+    DEFAULT_MAX_USERS,
+    Claim,
+    ClaimOwner,
+    ClaimStore,
+    Operation,
+    secret_key,
+)
 from claimgate.store.keys import KeyLayout
 from claimgate.store.memory import RETENTION_FACTOR, MemoryStore
-from claimgate.store.redis import RedisStore
+from claimgate.store.redis import RedisStore, StoreUnavailable
 
 if TYPE_CHECKING:  # the fixtures come from conftest.py's pytest_plugins (assert rewriting)
     from tests.redis_cluster import ClusterTopology
@@ -75,6 +82,10 @@ class Events:
         self.errors: list[tuple[str, BaseException]] = []
         self.unavailable: list[str] = []
         self.recovered: list[int] = []
+        self.timed: list[tuple[Operation, float]] = []
+
+    def store_timed(self, operation: Operation, seconds: float) -> None:
+        self.timed.append((operation, seconds))
 
     def store_error(self, operation: str, error: BaseException) -> None:
         self.errors.append((operation, error))
@@ -123,6 +134,10 @@ class MemoryBackend(Backend):
 class SharedBackend(Backend):
     """Redis stores under one prefix unique to the test; all closed at the end."""
 
+    TIMEOUT = 2.0
+    """A healthy server on a loaded CI machine: 300 concurrent puts from a cold pool have
+    outlasted the production 0.5 s; outages are tested elsewhere."""
+
     def __init__(self) -> None:
         self.prefix = f"cgtest-{uuid.uuid4().hex[:8]}:"
         self.events = Events()
@@ -146,9 +161,7 @@ class SharedBackend(Backend):
             max_entries=max_entries,
             max_users=max_users,
             events=self.events,
-            # A healthy server on a loaded CI machine: 300 concurrent puts from a cold pool
-            # have outlasted the production 0.5 s; outages are tested elsewhere.
-            timeout=2.0,
+            timeout=self.TIMEOUT,
         )
         self.stores.append(store)
         await store.start()
@@ -695,6 +708,38 @@ async def test_after_an_outage_every_user_s_claim_is_written_back(redis_server: 
         later = await backend.open()
         assert await later.users("c1") == [b2, a1]
         assert await later.freshest("c1") == b2
+    finally:
+        await backend.close()
+
+
+async def test_each_operation_is_timed_answered_or_failed_and_none_while_away(
+    redis_server: RedisServer,
+):
+    """``store_timed`` once per operation sent to Redis, a failed one with the time it took
+    to fail; while Redis is known to be away nothing is sent, so nothing is timed."""
+    backend = RedisBackend(redis_server)  # its events report the stall: not asserted quiet
+    try:
+        store = await backend.open()
+        await store.learn_token("token-1", "c1")
+        await store.ping()
+        await store.forget("c1")
+        timed = backend.events.timed
+        assert [operation for operation, _ in timed] == [
+            Operation.TOKEN,
+            Operation.PING,
+            Operation.FORGET,
+        ]
+        assert all(seconds >= 0 for _, seconds in timed)
+        timed.clear()
+        with redis_server.frozen():
+            with pytest.raises(StoreUnavailable):
+                await store.ping()
+            ((operation, seconds),) = timed
+            assert operation is Operation.PING
+            assert seconds >= backend.TIMEOUT - 0.01  # failed by its timeout, not before
+            assert [operation for operation, _ in backend.events.errors] == [Operation.PING]
+            await store.learn_token("token-2", "c2")  # kept here, nothing sent
+            assert len(timed) == 1
     finally:
         await backend.close()
 

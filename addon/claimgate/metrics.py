@@ -14,7 +14,7 @@ from bisect import bisect_left
 from collections.abc import Callable, Iterator, Sequence
 
 from prometheus_client.gc_collector import GC_COLLECTOR
-from prometheus_client.metrics import Counter, Gauge, disable_created_metrics
+from prometheus_client.metrics import Counter, Gauge, Histogram, disable_created_metrics
 from prometheus_client.metrics_core import HistogramMetricFamily
 from prometheus_client.platform_collector import PLATFORM_COLLECTOR
 from prometheus_client.process_collector import PROCESS_COLLECTOR
@@ -25,7 +25,7 @@ from prometheus_client.utils import floatToGoString
 from claimgate.lifetime import Standing, standing
 from claimgate.limits import Refusal
 from claimgate.policy import Decision, Kind
-from claimgate.store import Claim
+from claimgate.store import Claim, Operation
 
 # The ``*_created`` series add a timestamp per label value that no dashboard here needs.
 disable_created_metrics()
@@ -35,6 +35,8 @@ RELOAD_RESULTS = ("applied", "rejected")
 
 # claimgate's own work per request is well under a millisecond; the buckets resolve that.
 DURATION_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5)
+# A store on the same network answers within milliseconds; its timeout is half a second.
+STORE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
 # Claim ages, from minutes to days: where onOffice's coming lifetime limit may fall.
 MINUTE, HOUR = 60.0, 3600.0
 AGE_BUCKETS = (
@@ -124,6 +126,13 @@ class Metrics:
             "Store operations that failed or timed out.",
             registry=self.registry,
         )
+        self.store_duration = Histogram(
+            "claimgate_store_duration_seconds",
+            "Time of each shared-store operation, answered or failed, by operation.",
+            ["operation"],
+            buckets=STORE_BUCKETS,
+            registry=self.registry,
+        )
         self.config_reloads = Counter(
             "claimgate_config_reloads",
             "Configuration reloads (SIGHUP or watching), by result: applied or rejected.",
@@ -195,6 +204,8 @@ class Metrics:
             self.claims_captured.labels(source)
         for result in RELOAD_RESULTS:
             self.config_reloads.labels(result)
+        for operation in Operation:
+            self.store_duration.labels(operation.value)
 
     def count_build(self, version: str, mitmproxy: str) -> None:
         """``claimgate_build_info``: which version each replica runs, during a roll-out."""

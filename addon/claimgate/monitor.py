@@ -19,7 +19,7 @@ from claimgate.limits import Refusal
 from claimgate.metrics import Metrics
 from claimgate.policy import Kind, Verdict, Violation
 from claimgate.settings import ClaimsSettings
-from claimgate.store import Claim
+from claimgate.store import Claim, Operation
 from claimgate.telemetry import get_logger, info_line, printable
 from claimgate.throttle import LineBudget
 
@@ -177,6 +177,9 @@ class Monitor:
             source=source,
             provider_secret_fp=provider_secret_fp,
         )
+
+    def store_timed(self, operation: Operation, seconds: float) -> None:
+        self.metrics.store_duration.labels(operation.value).observe(seconds)
 
     def store_error(self, operation: str, error: BaseException) -> None:
         self.metrics.store_errors.inc()

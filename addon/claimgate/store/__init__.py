@@ -15,6 +15,7 @@ stale claim from a foreign one, and whose rights a carried claim stands for).
 
 import hashlib
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import NamedTuple, Protocol
 
 
@@ -66,11 +67,30 @@ class ClaimOwner(NamedTuple):
     """None for an owner recorded before users were (an older claimgate's Redis data)."""
 
 
+class Operation(StrEnum):
+    """What a shared store asks of its server: the ``operation`` of its events and of
+    ``claimgate_store_duration_seconds``."""
+
+    PUT = "put"
+    GET = "get"
+    """A customer's claims read into the local copy (one it did not hold, or a lost race)."""
+    REFUSE = "refuse"
+    FORGET = "forget"
+    OWNER = "owner"
+    TOKEN = "token"
+    PING = "ping"
+
+
 class StoreEvents(Protocol):
     """What a shared store reports, so operators see its trouble (docs/design.md 3.4, 3.5)."""
 
+    def store_timed(self, operation: Operation, seconds: float) -> None:
+        """One operation took ``seconds``, answered or failed (at most the timeout, and
+        waiting for a free connection included): a slowing store shows before it fails."""
+        ...
+
     def store_error(self, operation: str, error: BaseException) -> None:
-        """One operation failed or timed out."""
+        """One operation (an ``Operation``, or ``connect``) failed or timed out."""
         ...
 
     def store_unavailable(self, reason: str) -> None:

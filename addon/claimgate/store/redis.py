@@ -52,7 +52,14 @@ from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError, ResponseError
 
-from claimgate.store import DEFAULT_MAX_USERS, Claim, ClaimOwner, StoreEvents, secret_key
+from claimgate.store import (
+    DEFAULT_MAX_USERS,
+    Claim,
+    ClaimOwner,
+    Operation,
+    StoreEvents,
+    secret_key,
+)
 from claimgate.store.address import StoreAddress, parse_store_url
 from claimgate.store.keys import KeyLayout
 from claimgate.store.memory import RETENTION_FACTOR, MemoryStore
@@ -256,7 +263,7 @@ class RedisStore:
         if claim.timestamp + self._retention <= time.time():
             return False  # past its retention already: nothing to keep, here or there
         kept_locally = await self._local.put(claim)
-        stored = await self._shared("put", lambda: self._write(claim))
+        stored = await self._shared(Operation.PUT, lambda: self._write(claim))
         if stored is _UNANSWERED:
             return kept_locally  # written back when Redis returns
         if not stored:
@@ -268,7 +275,9 @@ class RedisStore:
         message = json.dumps({"op": "refuse", "origin": self._origin, **_claim_fields(claim)})
         keys = [self._keys.claim(claim.customer_web_id), self._keys.users(claim.customer_web_id)]
         args = [claim.claim, claim.user_id, self._keys.channel, message]
-        refused = await self._shared("refuse", lambda: self._refuse_script(keys=keys, args=args))
+        refused = await self._shared(
+            Operation.REFUSE, lambda: self._refuse_script(keys=keys, args=args)
+        )
         return refused_locally or (refused is not _UNANSWERED and bool(refused))
 
     async def freshest(self, customer_web_id: str, user_id: str | None = None) -> Claim | None:
@@ -283,20 +292,20 @@ class RedisStore:
         owner = await self._local.owner_of_claim(claim)
         if owner is None:
             key = self._keys.owner(secret_key(claim))
-            shared = await self._shared("owner", lambda: self._client.get(key))
+            shared = await self._shared(Operation.OWNER, lambda: self._client.get(key))
             owner = _owner_from(shared)
         return owner
 
     async def learn_token(self, token: str, customer_web_id: str) -> None:
         await self._local.learn_token(token, customer_web_id)
         key = self._keys.token(secret_key(token))
-        await self._shared("token", lambda: self._client.set(key, customer_web_id))
+        await self._shared(Operation.TOKEN, lambda: self._client.set(key, customer_web_id))
 
     async def customer_of_token(self, token: str) -> str | None:
         customer = await self._local.customer_of_token(token)
         if customer is None:
             key = self._keys.token(secret_key(token))
-            shared = await self._shared("token", lambda: self._client.get(key))
+            shared = await self._shared(Operation.TOKEN, lambda: self._client.get(key))
             if shared is not _UNANSWERED and shared is not None:
                 customer = shared
                 await self._local.learn_token(token, customer)
@@ -307,7 +316,9 @@ class RedisStore:
         message = json.dumps({"op": "forget", "customer": customer_web_id, "origin": self._origin})
         keys = [self._keys.claim(customer_web_id), self._keys.users(customer_web_id)]
         args = [self._keys.channel, message]
-        deleted = await self._shared("forget", lambda: self._forget_script(keys=keys, args=args))
+        deleted = await self._shared(
+            Operation.FORGET, lambda: self._forget_script(keys=keys, args=args)
+        )
         return forgotten or (deleted is not _UNANSWERED and int(deleted) > 0)
 
     async def claims(self) -> list[Claim]:
@@ -319,7 +330,7 @@ class RedisStore:
     async def ping(self) -> None:
         if not self._available:
             raise StoreUnavailable("redis is not answering")
-        answered = await self._shared("ping", self._ping)
+        answered = await self._shared(Operation.PING, self._ping)
         if answered is _UNANSWERED:
             raise StoreUnavailable("redis is not answering")
 
@@ -355,7 +366,7 @@ class RedisStore:
         ]
         return await self._put_script(keys=keys, args=args)
 
-    async def _shared(self, operation: str, call: Callable[[], Awaitable[Any]]) -> Any:
+    async def _shared(self, operation: Operation, call: Callable[[], Awaitable[Any]]) -> Any:
         """Run one Redis operation within the timeout; ``_UNANSWERED`` when it cannot be had.
 
         While Redis is known to be away nothing is attempted: lookups must not each wait
@@ -363,6 +374,8 @@ class RedisStore:
         """
         if not self._available:
             return _UNANSWERED
+        loop = asyncio.get_running_loop()
+        started = loop.time()
         try:
             async with asyncio.timeout(self._timeout), self._in_flight:
                 return await call()
@@ -370,6 +383,8 @@ class RedisStore:
             self._events.store_error(operation, error)
             self._mark_unavailable(f"{operation} failed ({type(error).__name__})")
             return _UNANSWERED
+        finally:
+            self._events.store_timed(operation, loop.time() - started)
 
     async def _known(self, customer_web_id: str) -> None:
         """Adopt a customer the local copy does not hold from Redis.
@@ -388,7 +403,7 @@ class RedisStore:
                 self._read_customer(pipe, customer_web_id)
                 return list(await pipe.execute(raise_on_error=False))
 
-        read_back = await self._shared("get", read)
+        read_back = await self._shared(Operation.GET, read)
         if read_back is not _UNANSWERED:
             await self._adopt(customer_web_id, *read_back)
 
