@@ -192,6 +192,29 @@ def test_version_one_action_is_reported_and_left_alone(world, customers):
     world.sidecar.wait_for("violation", lambda e: e["kind"] == "hmac_v1")
 
 
+def test_a_version_one_action_with_an_unwritable_resourcetype_leaves_the_others_their_claim(
+    world, customers
+):
+    """A lone surrogate in a v1 action's resourcetype (JSON can spell it, no encoder writes
+    it, and the API refuses it) is reported printable, and the v2 action beside it still
+    gets the claim."""
+    customer = customers[4]
+    world.activate(customer)
+    claim = make_claim()
+    world.service_call(customer, claim)
+    body = json.loads(api_request(customer))
+    odd = {**body["request"]["actions"][0], "resourcetype": "x\ud800", "hmac_version": 1}
+    body["request"]["actions"].append(odd)
+    errors = len(world.sidecar.events("internal_error"))
+    received, _ = world.call_api(json.dumps(body).encode())  # ensure_ascii: \ud800
+    assert received.claims() == [claim, None]
+    line = world.sidecar.wait_for(
+        "violation", lambda e: e["kind"] == "hmac_v1" and e["resourcetype"] == "x?"
+    )
+    assert line["action"] == 1
+    assert len(world.sidecar.events("internal_error")) == errors
+
+
 def test_version_one_action_is_resigned_when_its_secret_is_configured(world):
     sdk = Customer(SDK_CUSTOMER)
     sdk.token, sdk.secret = SDK_TOKEN, SDK_SECRET

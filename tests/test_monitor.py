@@ -178,6 +178,21 @@ def test_a_refused_path_reaches_the_log_capped_and_printable():
     assert len(path) < 300 and "\x1b" not in path and path.isprintable()
 
 
+def test_a_violation_s_texts_from_the_request_reach_the_log_printable_and_capped():
+    """An action's resourcetype is the sender's: a lone surrogate (which JSON can spell and
+    no encoder writes), an escape, a megabyte. The violation is still counted and logged."""
+    monitor = new_monitor()
+    resourcetype = "x\ud800\x1b[31m" + "r" * 1_000_000
+    context = {"action": 1, "resourcetype": resourcetype, "customer": "21312"}
+    with capture_logs() as logs:
+        monitor.violation(Violation(Kind.HMAC_V1, context))
+    (line,) = logs
+    logged = line["resourcetype"]
+    assert len(logged) < 300 and logged.isascii() and logged.isprintable()
+    assert (line["action"], line["customer"]) == (1, "21312")
+    assert counter(monitor, "claimgate_violations_total", kind="hmac_v1") == 1
+
+
 def went_out(claim: Claim, *violations: Violation) -> RequestContext:
     """A request the freshest ``claim`` was injected into (action 0), with what came back."""
     verdict = Verdict(Decision.INJECTED, violations, inject_into=(0,))

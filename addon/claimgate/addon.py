@@ -402,20 +402,22 @@ class Claimgate:
             self._carry_out(flow, state, state.generation.pipeline.failed(state.started))
 
     def _carry_out(self, flow: http.HTTPFlow, state: FlowState, outcome: Outcome | None) -> bool:
-        """Report a decision's violations, then carry it out with one edit, the last thing done.
+        """Carry a decision out with one edit, then report its violations.
 
-        Nothing after the edit can fail, so an error never leaves an edited request behind.
-        Returns whether there was a decision.
+        The decision counts as made once its edit is: were the edit to fail, the guard
+        carries out the pipeline's failure instead (untouched, or 502 in ``enforce``); were
+        reporting to fail, the request still goes as decided (blocked, or with its claims),
+        never unedited. Returns whether there was a decision.
         """
         if outcome is None:
             return False
-        state.outcome = outcome
-        for violation in outcome.record.verdict.violations:
-            self.monitor.violation(violation)
         if outcome.answer is not None:
             flow.response = _answer(outcome.answer)
         elif outcome.body is not None:
             _set_content(flow.request, outcome.body)
+        state.outcome = outcome
+        for violation in outcome.record.verdict.violations:
+            self.monitor.violation(violation)
         return True
 
     def _write_decision(

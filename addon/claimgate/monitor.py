@@ -80,10 +80,16 @@ class Monitor:
         self._report_pending = False
 
     def violation(self, violation: Violation) -> None:
+        """Counted, remembered and logged; a text in its context may come from the request
+        (an action's resourcetype), so each is made printable and capped first."""
         kind = violation.kind.value
-        log.warning("violation", kind=kind, **violation.context)
         self.metrics.violations.labels(kind).inc()
-        self.activity.violation(kind, violation.context.get("customer"))
+        context = {
+            name: printable(value) if isinstance(value, str) else value
+            for name, value in violation.context.items()
+        }
+        self.activity.violation(kind, context.get("customer"))
+        log.warning("violation", kind=kind, **context)
 
     def refused_link(self, result: capture.Refused, path: str, source: str) -> None:
         """Counted like any violation, but never per customer: the ids are unverified."""

@@ -308,7 +308,9 @@ class ApiDouble:
             return (), onoffice.request_error_body(onoffice.EMPTY_REQUEST)
         try:
             document = json.loads(body)
-        except ValueError:  # includes UnicodeDecodeError
+            json.dumps(document, ensure_ascii=False).encode()
+        except ValueError:  # includes UnicodeDecodeError, and the encode's error: PHP's
+            # json_decode refuses a lone UTF-16 surrogate (JSON_ERROR_UTF16), so the API does
             return (), onoffice.request_error_body(onoffice.INVALID_JSON)
         if not isinstance(document, dict):
             return (), onoffice.request_error_body(onoffice.INVALID_JSON)
