@@ -129,6 +129,8 @@ def test_rejected_claim_codes_are_found_per_action():
                 ok,
                 {"status": {"errorcode": "248"}},
                 {"status": {"errorcode": 137}},
+                json.loads('{"status": {"errorcode": 1e999}}'),  # infinity: no code
+                {"status": {"errorcode": "9" * 5000}},  # past int()'s digit limit
             ]
         }
     }

@@ -171,6 +171,14 @@ async def test_an_answer_too_large_to_decode_is_left_unread():
     assert await made.rejections(outcome.record, padded, "gzip") == ()
 
 
+async def test_an_answer_nested_too_deep_to_read_is_left_unread():
+    """It names a rejection code, so it is parsed, and Python's parser gives up on it."""
+    made = await with_claim()
+    outcome = await made.run(body(None), None, time.perf_counter())
+    deep = b'{"errorcode": 201, "x": ' + b"[" * 30_000 + b"]" * 30_000 + b"}"  # within LIMIT
+    assert await made.rejections(outcome.record, deep, None) == ()
+
+
 async def two_users(affinity: Affinity) -> Pipeline:
     """User a opened the service twice, then user b once: b's claim is the customer's."""
     made = pipeline(affinity=affinity)

@@ -157,7 +157,7 @@ def rejected_claim_codes(response: Any) -> list[tuple[int, int]]:
     for index, result in enumerate(results if isinstance(results, list) else []):
         try:
             code = int(result["status"]["errorcode"])
-        except (KeyError, TypeError, ValueError):
+        except (KeyError, TypeError, ValueError, OverflowError):  # 1e999 reads as infinity
             continue
         if code in CLAIM_REJECTION_CODES:
             rejected.append((index, code))

@@ -254,7 +254,7 @@ def _rejected_claims(raw: bytes, content_encoding: str | None, limit: int) -> li
         return []
     try:
         return onoffice.rejected_claim_codes(json.loads(content))
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON, or nested deeper than Python recurses
         return []
 
 
