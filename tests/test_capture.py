@@ -116,6 +116,16 @@ def test_forged_signature_is_bad_signature() -> None:
     assert result.kind is LinkKind.SERVICE_CALL
 
 
+@pytest.mark.parametrize(
+    "odd",
+    ["apiClaim=%FF", "1" * 5000 + "=x"],  # not UTF-8; an index past int()'s digit limit
+    ids=["claim-not-utf8", "huge-index"],
+)
+def test_a_forged_link_with_odd_bytes_is_still_bad_signature(odd: str) -> None:
+    forged = link_url().replace("customerWebId=21312", "customerWebId=4") + "&" + odd
+    assert refused(request_for(forged)).violation == "bad_signature"
+
+
 def test_forged_link_with_stale_timestamp_says_bad_signature() -> None:
     forged = link_url(timestamp=1).replace("customerWebId=21312", "customerWebId=4")
     assert refused(request_for(forged)).violation == "bad_signature"

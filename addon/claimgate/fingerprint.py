@@ -15,5 +15,7 @@ FINGERPRINT_LENGTH = 12
 @lru_cache(maxsize=4096)  # the same token and claim are named on every request of a customer
 def fingerprint(secret: str | bytes) -> str:
     """Return the short public name of ``secret``."""
-    data = secret.encode() if isinstance(secret, str) else secret
+    # surrogatepass: a value from the network may hold a lone surrogate (a link's %FF, a
+    # JSON \ud800), which still needs a name; any other text encodes as plain UTF-8.
+    data = secret.encode("utf-8", "surrogatepass") if isinstance(secret, str) else secret
     return hashlib.sha256(data).hexdigest()[:FINGERPRINT_LENGTH]

@@ -28,6 +28,8 @@ SIGNATURE_PARAM = "signature"
 _MAX_NESTING = 64
 """PHP's default ``max_input_nesting_level``: a deeper parameter is dropped entirely."""
 _PHP_INT_MAX = 2**63 - 1
+_LONGEST_INTEGER_KEY = len(str(-_PHP_INT_MAX - 1))
+"""Longer digit strings are no 64-bit integer (and int() refuses past 4,300 digits)."""
 _INDEX_BLANKS = (" ", "\t", "\n", "\r", "\v", "\f")
 """One of these alone between brackets (``a[ ]``) still means "append", as in ``a[]``."""
 _INTEGER_KEY = re.compile(r"-?[1-9][0-9]*|0")
@@ -157,7 +159,11 @@ class _Array:
             key = str(0 if self.next_free is None else self.next_free)
             if key in self.items:
                 return False
-        if _INTEGER_KEY.fullmatch(key) and -_PHP_INT_MAX - 1 <= int(key) <= _PHP_INT_MAX:
+        if (
+            len(key) <= _LONGEST_INTEGER_KEY
+            and _INTEGER_KEY.fullmatch(key)
+            and -_PHP_INT_MAX - 1 <= int(key) <= _PHP_INT_MAX
+        ):
             number = int(key)
             if self.next_free is None or number >= self.next_free:
                 self.next_free = min(number + 1, _PHP_INT_MAX)
@@ -277,7 +283,10 @@ def _compare_keys(a: str, b: str) -> int:
 
 
 def _number(key: str) -> int | float | None:
-    """The value of a PHP numeric string, else None."""
+    """The value of a PHP numeric string, else None. Past 64 bits PHP reads an integer
+    string as a float, as here past its longest (and int() refuses past 4,300 digits)."""
     if not _NUMERIC.fullmatch(key):
         return None
-    return float(key) if any(char in key for char in ".eE") else int(key)
+    if len(key.strip(" \t\n\r\v\f")) > _LONGEST_INTEGER_KEY or any(c in key for c in ".eE"):
+        return float(key)
+    return int(key)
