@@ -179,6 +179,20 @@ async def test_an_answer_nested_too_deep_to_read_is_left_unread():
     assert await made.rejections(outcome.record, deep, None) == ()
 
 
+@pytest.mark.parametrize(
+    ("token", "carried"), [("token\ud800", None), (TOKEN, "claim\udfff")], ids=["token", "claim"]
+)
+async def test_a_lone_surrogate_in_a_token_or_claim_is_judged_like_any_other_value(token, carried):
+    """JSON can spell one (\\ud800); the store and the fingerprints name it all the same."""
+    made = await with_claim()
+    outcome = await made.run(body(carried, token=token), None, time.perf_counter())
+    if carried is None:  # a token nobody activated
+        assert [v.kind for v in outcome.record.verdict.violations] == [Kind.UNKNOWN_TOKEN]
+    else:  # a claim claimgate never captured: replaced by the customer's freshest
+        assert outcome.record.verdict.decision is Decision.REPLACED
+        assert sent_claims(outcome) == [CLAIM]
+
+
 async def two_users(affinity: Affinity) -> Pipeline:
     """User a opened the service twice, then user b once: b's claim is the customer's."""
     made = pipeline(affinity=affinity)

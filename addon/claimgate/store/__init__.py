@@ -54,9 +54,11 @@ SECRET_KEY_LENGTH = 32
 def secret_key(secret: str) -> str:
     """How stores index a token or claim without holding it: its SHA-256, shortened.
 
-    The same 128 bits as the memory store's binary digest, so keys carry over.
+    The same 128 bits as the memory store's binary digest, so keys carry over. A token or
+    claim read from a request may hold a lone surrogate (JSON's \\ud800): surrogatepass
+    names it too, and any other text is plain UTF-8.
     """
-    return hashlib.sha256(secret.encode()).hexdigest()[:SECRET_KEY_LENGTH]
+    return hashlib.sha256(secret.encode("utf-8", "surrogatepass")).hexdigest()[:SECRET_KEY_LENGTH]
 
 
 class ClaimOwner(NamedTuple):

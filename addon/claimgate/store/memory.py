@@ -39,7 +39,7 @@ RETENTION_FACTOR = 2
 
 def digest(secret: str) -> bytes:
     """How the memory store names a token or claim without holding it."""
-    return hashlib.sha256(secret.encode()).digest()[:DIGEST_BYTES]
+    return hashlib.sha256(secret.encode("utf-8", "surrogatepass")).digest()[:DIGEST_BYTES]
 
 
 class BoundedMap[V](dict[bytes, V]):
