@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 
 from claimgate.capture import (
     FUTURE_SKEW,
+    MAX_LINK_PARAMETERS,
     Captured,
     LinkKind,
     LinkRequest,
@@ -124,6 +125,15 @@ def test_forged_signature_is_bad_signature() -> None:
 def test_a_forged_link_with_odd_bytes_is_still_bad_signature(odd: str) -> None:
     forged = link_url().replace("customerWebId=21312", "customerWebId=4") + "&" + odd
     assert refused(request_for(forged)).violation == "bad_signature"
+
+
+def test_a_link_with_more_parameters_than_php_reads_is_refused_before_they_are_parsed() -> None:
+    many = "&".join(f"{index}=x" for index in range(MAX_LINK_PARAMETERS))  # with the link's own
+    result = refused(request_for(link_url() + "&" + many))
+    assert (result.violation, result.customer_web_id) == ("malformed_request", "")
+    within = "&".join(f"{index}=x" for index in range(MAX_LINK_PARAMETERS - 20))
+    forged = link_url().replace("customerWebId=21312", "customerWebId=4") + "&" + within
+    assert refused(request_for(forged)).violation == "bad_signature"  # read and judged
 
 
 def test_forged_link_with_stale_timestamp_says_bad_signature() -> None:
