@@ -202,6 +202,7 @@ async def test_a_head_past_a_bound_is_refused_with_its_status(served, head, stat
     [
         ("POST", "/claims", b"{", 400),
         ("POST", "/claims", b'["url"]', 400),
+        ("POST", "/claims", b"[" * 30_000 + b"]" * 30_000, 400),  # within the body bound
         ("POST", "/claims", b'{"url": "http://[::1"}', 400),
         ("POST", "/claims", b"x" * (64 * 1024 + 1), 413),
         ("PATCH", "/claims/1", b"", 405),

@@ -99,7 +99,7 @@ def _json(status: int, body: Any) -> Response:
 def _url_from(body: bytes) -> str:
     try:
         payload = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, RecursionError):  # not JSON, or nested deeper than Python recurses
         raise AdminError(400, "body is not JSON") from None
     url = payload.get("url") if isinstance(payload, dict) else None
     if not isinstance(url, str) or "://" not in url:
