@@ -26,11 +26,11 @@ STALE_SERVICE_CALL = "stale_service_call"
 MALFORMED = "malformed_request"
 
 LINK_MARKER = "apiClaim"
+"""Every Marketplace link carries it; a request without it is not parsed any further."""
 MAX_LINK_PARAMETERS = 1000
 """PHP's default ``max_input_vars``: an app on PHP reads no more of a link. onOffice's links
 carry about ten; a link past this is refused before its parameters are parsed and sorted,
 which for hundreds of thousands of them would hold the event loop for seconds."""
-"""Every Marketplace link carries it; a request without it is not parsed any further."""
 
 _TIMESTAMP = re.compile(r"-?[0-9]{1,19}")
 """An integer timestamp; the length cap keeps absurd values from costly ``int`` parsing."""
@@ -121,11 +121,8 @@ def examine(
         return None  # the app's own traffic: not worth reading as PHP would
     pairs = request.query.count("&") + (request.form or "").count("&") + 2
     if pairs > MAX_LINK_PARAMETERS:  # a count in C, before anything is parsed or sorted
-        kind = (
-            LinkKind.ACTIVATION
-            if "apiToken" in (request.query + (request.form or ""))
-            else LinkKind.SERVICE_CALL
-        )
+        activation = "apiToken" in request.query or "apiToken" in (request.form or "")
+        kind = LinkKind.ACTIVATION if activation else LinkKind.SERVICE_CALL
         reason = f"more than {MAX_LINK_PARAMETERS} parameters"
         return Refused(MALFORMED, reason, kind, "", "", "")
     params = _parameters(request)
