@@ -12,10 +12,15 @@ from functools import lru_cache
 FINGERPRINT_LENGTH = 12
 
 
+def secret_bytes(secret: str) -> bytes:
+    """The bytes a secret is hashed as, here and in the stores' keys: UTF-8, and a lone
+    surrogate (a link's %FF, JSON's \\ud800, both from the network) passed through, since
+    such a value still needs a name."""
+    return secret.encode("utf-8", "surrogatepass")
+
+
 @lru_cache(maxsize=4096)  # the same token and claim are named on every request of a customer
 def fingerprint(secret: str | bytes) -> str:
     """Return the short public name of ``secret``."""
-    # surrogatepass: a value from the network may hold a lone surrogate (a link's %FF, a
-    # JSON \ud800), which still needs a name; any other text encodes as plain UTF-8.
-    data = secret.encode("utf-8", "surrogatepass") if isinstance(secret, str) else secret
+    data = secret_bytes(secret) if isinstance(secret, str) else secret
     return hashlib.sha256(data).hexdigest()[:FINGERPRINT_LENGTH]

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import NamedTuple, Protocol
 
+from claimgate.fingerprint import fingerprint, secret_bytes
+
 
 @dataclass(frozen=True, slots=True)
 class Claim:
@@ -34,8 +36,6 @@ class Claim:
     """The API refused it (201 or 248): never injected again (docs/design.md 2.11)."""
 
     def __repr__(self) -> str:
-        from claimgate.fingerprint import fingerprint
-
         return (
             f"Claim(customer_web_id={self.customer_web_id!r}, user_id={self.user_id!r}, "
             f"claim=<fp {fingerprint(self.claim)}>, timestamp={self.timestamp}, "
@@ -54,11 +54,9 @@ SECRET_KEY_LENGTH = 32
 def secret_key(secret: str) -> str:
     """How stores index a token or claim without holding it: its SHA-256, shortened.
 
-    The same 128 bits as the memory store's binary digest, so keys carry over. A token or
-    claim read from a request may hold a lone surrogate (JSON's \\ud800): surrogatepass
-    names it too, and any other text is plain UTF-8.
+    The same 128 bits as the memory store's binary digest, so keys carry over.
     """
-    return hashlib.sha256(secret.encode("utf-8", "surrogatepass")).hexdigest()[:SECRET_KEY_LENGTH]
+    return hashlib.sha256(secret_bytes(secret)).hexdigest()[:SECRET_KEY_LENGTH]
 
 
 class ClaimOwner(NamedTuple):

@@ -28,6 +28,7 @@ from dataclasses import replace
 
 from cachetools import LRUCache
 
+from claimgate.fingerprint import secret_bytes
 from claimgate.store import DEFAULT_MAX_USERS, Claim, ClaimOwner
 
 DIGEST_BYTES = 16
@@ -39,7 +40,7 @@ RETENTION_FACTOR = 2
 
 def digest(secret: str) -> bytes:
     """How the memory store names a token or claim without holding it."""
-    return hashlib.sha256(secret.encode("utf-8", "surrogatepass")).digest()[:DIGEST_BYTES]
+    return hashlib.sha256(secret_bytes(secret)).digest()[:DIGEST_BYTES]
 
 
 class BoundedMap[V](dict[bytes, V]):
